@@ -1,0 +1,50 @@
+import express, { type Express, type Request, type Response, type NextFunction } from 'express';
+import { correlationId } from '../http/correlation.ts';
+import { errorHandler, notFound } from '../http/errors.ts';
+import type { Logger } from '../http/log.ts';
+import { jwksOf, type SigningKey } from '../identity/keys.ts';
+import { devIdentityRoutes, type DevIdpDeps } from './auth/dev-idp.ts';
+import { v1Proxy, type V1Route } from './v1/proxy.ts';
+
+export interface GatewayDeps {
+  logger: Logger;
+  signingKeys: readonly SigningKey[];
+  /** Present when the built-in dev identity provider is on. */
+  devIdp: DevIdpDeps | null;
+  v1Routes: readonly V1Route[];
+  /** Throws when a dependency the gateway needs (CouchDB, platform database) is unreachable. */
+  readiness: () => Promise<void>;
+}
+
+export function createGatewayApp(deps: GatewayDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+  app.use(correlationId());
+  app.use(function securityHeaders(_req: Request, res: Response, next: NextFunction) {
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.setHeader('Referrer-Policy', 'no-referrer');
+    res.setHeader('X-Frame-Options', 'DENY');
+    next();
+  });
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/readyz', (_req, res) => {
+    deps
+      .readiness()
+      .then(() => res.json({ ok: true }))
+      .catch(() => res.status(503).json({ ok: false }));
+  });
+  app.get('/.well-known/jwks.json', (_req, res) => {
+    res.setHeader('Cache-Control', 'public, max-age=300');
+    res.json(jwksOf(deps.signingKeys));
+  });
+  if (deps.devIdp) app.use('/auth', devIdentityRoutes(deps.devIdp));
+  app.use('/v1', v1Proxy({ routes: deps.v1Routes }));
+
+  app.use(notFound());
+  app.use(errorHandler(deps.logger));
+  return app;
+}

@@ -1,0 +1,42 @@
+import type { Database } from '../../sql/database.ts';
+import { migrate } from '../../sql/migrate.ts';
+
+// The platform database (DESIGN §2): tenant registry, membership directory and refresh sessions.
+// The worker keeps its leases, checkpoints and pending queue here too, under its own migrations.
+export const PLATFORM_MIGRATIONS: readonly string[] = [
+  `CREATE TABLE tenants (
+     id text PRIMARY KEY,
+     created_at timestamptz NOT NULL DEFAULT now()
+   );
+   CREATE TABLE users (
+     id text PRIMARY KEY,
+     username text NOT NULL UNIQUE,
+     password_hash text,
+     created_at timestamptz NOT NULL DEFAULT now()
+   );
+   CREATE TABLE memberships (
+     tenant_id text NOT NULL REFERENCES tenants(id),
+     user_id text NOT NULL REFERENCES users(id),
+     roles text[] NOT NULL,
+     PRIMARY KEY (tenant_id, user_id)
+   );
+   CREATE TABLE refresh_sessions (
+     sid text PRIMARY KEY,
+     user_id text NOT NULL REFERENCES users(id),
+     tenant_id text NOT NULL REFERENCES tenants(id),
+     created_at timestamptz NOT NULL DEFAULT now(),
+     expires_at timestamptz NOT NULL,
+     revoked_at timestamptz
+   );
+   CREATE TABLE refresh_tokens (
+     token_hash text PRIMARY KEY,
+     sid text NOT NULL REFERENCES refresh_sessions(sid),
+     rotated_at timestamptz,
+     created_at timestamptz NOT NULL DEFAULT now()
+   );
+   CREATE INDEX refresh_tokens_sid ON refresh_tokens (sid);`,
+];
+
+export async function migratePlatform(db: Database): Promise<void> {
+  await migrate(db, 'platform', PLATFORM_MIGRATIONS);
+}

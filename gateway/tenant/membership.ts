@@ -1,0 +1,32 @@
+import type { Queryable } from '../../sql/database.ts';
+
+/** Who belongs to which tenant, with which roles. Consulted at login, refresh and commit time. */
+export interface MembershipDirectory {
+  rolesOf(tenant: string, userId: string): Promise<string[] | null>;
+  set(tenant: string, userId: string, roles: readonly string[]): Promise<void>;
+  remove(tenant: string, userId: string): Promise<void>;
+  tenantsOf(userId: string): Promise<string[]>;
+}
+
+export function createMembershipDirectory(db: Queryable): MembershipDirectory {
+  return {
+    async rolesOf(tenant, userId) {
+      const { rows } = await db.query<{ roles: string[] }>('SELECT roles FROM memberships WHERE tenant_id = $1 AND user_id = $2', [tenant, userId]);
+      return rows[0] ? rows[0].roles : null;
+    },
+    async set(tenant, userId, roles) {
+      await db.query(
+        `INSERT INTO memberships (tenant_id, user_id, roles) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id, user_id) DO UPDATE SET roles = EXCLUDED.roles`,
+        [tenant, userId, [...roles]],
+      );
+    },
+    async remove(tenant, userId) {
+      await db.query('DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2', [tenant, userId]);
+    },
+    async tenantsOf(userId) {
+      const { rows } = await db.query<{ tenant_id: string }>('SELECT tenant_id FROM memberships WHERE user_id = $1 ORDER BY tenant_id', [userId]);
+      return rows.map((r) => r.tenant_id);
+    },
+  };
+}

@@ -1,0 +1,63 @@
+import { Router, raw, type Request, type Response, type NextFunction } from 'express';
+import { FerryError } from '../../validators/codes.ts';
+import { correlationOf } from '../../http/correlation.ts';
+
+// The online REST path (DESIGN §5 `/v1/*`): forwards the caller's identity and the idempotency,
+// precondition and correlation headers unchanged, strips inbound X-Ferry-*, and hands the
+// service's answer back as it came, errors included.
+
+const FORWARDED_REQUEST_HEADERS = ['authorization', 'idempotency-key', 'if-match', 'content-type', 'accept'];
+const FORWARDED_RESPONSE_HEADERS = ['content-type', 'etag', 'location', 'idempotent-replayed', 'retry-after', 'cache-control'];
+
+export interface V1Route {
+  /** First path segment under /v1, e.g. `patients`. */
+  collection: string;
+  /** Base URL of the owning service. */
+  serviceUrl: string;
+}
+
+export interface V1ProxyOptions {
+  routes: readonly V1Route[];
+  bodyLimit?: string;
+  timeoutMs?: number;
+  fetch?: typeof fetch;
+}
+
+export function v1Proxy(opts: V1ProxyOptions): Router {
+  const router = Router();
+  const doFetch = opts.fetch ?? fetch;
+  const byCollection = new Map(opts.routes.map((r) => [r.collection, r.serviceUrl.replace(/\/$/, '')]));
+  router.use(raw({ type: () => true, limit: opts.bodyLimit ?? '256kb' }));
+  router.use(function forwardToService(req: Request, res: Response, next: NextFunction) {
+    const collection = req.path.split('/')[1] ?? '';
+    const base = byCollection.get(collection);
+    if (!base) return next(new FerryError('NOT_FOUND'));
+    // req.originalUrl is already percent-encoded; the path is re-based, never decoded and rebuilt.
+    const url = `${base}${req.originalUrl}`;
+    const headers: Record<string, string> = {};
+    for (const name of FORWARDED_REQUEST_HEADERS) {
+      const v = req.get(name);
+      if (v !== undefined) headers[name] = v;
+    }
+    const correlationId = correlationOf(res);
+    if (correlationId) headers['x-correlation-id'] = correlationId;
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && Buffer.isBuffer(req.body) && req.body.length > 0;
+    doFetch(url, {
+      method: req.method,
+      headers,
+      ...(hasBody ? { body: new Uint8Array(req.body as Buffer) } : {}),
+      signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
+      redirect: 'manual',
+    })
+      .then(async (upstream) => {
+        res.status(upstream.status);
+        for (const name of FORWARDED_RESPONSE_HEADERS) {
+          const v = upstream.headers.get(name);
+          if (v !== null) res.setHeader(name, v);
+        }
+        res.send(Buffer.from(await upstream.arrayBuffer()));
+      })
+      .catch(() => next(new FerryError('UNAVAILABLE')));
+  });
+  return router;
+}

@@ -1,0 +1,70 @@
+import { resolve } from 'node:path';
+
+// Configuration is read from the environment here, at the entry points, and handed to each
+// component as plain data (DESIGN §2). Components never read process.env themselves.
+
+export interface ExternalAuthConfig {
+  jwksUrl: string;
+  issuer: string;
+  audience: string;
+}
+
+export interface FerryConfig {
+  port: number;
+  host: string;
+  dataDir: string;
+  couchdbUrl: string | undefined;
+  databaseUrl: string | undefined;
+  natsUrl: string;
+  /** Null when the built-in dev identity provider is on. */
+  externalAuth: ExternalAuthConfig | null;
+  issuer: string;
+  production: boolean;
+  registrationPort: number;
+  fauxton: boolean;
+  metricsToken: string | undefined;
+  waitingTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Env = Record<string, string | undefined>;
+
+function portOf(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`${name} must be a port number`);
+  return n;
+}
+
+/** Fails closed: partial external-auth settings, or the dev IdP in production, refuse to start. */
+export function readConfig(env: Env = process.env): FerryConfig {
+  const production = env.NODE_ENV === 'production';
+  const auth = [env.FERRY_AUTH_JWKS_URL, env.FERRY_AUTH_ISSUER, env.FERRY_AUTH_AUDIENCE];
+  const set = auth.filter((v) => v !== undefined && v !== '').length;
+  if (set !== 0 && set !== 3) {
+    throw new ConfigError('FERRY_AUTH_JWKS_URL, FERRY_AUTH_ISSUER and FERRY_AUTH_AUDIENCE must be set together, or none of them');
+  }
+  const externalAuth = set === 3 ? { jwksUrl: auth[0]!, issuer: auth[1]!, audience: auth[2]! } : null;
+  if (!externalAuth && production) {
+    throw new ConfigError('NODE_ENV=production needs an external identity provider (FERRY_AUTH_*); the dev IdP refuses to start');
+  }
+  return {
+    port: portOf(env, 'FERRY_PORT', 8080),
+    host: env.FERRY_HOST ?? '0.0.0.0',
+    dataDir: resolve(env.FERRY_DATA_DIR ?? './data'),
+    couchdbUrl: env.COUCHDB_URL || undefined,
+    databaseUrl: env.DATABASE_URL || undefined,
+    natsUrl: env.NATS_URL || 'nats://127.0.0.1:4222',
+    externalAuth,
+    issuer: env.FERRY_ISSUER || 'ferry',
+    production,
+    registrationPort: portOf(env, 'FERRY_REGISTRATION_PORT', 8081),
+    fauxton: !production || env.FERRY_FAUXTON === '1',
+    metricsToken: env.FERRY_METRICS_TOKEN || undefined,
+    waitingTimeoutMs: Number(env.FERRY_WAITING_TIMEOUT_MS ?? 7 * 24 * 3600_000),
+  };
+}

@@ -51,7 +51,7 @@ export const registrationManifest: ModuleManifest = {
     { id: 'register-patient', title: 'Register a patient', capability: 'offline-capable', phase: 'implemented', op: 'patient.create', route: 'POST /v1/patients' },
     { id: 'update-demographics', title: 'Update a patient\'s demographics', capability: 'offline-capable', phase: 'implemented', op: 'patient.update', route: 'PUT /v1/patients/{id}' },
     { id: 'read-patient', title: 'Read a patient record', capability: 'online-only', phase: 'implemented', route: 'GET /v1/patients/{id}' },
-    { id: 'search-patients', title: 'Search patients by name or identifier', capability: 'online-only', phase: 'implemented', route: 'GET /v1/patients?name=|identifier=' },
+    { id: 'search-patients', title: 'Search patients by name or identifier', capability: 'online-only', phase: 'implemented', route: 'GET /v1/patients?name=… or ?identifier=…' },
     { id: 'merge-duplicates', title: 'Merge duplicate patients', capability: 'online-only', phase: 'none', route: '(not yet offered)' },
   ],
   ops: [

@@ -1,0 +1,188 @@
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import { silentLogger, type Logger } from '../../../http/log.ts';
+import type { Queryable } from '../../../sql/database.ts';
+import { backoffDelay, type BackoffOptions } from './backoff.ts';
+import type { PatientEvent } from './outbox.ts';
+import { ensureRegistrationStream } from './stream.ts';
+
+// Publishes the outbox to JetStream in outbox order, one event at a time: publish, wait for the
+// stream's ack, then mark it sent. A crash between the two publishes the event again on restart;
+// the stream drops the copy because `Nats-Msg-Id` is the event id (duplicate window ≥ 2 h) and
+// consumers can dedupe beyond that on `eventId`. While NATS is away nothing is lost: events
+// wait in the outbox and the loop retries with backoff, reconnecting by itself.
+//
+// Order: an entity's events are committed one after another (its row is locked), so their
+// outbox sequence numbers, and therefore their publication, follow commit order.
+
+export interface OutboxEvent {
+  seq: number;
+  eventId: string;
+  subject: string;
+  payload: PatientEvent;
+}
+
+export interface RelayOptions {
+  db: Queryable;
+  natsUrl: string;
+  logger?: Logger;
+  batchSize?: number;
+  /** Safety-net poll; `notify()` wakes the relay at once after a commit. */
+  pollMs?: number;
+  backoff?: BackoffOptions;
+  publishTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  /**
+   * Test hook between the stream's ack and mark-sent, the worst moment to crash. Throwing from it
+   * leaves the event unsent, exactly as a crash there would.
+   */
+  afterPublish?: (event: OutboxEvent) => void | Promise<void>;
+}
+
+export interface RelayStatus {
+  running: boolean;
+  connected: boolean;
+  consecutiveFailures: number;
+  published: number;
+}
+
+export interface OutboxRelay {
+  start(): void;
+  /** Wakes the relay; call after a commit that wrote an event. */
+  notify(): void;
+  stop(): Promise<void>;
+  /** Events not yet marked sent. */
+  pending(): Promise<number>;
+  status(): RelayStatus;
+}
+
+export function createOutboxRelay(opts: RelayOptions): OutboxRelay {
+  const logger = opts.logger ?? silentLogger();
+  const batchSize = opts.batchSize ?? 100;
+  const pollMs = opts.pollMs ?? 1000;
+  const backoff = opts.backoff ?? { baseMs: 200, maxMs: 10_000 };
+  const publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
+  let nc: NatsConnection | null = null;
+  let js: JetStreamClient | null = null;
+  let streamReady = false;
+  let stopped = true;
+  let loop: Promise<void> | null = null;
+  let kicked = false;
+  let wake: (() => void) | null = null;
+  let failures = 0;
+  let published = 0;
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        wake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      wake = done;
+    });
+
+  async function connection(): Promise<JetStreamClient> {
+    if (nc && nc.isClosed()) {
+      nc = null;
+      js = null;
+    }
+    if (!nc) {
+      nc = await connect({
+        servers: opts.natsUrl,
+        name: 'ferry-registration-relay',
+        timeout: opts.connectTimeoutMs ?? 2000,
+        reconnect: true,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        ignoreClusterUpdates: true,
+      });
+      js = jetstream(nc, { timeout: publishTimeoutMs });
+      streamReady = false;
+      logger.info({ component: 'registration-relay' }, 'connected to NATS');
+    }
+    if (!streamReady) {
+      await ensureRegistrationStream(await jetstreamManager(nc, { timeout: publishTimeoutMs }));
+      streamReady = true;
+    }
+    return js!;
+  }
+
+  async function publishBatch(): Promise<number> {
+    const client = await connection();
+    const { rows } = await opts.db.query<{ seq: string | number; event_id: string; subject: string; payload: PatientEvent | string }>(
+      'SELECT seq, event_id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1',
+      [batchSize],
+    );
+    for (const row of rows) {
+      if (stopped) break;
+      const event: OutboxEvent = {
+        seq: Number(row.seq),
+        eventId: row.event_id,
+        subject: row.subject,
+        payload: typeof row.payload === 'string' ? (JSON.parse(row.payload) as PatientEvent) : row.payload,
+      };
+      await client.publish(event.subject, JSON.stringify(event.payload), { msgID: event.eventId, timeout: publishTimeoutMs });
+      await opts.afterPublish?.(event);
+      await opts.db.query('UPDATE outbox SET published_at = now() WHERE seq = $1', [event.seq]);
+      published++;
+    }
+    return rows.length;
+  }
+
+  async function run(): Promise<void> {
+    while (!stopped) {
+      try {
+        kicked = false;
+        const n = await publishBatch();
+        if (failures > 0) logger.info({ component: 'registration-relay', afterFailures: failures }, 'relay recovered');
+        failures = 0;
+        if (n < batchSize && !kicked && !stopped) await sleep(pollMs);
+      } catch (err) {
+        if (stopped) break;
+        failures++;
+        // A stream lost with its server must be recreated, so check it again on the next try.
+        streamReady = false;
+        const e = err as Error;
+        if (failures === 1 || failures % 20 === 0) logger.warn({ component: 'registration-relay', failures, err: { name: e?.name, message: e?.message } }, 'relay cannot publish; events wait in the outbox');
+        await sleep(backoffDelay(failures, backoff));
+      }
+    }
+    // A connect that finished after stop() began would otherwise leak its connection.
+    const late = nc;
+    nc = null;
+    js = null;
+    if (late) await late.close().catch(() => undefined);
+  }
+
+  return {
+    start() {
+      if (!stopped) return;
+      stopped = false;
+      loop = run();
+    },
+    notify() {
+      kicked = true;
+      wake?.();
+    },
+    async stop() {
+      stopped = true;
+      wake?.();
+      const conn = nc;
+      nc = null;
+      js = null;
+      // Closing first makes a publish waiting on a dead server give up now, not at its timeout.
+      if (conn) await conn.close().catch(() => undefined);
+      await loop;
+      loop = null;
+    },
+    async pending() {
+      const { rows } = await opts.db.query<{ n: string | number }>('SELECT count(*) AS n FROM outbox WHERE published_at IS NULL');
+      return Number(rows[0]?.n ?? 0);
+    },
+    status() {
+      return { running: !stopped, connected: nc !== null && !nc.isClosed(), consecutiveFailures: failures, published };
+    },
+  };
+}

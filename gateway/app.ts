@@ -5,6 +5,9 @@ import type { Logger } from '../http/log.ts';
 import { jwksOf, type SigningKey } from '../identity/keys.ts';
 import { devIdentityRoutes, type DevIdpDeps } from './auth/dev-idp.ts';
 import { v1Proxy, type V1Route } from './v1/proxy.ts';
+import { operatorRoutes, type OperatorDeps } from './operators/routes.ts';
+import { cors } from './edge/cors.ts';
+import { createRateLimiter, rateLimit, type RateLimit } from './edge/rate-limit.ts';
 
 export interface GatewayDeps {
   logger: Logger;
@@ -14,13 +17,34 @@ export interface GatewayDeps {
   v1Routes: readonly V1Route[];
   /** Throws when a dependency the gateway needs (CouchDB, platform database) is unreachable. */
   readiness: () => Promise<void>;
+  /** Fauxton and the CouchDB admin API for platform-admins; null when switched off. */
+  operators?: OperatorDeps | null;
+  /** Origins allowed to call the gateway from a browser (the clinician app's own origin needs none). */
+  corsOrigins?: readonly string[];
+  limits?: {
+    /** Every request, per client IP. */
+    perIp?: RateLimit;
+    /** `/auth/*`, per client IP: slows password guessing. */
+    authPerIp?: RateLimit;
+  };
 }
+
+const DEFAULT_LIMITS = {
+  // Generous: a clinic's devices often share one public address.
+  perIp: { rate: 200, burst: 1000 },
+  authPerIp: { rate: 5, burst: 30 },
+} satisfies Required<NonNullable<GatewayDeps['limits']>>;
 
 export function createGatewayApp(deps: GatewayDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
   app.use(correlationId());
+  const limits = { ...DEFAULT_LIMITS, ...deps.limits };
+  const ipOf = (req: Request) => req.socket.remoteAddress ?? 'unknown';
+  app.use(rateLimit({ limiter: createRateLimiter(limits.perIp), keyOf: ipOf }));
+  app.use('/auth', rateLimit({ limiter: createRateLimiter(limits.authPerIp), keyOf: ipOf }));
+  app.use(cors({ origins: deps.corsOrigins ?? [] }));
   app.use(function securityHeaders(_req: Request, res: Response, next: NextFunction) {
     res.setHeader('X-Content-Type-Options', 'nosniff');
     res.setHeader('Referrer-Policy', 'no-referrer');
@@ -42,6 +66,7 @@ export function createGatewayApp(deps: GatewayDeps): Express {
     res.json(jwksOf(deps.signingKeys));
   });
   if (deps.devIdp) app.use('/auth', devIdentityRoutes(deps.devIdp));
+  if (deps.operators) app.use(operatorRoutes(deps.operators));
   app.use('/v1', v1Proxy({ routes: deps.v1Routes }));
 
   app.use(notFound());

@@ -35,6 +35,14 @@ export const PLATFORM_MIGRATIONS: readonly string[] = [
      created_at timestamptz NOT NULL DEFAULT now()
    );
    CREATE INDEX refresh_tokens_sid ON refresh_tokens (sid);`,
+  // Operator (platform-admin) browser sessions for Fauxton: the cookie holds a random id whose
+  // hash is stored here, so a database read cannot replay a session.
+  `CREATE TABLE admin_sessions (
+     id_hash text PRIMARY KEY,
+     user_id text NOT NULL,
+     created_at timestamptz NOT NULL DEFAULT now(),
+     expires_at timestamptz NOT NULL
+   );`,
 ];
 
 export async function migratePlatform(db: Database): Promise<void> {

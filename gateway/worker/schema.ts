@@ -1,0 +1,53 @@
+import type { Database } from '../../sql/database.ts';
+import { migrate } from '../../sql/migrate.ts';
+
+// The worker's durable state in the platform database (DESIGN §2, §4 "Exactly once"): leases with
+// fencing tokens, feed checkpoints, the pending queue (waiting/retrying), per-tenant feed counters
+// and an index of mutation ids seen (to tell when `after` names another user's mutation).
+export const WORKER_MIGRATIONS: readonly string[] = [
+  `CREATE TABLE worker_leases (
+     tenant text PRIMARY KEY,
+     holder text NOT NULL,
+     fence bigint NOT NULL,
+     expires_at timestamptz NOT NULL,
+     acquired_at timestamptz NOT NULL DEFAULT now()
+   );
+   CREATE TABLE worker_checkpoints (
+     tenant text PRIMARY KEY,
+     since text NOT NULL,
+     fence bigint NOT NULL,
+     updated_at timestamptz NOT NULL DEFAULT now()
+   );
+   CREATE TABLE worker_pending (
+     tenant text NOT NULL,
+     mid text NOT NULL,
+     owner text NOT NULL,
+     entity text NOT NULL,
+     state text NOT NULL CHECK (state IN ('waiting', 'retrying')),
+     after text,
+     attempts integer NOT NULL DEFAULT 0,
+     next_attempt_at bigint NOT NULL,
+     first_seen_at bigint NOT NULL,
+     PRIMARY KEY (tenant, mid)
+   );
+   CREATE INDEX worker_pending_after ON worker_pending (tenant, after);
+   CREATE TABLE worker_feed_counters (
+     tenant text PRIMARY KEY,
+     next bigint NOT NULL
+   );
+   CREATE TABLE worker_mutations (
+     tenant text NOT NULL,
+     mid text NOT NULL,
+     owner text NOT NULL,
+     entity text,
+     PRIMARY KEY (tenant, mid)
+   );`,
+];
+
+export async function migrateWorker(db: Database): Promise<void> {
+  await migrate(db, 'worker', WORKER_MIGRATIONS);
+}
+
+/** SQL condition that holds while (tenant $1, holder $2, fence $3) is the live lease. */
+export const LEASE_HELD = `EXISTS (SELECT 1 FROM worker_leases l
+  WHERE l.tenant = $1::text AND l.holder = $2::text AND l.fence = $3::bigint AND l.expires_at > now())`;

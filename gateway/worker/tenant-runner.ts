@@ -1,0 +1,413 @@
+import { CouchError, type ChangeRow, type ChangesPage, type CouchDb } from '../../couchdb/client.ts';
+import type { Logger } from '../../http/log.ts';
+import { isTerminal, mutationDocId, parseInboxDocId, type StatusOutcome, type StatusState } from '../../validators/mutation.ts';
+import { nextDelay, type RetryPolicy } from './backoff.ts';
+import { commitMutation, type CommitDeps } from './commit.ts';
+import { createEntityQueue } from './entity-queue.ts';
+import { LeaseLost, type Fence } from './lease.ts';
+import type { WorkerMetrics } from './metrics.ts';
+import { decideOrder, type Predecessor } from './order.ts';
+import { outcomeOf } from './outcome.ts';
+import type { PendingRow, PendingStore } from './pending.ts';
+import type { PositionStore } from './position.ts';
+import { screen } from './screen.ts';
+import { shouldWrite, statusDocFor } from './status.ts';
+import { createStatusReader, type CurrentStatus } from './status-reader.ts';
+import { createStatusWriter, StatusConflict } from './status-writer.ts';
+
+// One tenant's work while this worker holds its lease: follow the inbox feed from the durable
+// checkpoint, take each mutation to a terminal status or into the pending table, and only then
+// move the checkpoint (DESIGN §4 "Exactly once"). Pending mutations come back on their own: a
+// retry when its delay is up, a waiting one when its predecessor settles or its timeout passes.
+
+export interface TenantRunnerOptions {
+  pageSize: number;
+  /** Feed pauses while more tasks than this are queued or running (backpressure). */
+  maxInFlight: number;
+  /** Service calls and status decisions running at once. */
+  concurrency: number;
+  waitingTimeoutMs: number;
+  retry: RetryPolicy;
+  /** How often pending mutations are looked at. */
+  tickMs: number;
+  /** Longpoll timeout sent to CouchDB. */
+  pollTimeoutMs: number;
+}
+
+export interface TenantRunnerDeps {
+  tenant: string;
+  lease: Fence;
+  /** Throws LeaseLost when the lease can no longer be trusted (checked before every effect). */
+  assertLease: () => void;
+  inbox: CouchDb;
+  positions: PositionStore;
+  pending: PendingStore;
+  commit: CommitDeps;
+  metrics: WorkerMetrics;
+  logger: Logger;
+  clock: () => number;
+  random: () => number;
+  options: TenantRunnerOptions;
+}
+
+export interface TenantRunner {
+  /** Resolves when the runner has stopped, on its own (lease lost) or by `stop()`. */
+  readonly done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+type MutationDocRaw = Record<string, unknown> & { _id: string; _rev?: string; _conflicts?: string[]; _deleted?: boolean };
+
+interface Job {
+  owner: string;
+  mid: string;
+  /** The doc as the feed delivered it; fetched again when absent. */
+  doc?: MutationDocRaw | null;
+  deleted?: boolean;
+  /** Prefetched status; undefined means "read it". */
+  status?: CurrentStatus | null;
+  source: 'feed' | 'pending';
+}
+
+interface Known {
+  owner: string;
+  entity: string | null;
+  state: StatusState | null;
+}
+
+const KNOWN_LIMIT = 200_000;
+
+function entityOf(doc: unknown): string | null {
+  const e = doc !== null && typeof doc === 'object' ? (doc as Record<string, unknown>).entity : undefined;
+  return typeof e === 'string' ? e : null;
+}
+function afterOf(doc: unknown): string | null {
+  const a = doc !== null && typeof doc === 'object' ? (doc as Record<string, unknown>).after : undefined;
+  return typeof a === 'string' ? a : null;
+}
+
+/** Within one entity, puts each mutation after the one its `after` names when both are in the batch. */
+export function orderByAfter<T extends { mid: string; after: string | null }>(items: readonly T[]): T[] {
+  const byMid = new Map(items.map((i) => [i.mid, i]));
+  const out: T[] = [];
+  const placed = new Set<string>();
+  const visiting = new Set<string>();
+  const place = (item: T) => {
+    if (placed.has(item.mid) || visiting.has(item.mid)) return;
+    visiting.add(item.mid);
+    const pred = item.after ? byMid.get(item.after) : undefined;
+    if (pred) place(pred);
+    visiting.delete(item.mid);
+    placed.add(item.mid);
+    out.push(item);
+  };
+  for (const item of items) place(item);
+  return out;
+}
+
+export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
+  const { tenant, lease, inbox, positions, pending, metrics, logger, clock, options } = deps;
+  const abort = new AbortController();
+  const queue = createEntityQueue(options.concurrency);
+  const writer = createStatusWriter({ db: inbox, lease, positions, assertLease: deps.assertLease });
+  const statuses = createStatusReader(inbox, lease.fence, () => writer);
+  const known = new Map<string, Known>();
+  const pendingRows = new Map<string, PendingRow>();
+  /** after-mid → mids waiting for it. */
+  const waiters = new Map<string, Set<string>>();
+  let stopped = false;
+  let tick: NodeJS.Timeout | undefined;
+
+  const remember = (mid: string, k: Known) => {
+    known.delete(mid);
+    known.set(mid, k);
+    if (known.size > KNOWN_LIMIT) known.delete(known.keys().next().value!);
+  };
+  const setKnownState = (mid: string, state: StatusState) => {
+    const k = known.get(mid);
+    if (k) k.state = state;
+  };
+  const reportDepth = () => metrics.queueDepth.set({ tenant }, pendingRows.size);
+
+  const trackPending = (row: PendingRow) => {
+    const old = pendingRows.get(row.mid);
+    if (old?.after) waiters.get(old.after)?.delete(row.mid);
+    pendingRows.set(row.mid, row);
+    if (row.state === 'waiting' && row.after) {
+      let set = waiters.get(row.after);
+      if (!set) waiters.set(row.after, (set = new Set()));
+      set.add(row.mid);
+    }
+    reportDepth();
+  };
+  const untrackPending = (mid: string) => {
+    const old = pendingRows.get(mid);
+    if (!old) return;
+    if (old.after) waiters.get(old.after)?.delete(mid);
+    pendingRows.delete(mid);
+    reportDepth();
+  };
+
+  // ---- status writes ----------------------------------------------------------------------
+
+  /** Writes `outcome` unless the standing status forbids it; returns the state that stands. */
+  const settleStatus = async (job: Job, status: CurrentStatus | null, outcome: StatusOutcome, attempts: number): Promise<StatusState> => {
+    let cur = status;
+    for (let i = 0; i < 5; i++) {
+      if (!shouldWrite(cur?.state ?? null, outcome.state)) return cur!.state;
+      deps.assertLease();
+      try {
+        const doc = statusDocFor({ tenant, owner: job.owner, mid: job.mid }, outcome, attempts, clock());
+        await writer.write(cur ? { ...doc, _rev: cur.rev } : doc);
+        metrics.outcomes.inc({ tenant, state: outcome.state, code: outcome.code ?? 'none' });
+        return outcome.state;
+      } catch (err) {
+        if (!(err instanceof StatusConflict)) throw err;
+        cur = await statuses.read(job.owner, job.mid);
+      }
+    }
+    throw new Error('status doc kept changing');
+  };
+
+  const finishTerminal = async (job: Job, state: StatusState) => {
+    setKnownState(job.mid, state);
+    if (pendingRows.has(job.mid)) {
+      await pending.remove(lease, job.mid);
+      untrackPending(job.mid);
+    }
+  };
+
+  const recordPending = async (row: PendingRow) => {
+    const old = pendingRows.get(row.mid);
+    if (old && old.state === row.state && old.attempts === row.attempts && old.nextAttemptAt === row.nextAttemptAt && old.after === row.after) return;
+    await pending.put(lease, row);
+    trackPending(row);
+  };
+
+  /** Waiting mutations whose predecessor just settled (or arrived) are looked at again. */
+  const wake = (mid: string) => {
+    const set = waiters.get(mid);
+    if (!set || set.size === 0) return;
+    for (const w of [...set]) {
+      const row = pendingRows.get(w);
+      if (row) void schedule(row.entity, { owner: row.owner, mid: row.mid, source: 'pending' }).catch(() => undefined);
+    }
+  };
+
+  // ---- one mutation ------------------------------------------------------------------------
+
+  const lookupPredecessor = async (owner: string, after: string): Promise<Predecessor> => {
+    const k = known.get(after);
+    if (k && (k.state !== null || k.owner !== owner)) return { kind: 'found', owner: k.owner, entity: k.entity, state: k.state };
+    const doc = await inbox.get<Record<string, unknown>>(mutationDocId(owner, after));
+    if (doc) {
+      const st = await statuses.read(owner, after);
+      const found = { owner, entity: entityOf(doc), state: st?.state ?? null };
+      remember(after, found);
+      return { kind: 'found', ...found };
+    }
+    const seen = await deps.positions.seen(tenant, after);
+    if (seen) return { kind: 'found', owner: seen.owner, entity: seen.entity, state: null };
+    return { kind: 'missing' };
+  };
+
+  const processMutation = async (job: Job): Promise<void> => {
+    const { owner, mid } = job;
+    const k = known.get(mid);
+    if (k?.state && isTerminal(k.state)) return finishTerminal(job, k.state);
+    const status = job.status !== undefined ? job.status : await statuses.read(owner, mid);
+    if (status && isTerminal(status.state)) {
+      if (!k) remember(mid, { owner, entity: null, state: status.state });
+      return finishTerminal(job, status.state);
+    }
+    const row = pendingRows.get(mid) ?? null;
+    let doc = job.doc;
+    let deleted = job.deleted ?? false;
+    if (doc === undefined || doc === null) {
+      doc = await inbox.get<MutationDocRaw>(mutationDocId(owner, mid), { conflicts: true });
+      deleted = doc === null;
+    }
+    const attemptsSoFar = row?.attempts ?? status?.attempts ?? 0;
+    const screened = screen({ inboxTenant: tenant, owner, mid, doc, conflicted: (doc?._conflicts?.length ?? 0) > 0, deleted });
+    remember(mid, { owner, entity: entityOf(doc), state: status?.state ?? null });
+    if (screened.kind === 'reject') {
+      const state = await settleStatus(job, status, screened.outcome, attemptsSoFar);
+      await finishTerminal(job, state);
+      wake(mid);
+      return;
+    }
+    const m = screened.mutation;
+    const now = clock();
+    const firstSeenAt = row?.firstSeenAt ?? now;
+    const predecessor = m.after ? await lookupPredecessor(owner, m.after) : null;
+    const order = decideOrder({ owner, entity: m.entity, after: m.after, resolves: m.resolves, predecessor, firstSeenAt, now, waitingTimeoutMs: options.waitingTimeoutMs });
+    if (order.kind === 'reject') {
+      const state = await settleStatus(job, status, order.outcome, attemptsSoFar);
+      await finishTerminal(job, state);
+      wake(mid);
+      return;
+    }
+    if (order.kind === 'wait') {
+      // A missing predecessor is looked at again when its timeout passes; a present one wakes us.
+      const nextAttemptAt = predecessor?.kind === 'missing' ? firstSeenAt + options.waitingTimeoutMs : now + options.waitingTimeoutMs;
+      await recordPending({ mid, owner, entity: m.entity, state: 'waiting', after: m.after, attempts: attemptsSoFar, nextAttemptAt, firstSeenAt });
+      setKnownState(mid, await settleStatus(job, status, { state: 'waiting', code: null }, attemptsSoFar));
+      return;
+    }
+    if (job.source === 'feed' && row?.state === 'retrying' && row.nextAttemptAt > now) return; // its retry is scheduled
+
+    deps.assertLease();
+    const attempts = attemptsSoFar + 1;
+    const started = performance.now();
+    const result = await commitMutation(deps.commit, tenant, owner, mid, m, screened.op);
+    metrics.commitLatency.observe({ tenant, module: screened.op.module }, (performance.now() - started) / 1000);
+    const outcome: StatusOutcome = result.kind === 'not-member' ? { state: 'rejected', code: 'TENANT_MISMATCH', errors: [{ path: 'owner', message: 'is not a member of the tenant' }] } : outcomeOf(result.answer);
+
+    if (outcome.state === 'retrying') {
+      metrics.retries.inc({ tenant });
+      const delay = nextDelay(attempts, options.retry, deps.random);
+      await recordPending({ mid, owner, entity: m.entity, state: 'retrying', after: m.after, attempts, nextAttemptAt: clock() + delay, firstSeenAt });
+      setKnownState(mid, await settleStatus(job, status, outcome, attempts));
+      return;
+    }
+    const state = await settleStatus(job, status, outcome, attempts);
+    await finishTerminal(job, state);
+    wake(mid);
+  };
+
+  const schedule = (entity: string, job: Job): Promise<void> =>
+    queue.run(entity, async () => {
+      if (stopped) throw new Error('stopped');
+      await processMutation(job);
+    });
+
+  // ---- the feed ----------------------------------------------------------------------------
+
+  const processPage = async (rows: ReadonlyArray<ChangeRow<Record<string, unknown>>>) => {
+    const items = rows.flatMap((row) => {
+      const ref = parseInboxDocId(row.id);
+      if (!ref || ref.kind !== 'mutation') return [];
+      const doc = (row.doc ?? null) as MutationDocRaw | null;
+      return [{ owner: ref.owner, mid: ref.mid, doc, deleted: row.deleted === true || doc?._deleted === true, entity: entityOf(doc), after: afterOf(doc) }];
+    });
+    if (items.length === 0) return;
+    metrics.received.inc({ tenant }, items.length);
+    await positions.recordSeen(
+      tenant,
+      items.map((i) => ({ mid: i.mid, owner: i.owner, entity: i.entity })),
+    );
+    const statusById = await statuses.readMany(items);
+    const groups = new Map<string, typeof items>();
+    for (const item of items) {
+      const key = item.entity ?? `id:${item.mid}`;
+      const g = groups.get(key);
+      if (g) g.push(item);
+      else groups.set(key, [item]);
+      if (!known.has(item.mid) || known.get(item.mid)!.state === null) {
+        const st = statusById.get(`s:${item.owner}:${item.mid}`)?.state ?? null;
+        remember(item.mid, { owner: item.owner, entity: item.entity, state: st });
+      }
+    }
+    const work: Promise<void>[] = [];
+    for (const [key, group] of groups) {
+      for (const item of orderByAfter(group)) {
+        const job: Job = { owner: item.owner, mid: item.mid, doc: item.deleted ? null : item.doc, deleted: item.deleted, status: statusById.get(`s:${item.owner}:${item.mid}`) ?? null, source: 'feed' };
+        work.push(schedule(key, job));
+      }
+    }
+    // Rows arriving now can settle other owners' or entities' waiters (DEPENDENCY_FAILED).
+    for (const item of items) wake(item.mid);
+    const results = await Promise.allSettled(work);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  };
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      abort.signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        resolve();
+      }, { once: true });
+    });
+
+  const feedLoop = async () => {
+    let since: string | number = (await positions.checkpoint(tenant)) ?? 0;
+    let longpoll = false;
+    let failures = 0;
+    while (!stopped) {
+      try {
+        await queue.below(options.maxInFlight);
+        if (stopped) break;
+        const page: ChangesPage<Record<string, unknown>> = await inbox.changes<Record<string, unknown>>({
+          since,
+          limit: options.pageSize,
+          include_docs: true,
+          conflicts: true,
+          ...(longpoll ? { feed: 'longpoll' as const, timeout: options.pollTimeoutMs } : {}),
+          signal: abort.signal,
+        });
+        await processPage(page.results);
+        if (page.results.length > 0 && String(page.last_seq) !== String(since)) {
+          deps.assertLease();
+          await positions.saveCheckpoint(lease, String(page.last_seq));
+        }
+        since = page.last_seq;
+        longpoll = page.results.length < options.pageSize;
+        failures = 0;
+      } catch (err) {
+        if (stopped) break;
+        if (err instanceof LeaseLost) throw err;
+        if (err instanceof CouchError && err.status === 403) throw new LeaseLost(tenant);
+        failures++;
+        const name = (err as Error).name;
+        if (name !== 'TimeoutError' && name !== 'AbortError') logger.warn({ tenant, err: (err as Error).message, failures }, 'worker feed page failed; retrying from checkpoint');
+        // Start again from the durable checkpoint: terminal mutations are skipped on the way.
+        since = (await positions.checkpoint(tenant).catch(() => null)) ?? since;
+        longpoll = false;
+        if (name !== 'TimeoutError') await sleep(Math.min(5_000, 100 * 2 ** Math.min(failures, 6)));
+      }
+    }
+  };
+
+  const onTick = () => {
+    const now = clock();
+    for (const row of pendingRows.values()) {
+      if (row.nextAttemptAt > now) continue;
+      // Not picked again until this look is over or fails.
+      pendingRows.set(row.mid, { ...row, nextAttemptAt: now + Math.max(options.tickMs, 1_000) });
+      schedule(row.entity, { owner: row.owner, mid: row.mid, source: 'pending' }).catch((err: unknown) => {
+        if (!stopped && !(err instanceof LeaseLost)) logger.warn({ tenant, mid: row.mid, err: (err as Error).message }, 'pending mutation failed; will look again');
+      });
+    }
+  };
+
+  const run = async () => {
+    try {
+      await writer.healHead();
+      for (const row of await pending.list(tenant)) trackPending(row);
+      reportDepth();
+      tick = setInterval(onTick, options.tickMs);
+      onTick();
+      await feedLoop();
+    } catch (err) {
+      if (!(err instanceof LeaseLost) && !stopped) logger.error({ tenant, err: (err as Error).message }, 'tenant runner failed');
+      else logger.info({ tenant }, 'tenant runner stopping: lease lost');
+    } finally {
+      stopped = true;
+      if (tick) clearInterval(tick);
+      abort.abort();
+      await Promise.race([queue.idle(), new Promise((r) => setTimeout(r, 10_000).unref())]);
+    }
+  };
+
+  const done = run();
+  return {
+    done,
+    async stop() {
+      stopped = true;
+      abort.abort();
+      await done;
+    },
+  };
+}

@@ -1,0 +1,105 @@
+import { expect } from 'chai';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { startFaultProxy, chooseFault, CALM, type FaultProxy } from '../../harness/fault-proxy.ts';
+import { seededRandom, forkRandom } from '../../harness/random.ts';
+
+describe('harness fault proxy', function () {
+  let upstream: Server;
+  let hits: string[];
+  let target: string;
+
+  before(async function () {
+    hits = [];
+    upstream = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        hits.push(`${req.method} ${req.url} ${body}`);
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ n: hits.length }));
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    target = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  });
+  after(async function () {
+    upstream.closeAllConnections();
+    await new Promise<void>((r) => upstream.close(() => r()));
+  });
+  beforeEach(function () {
+    hits.length = 0;
+  });
+
+  async function withProxy(plan: typeof CALM, fn: (p: FaultProxy) => Promise<void>): Promise<void> {
+    const proxy = await startFaultProxy({ target, plan, randomFor: (d) => forkRandom(7, d) });
+    try {
+      await fn(proxy);
+    } finally {
+      await proxy.close();
+    }
+  }
+
+  it('gives the same fault schedule for the same seed', function () {
+    const plan = { ...CALM, reset: 0.2, dropResponse: 0.2, duplicate: 0.2 };
+    const run = (seed: number) => {
+      const r = seededRandom(seed);
+      return Array.from({ length: 50 }, () => chooseFault(r, plan, false));
+    };
+    expect(run(7)).to.deep.equal(run(7));
+    expect(run(7)).to.not.deep.equal(run(8));
+    expect(new Set(run(7))).to.include.members(['none', 'reset', 'drop-response', 'duplicate']);
+  });
+
+  it('passes requests through with the device prefix stripped', async function () {
+    await withProxy(CALM, async (p) => {
+      const res = await fetch(`${p.deviceUrl('dev-1')}/sync/north/_revs_diff`, { method: 'POST', body: '{"a":1}' });
+      expect(res.status).to.equal(200);
+      expect(hits).to.deep.equal(['POST /sync/north/_revs_diff {"a":1}']);
+    });
+  });
+
+  it('duplicates a request: the server sees it twice, the device gets one answer', async function () {
+    await withProxy({ ...CALM, duplicate: 1 }, async (p) => {
+      const res = await fetch(`${p.deviceUrl('dev-1')}/x`, { method: 'POST', body: 'b' });
+      expect(await res.json()).to.deep.equal({ n: 1 });
+      expect(hits).to.have.length(2);
+      expect(p.counts().duplicate).to.equal(1);
+    });
+  });
+
+  it('drops the answer after the server did the work', async function () {
+    await withProxy({ ...CALM, dropResponse: 1 }, async (p) => {
+      let failed = false;
+      await fetch(`${p.deviceUrl('dev-1')}/x`, { method: 'POST', body: 'b' }).catch(() => (failed = true));
+      expect(failed).to.equal(true);
+      expect(hits).to.have.length(1);
+    });
+  });
+
+  it('resets before the server sees anything, and refuses offline devices', async function () {
+    await withProxy({ ...CALM, reset: 1 }, async (p) => {
+      let failed = false;
+      await fetch(`${p.deviceUrl('dev-1')}/x`).catch(() => (failed = true));
+      expect(failed).to.equal(true);
+      expect(hits).to.have.length(0);
+    });
+    await withProxy(CALM, async (p) => {
+      p.setOffline('dev-2', true);
+      let failed = false;
+      await fetch(`${p.deviceUrl('dev-2')}/x`).catch(() => (failed = true));
+      expect(failed).to.equal(true);
+      expect((await fetch(`${p.deviceUrl('dev-3')}/x`)).status).to.equal(200);
+      p.setOffline('dev-2', false);
+      expect((await fetch(`${p.deviceUrl('dev-2')}/x`)).status).to.equal(200);
+      expect(p.counts()['offline-refused']).to.equal(1);
+    });
+  });
+
+  it('caps bandwidth on answers', async function () {
+    await withProxy({ ...CALM, bandwidthBytesPerSec: 1_000_000 }, async (p) => {
+      const res = await fetch(`${p.deviceUrl('dev-1')}/x`);
+      expect(await res.json()).to.deep.equal({ n: 1 });
+    });
+  });
+});

@@ -1,0 +1,221 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { CouchCredentials } from '../client.ts';
+import { couchDir as couchDirOf, ensurePrivateDir } from '../secrets.ts';
+import { loadEmbeddedAdmin } from './files.ts';
+
+// Starts the embedded server in a child process and keeps it running: an unexpected exit (for
+// example express-pouchdb's crash on a bad `_changes` filter, STACK-NOTES trap 17) is followed by
+// a restart on the same port, with exponential backoff between failed attempts.
+
+type LogFn = (obj: Record<string, unknown>, msg: string) => void;
+/** The part of a pino logger used here. */
+export interface SupervisorLogger {
+  info: LogFn;
+  warn: LogFn;
+  error: LogFn;
+}
+
+const silent: SupervisorLogger = { info: () => {}, warn: () => {}, error: () => {} };
+
+export interface EmbeddedCouchOptions {
+  dataDir: string;
+  /** Loopback port; 0 (the default) picks a free one, kept across restarts. */
+  port?: number;
+  logger?: SupervisorLogger;
+  /** How long a (re)start may take before it counts as failed. Default 30 s. */
+  startTimeoutMs?: number;
+  /** Restart backoff: first delay and cap. Defaults 250 ms and 10 s. */
+  backoff?: { baseMs: number; maxMs: number };
+}
+
+export interface EmbeddedCouch {
+  /** e.g. http://127.0.0.1:41233 — no credentials in it. */
+  readonly url: string;
+  readonly port: number;
+  readonly admin: CouchCredentials;
+  /** The current child's pid; undefined while it is being restarted. */
+  pid(): number | undefined;
+  /** How many times the child was restarted after an unexpected exit. */
+  restarts(): number;
+  /** Stops supervising, terminates the child and waits for it to exit. */
+  stop(): Promise<void>;
+}
+
+/** Delay before restart attempt `attempt` (0-based): exponential, capped. */
+export function restartDelay(attempt: number, backoff: { baseMs: number; maxMs: number }): number {
+  return Math.min(backoff.maxMs, backoff.baseMs * 2 ** Math.min(attempt, 30));
+}
+
+const SERVER_ENTRY = fileURLToPath(new URL('./server.ts', import.meta.url));
+const TSX_LOADER = import.meta.resolve('tsx');
+
+interface Running {
+  child: ChildProcess;
+  port: number;
+}
+
+function spawnServer(couchDir: string, port: number, timeoutMs: number, logger: SupervisorLogger): Promise<Running> {
+  const child = spawn(process.execPath, ['--import', TSX_LOADER, SERVER_ENTRY, JSON.stringify({ couchDir, port })], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  createInterface({ input: child.stderr! }).on('line', (line) => logger.warn({ component: 'couchdb', pid: child.pid }, line));
+  return new Promise<Running>((resolve, reject) => {
+    let settled = false;
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      reject(err);
+    };
+    const timer = setTimeout(() => fail(new Error(`embedded CouchDB did not start within ${timeoutMs} ms`)), timeoutMs);
+    child.once('error', fail);
+    child.once('exit', (code, signal) => fail(new Error(`embedded CouchDB exited before it was ready (code ${code}, signal ${signal})`)));
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      let msg: { event?: string; port?: number } = {};
+      try {
+        msg = JSON.parse(line) as typeof msg;
+      } catch {
+        logger.info({ component: 'couchdb', pid: child.pid }, line);
+        return;
+      }
+      if (msg.event !== 'ready' || typeof msg.port !== 'number' || settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve({ child, port: msg.port });
+    });
+  });
+}
+
+function waitForExit(child: ChildProcess, timeoutMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+export interface RunningEmbedded {
+  /** The supervising process. */
+  pid: number;
+  port: number;
+}
+
+const runningFile = (couchDir: string) => join(couchDir, 'running.json');
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The embedded server another Ferry process is supervising on this data dir, if any. */
+export function findRunningEmbedded(dataDir: string): RunningEmbedded | null {
+  try {
+    const value = JSON.parse(readFileSync(runningFile(couchDirOf(dataDir)), 'utf8')) as Partial<RunningEmbedded>;
+    if (typeof value.pid !== 'number' || typeof value.port !== 'number') return null;
+    return alive(value.pid) ? { pid: value.pid, port: value.port } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Starts the embedded server and supervises it. Resolves once it accepts authenticated requests. */
+export async function startEmbeddedCouch(opts: EmbeddedCouchOptions): Promise<EmbeddedCouch> {
+  const logger = opts.logger ?? silent;
+  const couchDir = couchDirOf(opts.dataDir);
+  ensurePrivateDir(couchDir);
+  const other = findRunningEmbedded(opts.dataDir);
+  if (other && other.pid !== process.pid) {
+    throw new Error(`the embedded CouchDB of ${couchDir} is already run by process ${other.pid} (port ${other.port})`);
+  }
+  const admin = loadEmbeddedAdmin(couchDir);
+  const timeoutMs = opts.startTimeoutMs ?? 30_000;
+  const backoff = opts.backoff ?? { baseMs: 250, maxMs: 10_000 };
+
+  const first = await spawnServer(couchDir, opts.port ?? 0, timeoutMs, logger);
+  const port = first.port;
+  let current: ChildProcess | undefined = first.child;
+  let stopping = false;
+  let restarts = 0;
+  let attempt = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let pending: Promise<Running> | undefined;
+  let stopped: Promise<void> | undefined;
+
+  const supervise = (child: ChildProcess) => {
+    child.once('exit', (code, signal) => {
+      if (current === child) current = undefined;
+      if (stopping) return;
+      logger.warn({ component: 'couchdb', code, signal }, 'embedded CouchDB exited unexpectedly; restarting');
+      schedule();
+    });
+  };
+
+  const schedule = () => {
+    const delay = restartDelay(attempt, backoff);
+    timer = setTimeout(() => {
+      timer = undefined;
+      if (stopping) return;
+      pending = spawnServer(couchDir, port, timeoutMs, logger);
+      pending.then(
+        (running) => {
+          pending = undefined;
+          if (stopping) {
+            running.child.kill('SIGTERM');
+            return;
+          }
+          attempt = 0;
+          restarts += 1;
+          current = running.child;
+          supervise(running.child);
+          logger.info({ component: 'couchdb', port, restarts }, 'embedded CouchDB restarted');
+        },
+        (err: unknown) => {
+          pending = undefined;
+          attempt += 1;
+          logger.error({ component: 'couchdb', attempt, err: String(err) }, 'embedded CouchDB restart failed');
+          if (!stopping) schedule();
+        },
+      );
+    }, delay);
+  };
+
+  supervise(first.child);
+  writeFileSync(runningFile(couchDir), `${JSON.stringify({ pid: process.pid, port })}\n`, { mode: 0o600 });
+  logger.info({ component: 'couchdb', port, dataDir: couchDir }, 'embedded CouchDB started (loopback only)');
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    admin,
+    pid: () => current?.pid,
+    restarts: () => restarts,
+    stop() {
+      stopped ??= shutdown();
+      return stopped;
+    },
+  };
+
+  async function shutdown(): Promise<void> {
+    stopping = true;
+    if (timer) clearTimeout(timer);
+    if (findRunningEmbedded(opts.dataDir)?.pid === process.pid) rmSync(runningFile(couchDir), { force: true });
+    if (pending) await pending.then((r) => waitForExit(r.child, 5000), () => undefined);
+    const child = current;
+    if (!child) return;
+    child.kill('SIGTERM');
+    await waitForExit(child, 5000);
+  }
+}

@@ -90,7 +90,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     new Promise<Buffer>((resolve, reject) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => resolve(Buffer.concat(chunks)));
+      req.on('end', () => resolve(Buffer.concat(chunks as Uint8Array[])));
       req.on('error', reject);
     });
 
@@ -156,7 +156,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       const second = await upstream(req, path, body).catch(() => null);
       if (second) await drain(second);
       res.writeHead(first.statusCode ?? 502, first.headers);
-      res.end(Buffer.concat(chunks));
+      res.end(Buffer.concat(chunks as Uint8Array[]));
       return;
     }
     res.writeHead(first.statusCode ?? 502, first.headers);

@@ -1,0 +1,322 @@
+// Live sync: a connection loop (when to connect, how long to back off, when to stop for good)
+// kept apart from what one connection does (PouchDB push of `m:` docs + pull of statuses).
+
+import { nextDelay, type BackoffOptions } from './backoff.ts';
+import type { TenantMismatchSource } from './auth-fetch.ts';
+import type { Db } from './store.ts';
+
+export interface Scheduler {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const realScheduler: Scheduler = {
+  setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
+  clearTimeout: (handle) => globalThis.clearTimeout(handle as ReturnType<typeof globalThis.setTimeout>),
+};
+
+export type SyncState =
+  | { kind: 'stopped' }
+  | { kind: 'connecting' }
+  /** Documents are moving. */
+  | { kind: 'active' }
+  /** Caught up both ways; live. */
+  | { kind: 'idle' }
+  /** The last connection failed; the next one starts after `delayMs`. `reachable: false` means the network failed. */
+  | { kind: 'backoff'; attempt: number; delayMs: number; reachable: boolean }
+  /** The platform says there is no network; waiting for it to come back. */
+  | { kind: 'offline' }
+  /** Stopped for good on a token or gateway answer for another tenant/user; the queue waits. */
+  | { kind: 'tenant-mismatch'; source: TenantMismatchSource };
+
+export type ConnectionEnd = { kind: 'stopped' } | { kind: 'failed'; reachable: boolean; message: string } | { kind: 'halted'; source: TenantMismatchSource };
+
+export interface Connection {
+  ended: Promise<ConnectionEnd>;
+  stop(): Promise<void>;
+}
+
+export interface ConnectHooks {
+  active(): void;
+  idle(): void;
+}
+
+export type Connect = (hooks: ConnectHooks) => Connection;
+
+/** Browser `online`/`offline` events. Null where there are none (Node): failures tell instead. */
+export interface OnlineSource {
+  online(): boolean;
+  subscribe(listener: (online: boolean) => void): () => void;
+}
+
+interface EventTargetLike {
+  addEventListener(type: string, fn: () => void): void;
+  removeEventListener(type: string, fn: () => void): void;
+  navigator?: { onLine?: unknown };
+}
+
+export function browserOnlineSource(target: unknown = globalThis): OnlineSource | null {
+  const g = target as Partial<EventTargetLike>;
+  if (typeof g.addEventListener !== 'function' || typeof g.removeEventListener !== 'function' || typeof g.navigator?.onLine !== 'boolean') return null;
+  const t = g as EventTargetLike;
+  return {
+    online: () => t.navigator?.onLine !== false,
+    subscribe(listener) {
+      const on = (): void => listener(true);
+      const off = (): void => listener(false);
+      t.addEventListener('online', on);
+      t.addEventListener('offline', off);
+      return () => {
+        t.removeEventListener('online', on);
+        t.removeEventListener('offline', off);
+      };
+    },
+  };
+}
+
+export interface LoopOptions {
+  connect: Connect;
+  backoff: BackoffOptions;
+  scheduler: Scheduler;
+  online: OnlineSource | null;
+  onState(state: SyncState): void;
+}
+
+/**
+ * Keeps one connection up while started. A failed connection is retried after `nextDelay(attempt)`;
+ * the attempt count resets when a connection catches up (idle) and when the platform reports the
+ * network back. A halt (tenant mismatch) stops the loop until `start()` is called again.
+ */
+export class ConnectionLoop {
+  private running = false;
+  private attempt = 0;
+  private generation = 0;
+  private current: Connection | null = null;
+  private timer: unknown = null;
+  private unsubscribe: (() => void) | null = null;
+  private stateValue: SyncState = { kind: 'stopped' };
+
+  constructor(private readonly opts: LoopOptions) {}
+
+  get state(): SyncState {
+    return this.stateValue;
+  }
+
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.attempt = 0;
+    this.unsubscribe = this.opts.online?.subscribe((online) => this.onPlatform(online)) ?? null;
+    if (this.opts.online && !this.opts.online.online()) this.set({ kind: 'offline' });
+    else this.connectNow();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    this.clearTimer();
+    this.generation++;
+    const conn = this.current;
+    this.current = null;
+    if (conn) await conn.stop();
+    if (this.stateValue.kind !== 'tenant-mismatch') this.set({ kind: 'stopped' });
+  }
+
+  /** Retry now (e.g. the app knows the network is back). */
+  kick(): void {
+    if (!this.running || this.current) return;
+    this.attempt = 0;
+    this.connectNow();
+  }
+
+  private set(state: SyncState): void {
+    this.stateValue = state;
+    this.opts.onState(state);
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) this.opts.scheduler.clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private connectNow(): void {
+    this.clearTimer();
+    if (!this.running) return;
+    const gen = ++this.generation;
+    this.set({ kind: 'connecting' });
+    const conn = this.opts.connect({
+      active: () => {
+        if (gen === this.generation) this.set({ kind: 'active' });
+      },
+      idle: () => {
+        if (gen !== this.generation) return;
+        this.attempt = 0;
+        this.set({ kind: 'idle' });
+      },
+    });
+    this.current = conn;
+    conn.ended.then(
+      (end) => this.onEnded(gen, end),
+      (err: unknown) => this.onEnded(gen, { kind: 'failed', reachable: true, message: err instanceof Error ? err.message : 'connection failed' }),
+    );
+  }
+
+  private onEnded(gen: number, end: ConnectionEnd): void {
+    if (gen !== this.generation || !this.running) return;
+    this.current = null;
+    if (end.kind === 'halted') {
+      this.running = false;
+      this.unsubscribe?.();
+      this.unsubscribe = null;
+      this.set({ kind: 'tenant-mismatch', source: end.source });
+      return;
+    }
+    if (end.kind === 'stopped') {
+      // The connection ended by itself without an error: reconnect straight away.
+      this.connectNow();
+      return;
+    }
+    this.attempt++;
+    const delayMs = nextDelay(this.attempt, this.opts.backoff);
+    this.set({ kind: 'backoff', attempt: this.attempt, delayMs, reachable: end.reachable });
+    this.timer = this.opts.scheduler.setTimeout(() => {
+      this.timer = null;
+      this.connectNow();
+    }, delayMs);
+  }
+
+  private onPlatform(online: boolean): void {
+    if (!this.running) return;
+    if (online) {
+      if (this.current) return;
+      this.attempt = 0;
+      this.connectNow();
+      return;
+    }
+    this.clearTimer();
+    this.generation++;
+    const conn = this.current;
+    this.current = null;
+    void conn?.stop();
+    this.set({ kind: 'offline' });
+  }
+}
+
+// ---- one connection: PouchDB live push + pull ----
+
+export interface ReplicationOptions {
+  db: Db;
+  remote: Db;
+  owner: string;
+  batchSize: number;
+  /** A per-doc refusal from the gateway on push (PouchDB `denied`). */
+  onDenied(docId: string, reason: string): void;
+  /** Set when the transport saw a tenant mismatch; the connection then ends as halted. */
+  halted(): TenantMismatchSource | null;
+  /** Whether the last request reached the server. */
+  reachable(): boolean;
+}
+
+/** Push sends only this owner's `m:` docs (a selector on `_id`, which is stored in clear). */
+export function pushSelector(owner: string): PouchDB.Find.Selector {
+  return { _id: { $gt: `m:${owner}:`, $lt: `m:${owner}:\uffff` } };
+}
+
+type Replication = PouchDB.Replication.Replication<object>;
+
+interface DeniedError {
+  id?: string;
+  reason?: string;
+  message?: string;
+}
+
+export function replicationConnector(o: ReplicationOptions): Connect {
+  return (hooks) => {
+    const push = o.db.replicate.to(o.remote, { live: true, retry: false, batch_size: o.batchSize, selector: pushSelector(o.owner) }) as Replication;
+    const pull = o.db.replicate.from(o.remote, { live: true, retry: false, batch_size: o.batchSize }) as Replication;
+    const paused = { push: false, pull: false };
+    let stopping = false;
+    let settle!: (end: ConnectionEnd) => void;
+    const ended = new Promise<ConnectionEnd>((resolve) => (settle = resolve));
+    let done = false;
+    const finish = (end: ConnectionEnd): void => {
+      if (done) return;
+      done = true;
+      push.cancel();
+      pull.cancel();
+      settle(end);
+    };
+    const watch = (rep: Replication, side: 'push' | 'pull'): void => {
+      rep.on('active', () => {
+        paused[side] = false;
+        hooks.active();
+      });
+      rep.on('paused', (err: unknown) => {
+        if (err) return;
+        paused[side] = true;
+        if (paused.push && paused.pull) hooks.idle();
+      });
+      rep.on('error', (err: unknown) => {
+        const halt = o.halted();
+        if (stopping) finish({ kind: 'stopped' });
+        else if (halt) finish({ kind: 'halted', source: halt });
+        else finish({ kind: 'failed', reachable: o.reachable(), message: err instanceof Error ? err.message : String((err as { message?: unknown })?.message ?? 'replication failed') });
+      });
+      rep.on('complete', () => {
+        const halt = o.halted();
+        if (halt && !stopping) finish({ kind: 'halted', source: halt });
+        else finish({ kind: 'stopped' });
+      });
+      rep.on('denied', (err: unknown) => {
+        const e = err as DeniedError;
+        if (side === 'push' && typeof e.id === 'string') o.onDenied(e.id, typeof e.reason === 'string' ? e.reason : 'forbidden');
+      });
+      // The replication is also a promise; its rejection is reported through 'error' above.
+      (rep as unknown as Promise<unknown>).then(undefined, () => undefined);
+    };
+    watch(push, 'push');
+    watch(pull, 'pull');
+    return {
+      ended,
+      stop: async () => {
+        stopping = true;
+        finish({ kind: 'stopped' });
+        await Promise.allSettled([push, pull].map((r) => new Promise<void>((resolve) => {
+          (r as unknown as Promise<unknown>).then(() => resolve(), () => resolve());
+          // A cancelled live replication settles on its own; don't wait forever if it already did.
+          setTimeout(resolve, 2_000);
+        })));
+      },
+    };
+  };
+}
+
+export type SyncOnceResult =
+  | { kind: 'ok'; pushed: number; pulled: number; denied: number }
+  | { kind: 'failed'; reachable: boolean; message: string }
+  | { kind: 'halted'; source: TenantMismatchSource };
+
+/** One push then one pull, not live. For "sync now" buttons, tests and benchmarks. */
+export async function syncOnce(o: ReplicationOptions): Promise<SyncOnceResult> {
+  let denied = 0;
+  try {
+    const push = o.db.replicate.to(o.remote, { batch_size: o.batchSize, selector: pushSelector(o.owner) }) as Replication;
+    push.on('denied', (err: unknown) => {
+      const e = err as DeniedError;
+      denied++;
+      if (typeof e.id === 'string') o.onDenied(e.id, typeof e.reason === 'string' ? e.reason : 'forbidden');
+    });
+    const pushed = await push;
+    const pulled = await (o.db.replicate.from(o.remote, { batch_size: o.batchSize }) as Replication);
+    return { kind: 'ok', pushed: pushed.docs_written, pulled: pulled.docs_written, denied };
+  } catch (err) {
+    const halt = o.halted();
+    if (halt) return { kind: 'halted', source: halt };
+    return { kind: 'failed', reachable: o.reachable(), message: err instanceof Error ? err.message : 'sync failed' };
+  }
+}

@@ -5,6 +5,7 @@ import type { Logger } from '../http/log.ts';
 import { jwksOf, type SigningKey } from '../identity/keys.ts';
 import { devIdentityRoutes, type DevIdpDeps } from './auth/dev-idp.ts';
 import { v1Proxy, type V1Route } from './v1/proxy.ts';
+import { syncRouter, type SyncDeps } from './sync/router.ts';
 import { operatorRoutes, type OperatorDeps } from './operators/routes.ts';
 import { cors } from './edge/cors.ts';
 import { createRateLimiter, rateLimit, type RateLimit } from './edge/rate-limit.ts';
@@ -21,6 +22,8 @@ export interface GatewayDeps {
   operators?: OperatorDeps | null;
   /** Origins allowed to call the gateway from a browser (the clinician app's own origin needs none). */
   corsOrigins?: readonly string[];
+  /** `/sync/{tenant}` (gateway/sync); absent when the gateway runs without CouchDB. */
+  sync?: SyncDeps | null;
   limits?: {
     /** Every request, per client IP. */
     perIp?: RateLimit;
@@ -66,6 +69,7 @@ export function createGatewayApp(deps: GatewayDeps): Express {
     res.json(jwksOf(deps.signingKeys));
   });
   if (deps.devIdp) app.use('/auth', devIdentityRoutes(deps.devIdp));
+  if (deps.sync) app.use('/sync', syncRouter(deps.sync));
   if (deps.operators) app.use(operatorRoutes(deps.operators));
   app.use('/v1', v1Proxy({ routes: deps.v1Routes }));
 

@@ -1,0 +1,153 @@
+import { createHash } from 'node:crypto';
+import express, { type NextFunction, type Request, type Response, type Router } from 'express';
+import { correlationOf } from '../../http/correlation.ts';
+import { toFerryError } from '../../http/errors.ts';
+import { silentLogger, type Logger } from '../../http/log.ts';
+import { bearerToken, type TokenVerifier } from '../../identity/tokens.ts';
+import { FerryError } from '../../validators/codes.ts';
+import { changes } from './changes.ts';
+import { COUCH_ERROR_NAMES, couchError, type SyncContext } from './context.ts';
+import { createHeadWatchers, type HeadWatchers } from './feed.ts';
+import type { LocalStore } from './local-store.ts';
+import type { Caller } from './policy.ts';
+import { DEFAULT_QUOTAS, createRateLimiter, type SyncQuotas } from './quotas.ts';
+import { allDocs, bulkGet, dbInfo, ensureFullCommit, getDoc, serverRoot } from './read.ts';
+import { resolveSyncRoute, type SyncRoute } from './routes.ts';
+import type { Upstream } from './upstream.ts';
+import { bulkDocs, deleteLocal, getLocal, putLocal, revsDiff } from './write.ts';
+
+// `/sync/{tenant}`: a CouchDB-compatible, default-deny database endpoint (DESIGN §5).
+//   authenticate (Bearer) → resolve the route from the allow-list → tenant check → thin handler.
+
+export interface SyncDeps {
+  /** The tenant inboxes, reached as CouchDB user `ferry-gateway`. */
+  upstream: Upstream;
+  verifyToken: TokenVerifier;
+  /** `_local` docs per user (platform database). */
+  local: LocalStore;
+  quotas?: Partial<SyncQuotas>;
+  /** Shared per-tenant feed watchers; made here when absent. */
+  watchers?: HeadWatchers;
+  /** `uuid` of `GET /sync/`; stable across gateway processes so replication ids stay the same. */
+  serverUuid?: string;
+  /** Largest request body (`_bulk_docs` of 500 docs of up to 64 KB fits). */
+  maxBodyBytes?: number;
+  logger?: Logger;
+}
+
+export interface SyncRouter extends Router {
+  /** Stops the feed watchers (aborts their upstream longpolls). */
+  close(): void;
+}
+
+type Handler = (ctx: SyncContext, id: string) => Promise<void> | void;
+
+/** Verifies the Bearer token; every failure is the same 401 (expired, forged, `alg:none`, …). */
+export function syncAuthentication(opts: { verifyToken: TokenVerifier }) {
+  return async function syncAuthenticate(req: Request, res: Response, next: NextFunction): Promise<void> {
+    const token = bearerToken(req.get('authorization'));
+    if (!token) throw new FerryError('UNAUTHENTICATED');
+    const claims = await opts.verifyToken(token);
+    const caller: Caller = { tenant: claims.tid, owner: claims.owner };
+    res.locals.syncCaller = caller;
+    next();
+  };
+}
+
+/** Errors as CouchDB clients read them (`{error, reason}`), plus the Ferry `code`; never a stack. */
+export function syncErrors(opts: { logger?: Logger } = {}) {
+  const logger = opts.logger ?? silentLogger();
+  return function syncErrorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {
+    const ferry = toFerryError(err);
+    const correlationId = correlationOf(res);
+    if (ferry.status >= 500) {
+      const e = err as Error;
+      logger.error({ correlationId, method: req.method, route: 'sync', err: { name: e?.name, stack: e?.stack } }, 'sync request failed');
+    }
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    const retryAfter = ferry.details?.retryAfter;
+    if (typeof retryAfter === 'number') res.setHeader('Retry-After', String(retryAfter));
+    if (ferry.status === 401) res.setHeader('WWW-Authenticate', 'Bearer');
+    res.status(ferry.status).json({
+      error: COUCH_ERROR_NAMES[ferry.status] ?? 'error',
+      reason: ferry.message,
+      code: ferry.code,
+      ...(correlationId ? { correlationId } : {}),
+    });
+  };
+}
+
+function rawPathOf(req: Request): string {
+  const url = req.url;
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+export function syncRouter(deps: SyncDeps): SyncRouter {
+  const quotas: SyncQuotas = { ...DEFAULT_QUOTAS, ...deps.quotas };
+  const watchers = deps.watchers ?? createHeadWatchers({ upstream: deps.upstream });
+  const ownsWatchers = !deps.watchers;
+  const writes = createRateLimiter({ ratePerSecond: quotas.writesPerSecond, burst: quotas.writeBurst });
+  const writeDeps = { local: deps.local, quotas };
+  const uuid = deps.serverUuid ?? createHash('sha256').update('ferry-sync').digest('hex').slice(0, 32);
+
+  const handlers: Record<SyncRoute['kind'], Partial<Record<string, Handler>>> = {
+    root: { GET: serverRoot(uuid), HEAD: serverRoot(uuid) },
+    db: { GET: dbInfo, HEAD: dbInfo },
+    local: { GET: getLocal(writeDeps), HEAD: getLocal(writeDeps), PUT: putLocal(writeDeps), DELETE: deleteLocal(writeDeps) },
+    revs_diff: { POST: revsDiff },
+    bulk_docs: { POST: bulkDocs(writeDeps) },
+    changes: { GET: changes(watchers), POST: changes(watchers) },
+    bulk_get: { POST: bulkGet },
+    all_docs: { GET: allDocs, POST: allDocs },
+    ensure_full_commit: { POST: ensureFullCommit },
+    doc: { GET: getDoc, HEAD: getDoc },
+  };
+  const isWrite = (route: SyncRoute, method: string) => route.kind === 'bulk_docs' || (route.kind === 'local' && (method === 'PUT' || method === 'DELETE'));
+
+  const router = express.Router() as SyncRouter;
+  router.use(syncAuthentication({ verifyToken: deps.verifyToken }));
+  router.use(function syncRoute(req: Request, res: Response, next: NextFunction) {
+    const route = resolveSyncRoute(rawPathOf(req), req.method);
+    const caller = res.locals.syncCaller as Caller;
+    if (route && route.kind !== 'root' && route.tenant !== caller.tenant) throw new FerryError('TENANT_MISMATCH');
+    if (!route) throw new FerryError('NOT_FOUND');
+    if (isWrite(route, req.method)) {
+      const rate = writes.take(`${caller.tenant}\u0000${caller.owner}`);
+      if (rate.kind === 'limited') throw couchError('RATE_LIMITED', { retryAfterSeconds: rate.retryAfterSeconds });
+    }
+    res.locals.syncRoute = route;
+    next();
+  });
+  router.use(express.json({ limit: deps.maxBodyBytes ?? 16 * 1024 * 1024, type: () => true }));
+  router.use(async function syncDispatch(req: Request, res: Response) {
+    const route = res.locals.syncRoute as SyncRoute;
+    const caller = res.locals.syncCaller as Caller;
+    const handler = handlers[route.kind][req.method];
+    if (!handler) throw new FerryError('NOT_FOUND');
+    const controller = new AbortController();
+    res.on('close', () => controller.abort());
+    const ctx: SyncContext = {
+      caller,
+      inbox: deps.upstream.inbox(caller.tenant),
+      req,
+      res,
+      signal: controller.signal,
+    };
+    try {
+      await handler(ctx, route.kind === 'doc' || route.kind === 'local' ? route.id : '');
+    } catch (err) {
+      // A client that went away needs no answer, and its abort is not a server error.
+      if (controller.signal.aborted) return;
+      throw err;
+    }
+  });
+  router.use(syncErrors({ ...(deps.logger ? { logger: deps.logger } : {}) }));
+  router.close = () => {
+    if (ownsWatchers) watchers.close();
+  };
+  return router;
+}

@@ -1,0 +1,188 @@
+import { FerryError } from '../../validators/codes.ts';
+import { badRequest, couchError, isRecord, missing, sendJson, type SyncContext } from './context.ts';
+import { pendingCount } from './feed.ts';
+import type { LocalStore } from './local-store.ts';
+import { WRITE_REASONS, decideLocalWrite, decideMutationWrite, ownDocId, type Existing, type WriteDecision } from './policy.ts';
+import type { SyncQuotas } from './quotas.ts';
+
+// The push side (trap 15: `_revs_diff`, then `_bulk_docs` with `new_edits:false`) and `_local`.
+
+export interface WriteDeps {
+  local: LocalStore;
+  quotas: SyncQuotas;
+}
+
+type AllDocsRow = { key: string; id?: string; value?: { rev: string; deleted?: boolean }; doc?: Record<string, unknown> | null; error?: string };
+
+/** `_revs_diff`: own ids are asked upstream; any other id is simply `missing`, without asking (trap 15). */
+export async function revsDiff(ctx: SyncContext): Promise<void> {
+  const body: unknown = ctx.req.body;
+  if (!isRecord(body)) throw badRequest();
+  const own: Record<string, string[]> = {};
+  const answer: Record<string, { missing: string[] }> = {};
+  for (const [id, revs] of Object.entries(body)) {
+    if (!Array.isArray(revs) || !revs.every((r) => typeof r === 'string')) throw badRequest();
+    const canonical = ownDocId(id, ctx.caller.owner);
+    if (canonical) own[canonical] = revs as string[];
+    else answer[id] = { missing: revs as string[] };
+  }
+  if (Object.keys(own).length > 0) {
+    const upstream = await ctx.inbox.json<Record<string, { missing: string[]; possible_ancestors?: string[] }>>({
+      method: 'POST',
+      path: ['_revs_diff'],
+      body: own,
+      signal: ctx.signal,
+    });
+    for (const [id, diff] of Object.entries(upstream)) {
+      if (own[id] && isRecord(diff) && Array.isArray(diff.missing)) answer[id] = diff;
+    }
+  }
+  sendJson(ctx.res, 200, answer);
+}
+
+/** Loads what the inbox holds for the caller's ids: revs for all, bodies only for those that exist. */
+async function loadExisting(ctx: SyncContext, ids: string[]): Promise<Map<string, Existing>> {
+  const out = new Map<string, Existing>();
+  if (ids.length === 0) return out;
+  const { rows } = await ctx.inbox.json<{ rows: AllDocsRow[] }>({ method: 'POST', path: ['_all_docs'], body: { keys: ids }, signal: ctx.signal });
+  const present: string[] = [];
+  for (const row of rows) {
+    if (row.value && typeof row.value.rev === 'string') {
+      out.set(row.key, { kind: 'present', rev: row.value.rev, deleted: row.value.deleted === true, doc: null });
+      if (row.value.deleted !== true) present.push(row.key);
+    } else out.set(row.key, { kind: 'absent' });
+  }
+  if (present.length > 0) {
+    const full = await ctx.inbox.json<{ rows: AllDocsRow[] }>({
+      method: 'POST',
+      path: ['_all_docs'],
+      query: { include_docs: true },
+      body: { keys: present },
+      signal: ctx.signal,
+    });
+    for (const row of full.rows) {
+      const e = out.get(row.key);
+      if (e?.kind === 'present' && isRecord(row.doc)) out.set(row.key, { ...e, doc: row.doc });
+    }
+  }
+  return out;
+}
+
+type BulkResult = { id?: string; rev?: string; ok?: boolean; error?: string; reason?: string };
+
+/**
+ * `_bulk_docs`: every doc is decided on its own (load-then-decide); forbidden docs get a per-doc
+ * `{"id","error":"forbidden","reason"}` as CouchDB answers a `validate_doc_update` refusal, and
+ * only the accepted ones are written to the tenant inbox.
+ */
+export function bulkDocs(deps: WriteDeps) {
+  return async function bulkDocsHandler(ctx: SyncContext): Promise<void> {
+    const body: unknown = ctx.req.body;
+    if (!isRecord(body) || !Array.isArray(body.docs)) throw badRequest();
+    if (body.new_edits !== undefined && typeof body.new_edits !== 'boolean') throw badRequest();
+    const newEdits = body.new_edits !== false;
+    const docs: unknown[] = body.docs;
+    const owner = ctx.caller.owner;
+
+    const ids = new Set<string>();
+    for (const d of docs) {
+      const id = isRecord(d) ? ownDocId(d._id, owner) : null;
+      if (id?.startsWith('m:')) ids.add(id);
+    }
+    const existing = await loadExisting(ctx, [...ids]);
+
+    const seen = new Set<string>();
+    const decisions: WriteDecision[] = docs.map((d) => {
+      const id = isRecord(d) ? ownDocId(d._id, owner) : null;
+      const e: Existing = (id && existing.get(id)) || { kind: 'absent' };
+      const decision = decideMutationWrite(d, ctx.caller, e, newEdits);
+      // Two docs for one id in one request would be two roots: only the first may be written.
+      if (decision.kind === 'write' && id) {
+        if (seen.has(id)) return { kind: 'forbidden', id, reason: 'immutable' };
+        seen.add(id);
+      }
+      return decision;
+    });
+    const toWrite = decisions.flatMap((d) => (d.kind === 'write' ? [d.doc] : []));
+
+    let written: BulkResult[] = [];
+    if (toWrite.length > 0) {
+      const pending = await pendingCount(ctx.inbox, owner);
+      if (pending + toWrite.length > deps.quotas.maxPending) {
+        throw couchError('QUOTA_EXCEEDED', { retryAfterSeconds: deps.quotas.pendingRetryAfterSeconds });
+      }
+      written = await ctx.inbox.json<BulkResult[]>({
+        method: 'POST',
+        path: ['_bulk_docs'],
+        body: newEdits ? { docs: toWrite } : { docs: toWrite, new_edits: false },
+        signal: ctx.signal,
+      });
+    }
+
+    const forbidden = (d: Extract<WriteDecision, { kind: 'forbidden' }>): BulkResult => ({
+      ...(d.id !== null ? { id: d.id } : {}),
+      error: 'forbidden',
+      reason: WRITE_REASONS[d.reason],
+    });
+    if (!newEdits) {
+      // Replication answers only the failures (`[]` when all went in).
+      const errors = decisions.flatMap((d) => (d.kind === 'forbidden' ? [forbidden(d)] : []));
+      sendJson(ctx.res, 201, [...errors, ...written.filter((r) => r.error !== undefined)]);
+      return;
+    }
+    let i = 0;
+    const answer = decisions.map((d): BulkResult => {
+      if (d.kind === 'forbidden') return forbidden(d);
+      if (d.kind === 'noop') return { ok: true, id: d.id, rev: d.rev };
+      return written[i++] ?? { id: String(d.doc._id), error: 'unknown_error', reason: 'No answer from the database.' };
+    });
+    sendJson(ctx.res, 201, answer);
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// _local/{id}, kept per (tenant, owner) in the platform database
+
+function localKey(ctx: SyncContext, id: string) {
+  return { tenant: ctx.caller.tenant, owner: ctx.caller.owner, id };
+}
+
+export function getLocal(deps: WriteDeps) {
+  return async function getLocalHandler(ctx: SyncContext, id: string): Promise<void> {
+    const doc = await deps.local.get(localKey(ctx, id));
+    if (!doc) throw missing();
+    sendJson(ctx.res, 200, { ...doc.body, _id: `_local/${id}`, _rev: `0-${doc.rev}` });
+  };
+}
+
+export function putLocal(deps: WriteDeps) {
+  return async function putLocalHandler(ctx: SyncContext, id: string): Promise<void> {
+    const key = localKey(ctx, id);
+    const current = await deps.local.get(key);
+    const count = current ? 0 : await deps.local.count(key.tenant, key.owner);
+    const decision = decideLocalWrite(id, ctx.req.body, current?.rev ?? null, count, {
+      maxDocs: deps.quotas.maxLocalDocs,
+      maxBytes: deps.quotas.maxLocalBytes,
+    });
+    if (decision.kind === 'bad-request') throw badRequest();
+    if (decision.kind === 'conflict') throw new FerryError('VERSION_CONFLICT', { message: 'Document update conflict.' });
+    if (decision.kind === 'quota') throw couchError('QUOTA_EXCEEDED', { retryAfterSeconds: 60 });
+    const ok = await deps.local.put(key, decision.nextRev, decision.body);
+    if (!ok) throw new FerryError('VERSION_CONFLICT', { message: 'Document update conflict.' });
+    sendJson(ctx.res, 201, { ok: true, id: `_local/${id}`, rev: `0-${decision.nextRev}` });
+  };
+}
+
+export function deleteLocal(deps: WriteDeps) {
+  return async function deleteLocalHandler(ctx: SyncContext, id: string): Promise<void> {
+    const raw = typeof ctx.req.query.rev === 'string' ? ctx.req.query.rev : ctx.req.get('if-match')?.replace(/"/g, '');
+    const m = /^0-(\d{1,9})$/.exec(raw ?? '');
+    if (!m) throw new FerryError('VERSION_CONFLICT', { message: 'Document update conflict.' });
+    const ok = await deps.local.remove(localKey(ctx, id), Number(m[1]));
+    if (!ok) {
+      if (!(await deps.local.get(localKey(ctx, id)))) throw missing();
+      throw new FerryError('VERSION_CONFLICT', { message: 'Document update conflict.' });
+    }
+    sendJson(ctx.res, 200, { ok: true, id: `_local/${id}`, rev: '0-0' });
+  };
+}

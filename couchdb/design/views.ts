@@ -2,11 +2,12 @@
 
 /**
  * `feed`: the view-backed pull feed of DESIGN §4. The worker stamps each status doc with a
- * per-tenant `counter`; the gateway answers a user's `_changes` from keys `[owner, counter]`.
+ * per-tenant `counter`; the gateway answers a user's `_changes` from keys `[owner, counter]`,
+ * value `_rev` (the change row's rev, without fetching the doc).
  */
 export const FEED_MAP = `function (doc) {
   if (doc.type === 'status' && doc._id.indexOf('s:') === 0 && typeof doc.counter === 'number') {
-    emit([doc.owner, doc.counter], null);
+    emit([doc.owner, doc.counter], doc._rev);
   }
 }`;
 

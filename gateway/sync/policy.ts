@@ -129,7 +129,7 @@ export function decideMutationWrite(raw: unknown, caller: Caller, existing: Exis
 // ---------------------------------------------------------------------------------------------
 // _local
 
-export const LOCAL_ID = /^[A-Za-z0-9._~+-]{1,200}$/;
+export const LOCAL_ID = /^[A-Za-z0-9._~+=-]{1,200}$/;
 
 export interface LocalLimits {
   maxDocs: number;

@@ -1,0 +1,202 @@
+import { randomUUID } from 'node:crypto';
+import { createCouchServer, type CouchServer } from '../../couchdb/client.ts';
+import { prepareCouch, type PreparedCouch } from '../../couchdb/prepare.ts';
+import { createGatewayApp } from '../../gateway/app.ts';
+import { openPlatform, type Platform } from '../../gateway/platform/open.ts';
+import { createHeadWatchers, type HeadWatchers } from '../../gateway/sync/feed.ts';
+import { createLocalStore, migrateSync } from '../../gateway/sync/local-store.ts';
+import type { SyncQuotas } from '../../gateway/sync/quotas.ts';
+import { createUpstream } from '../../gateway/sync/upstream.ts';
+import { silentLogger } from '../../http/log.ts';
+import { generateSigningKey, jwksOf, type SigningKey } from '../../identity/keys.ts';
+import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../../identity/tokens.ts';
+import { listen, type Listening } from '../support/http.ts';
+import { TEST_DATABASE_URL, dropSchema, tempDir, uniqueSchema, type TempDir } from '../support/services.ts';
+import net from 'node:net';
+
+// The real stack behind /sync for tests: the embedded CouchDB (child process, service users,
+// provisioned inboxes with the real design doc), the platform database (PGlite), the gateway app,
+// and a stand-in for the worker that writes status docs and `feed:head` as `ferry-worker`.
+
+export const ISSUER = 'ferry-sync-test';
+
+export interface SyncStack {
+  url: string;
+  /** Server root of the CouchDB, for direct comparisons. */
+  couchUrl: string;
+  admin: CouchServer;
+  worker: CouchServer;
+  gatewayUser: CouchServer;
+  issuer: TokenIssuer;
+  key: SigningKey;
+  watchers: HeadWatchers;
+  token(owner: string, tenant?: string): Promise<string>;
+  /** Writes status docs as the worker does: counters above the head, then the new head. */
+  writeStatuses(tenant: string, docs: Array<Record<string, unknown>>): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  quotas?: Partial<SyncQuotas>;
+}
+
+export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack> {
+  const dir: TempDir = tempDir('ferry-sync-');
+  let platform: Platform | undefined;
+  let prepared: PreparedCouch | undefined;
+  let server: Listening | undefined;
+  let watchers: HeadWatchers | undefined;
+  let schema: string | undefined;
+  try {
+    // PostgreSQL when it is there (much quicker to start than PGlite on a busy machine), else PGlite.
+    schema = (await postgresReachable()) ? uniqueSchema('sync') : undefined;
+    platform = await openPlatform(schema ? { databaseUrl: TEST_DATABASE_URL, schema } : {});
+    await migrateSync(platform.db);
+    prepared = await prepareCouch({ dataDir: dir.path, couchdbUrl: undefined }, { tenants: platform.tenants });
+    const ids = prepared.identities;
+    const key = await generateSigningKey();
+    const issuer = createTokenIssuer({ key, issuer: ISSUER });
+    const verifyToken = createTokenVerifier({ jwks: jwksOf([key]), issuer: ISSUER });
+    const upstream = createUpstream({ url: ids.url, auth: ids.gateway });
+    watchers = createHeadWatchers({ upstream, lingerMs: 200, retryMs: 100 });
+    const app = createGatewayApp({
+      logger: silentLogger(),
+      signingKeys: [key],
+      devIdp: null,
+      v1Routes: [],
+      readiness: async () => undefined,
+      limits: { perIp: { rate: 100_000, burst: 100_000 } },
+      sync: { upstream, verifyToken, local: createLocalStore(platform.db), watchers, ...(opts.quotas ? { quotas: opts.quotas } : {}) },
+    });
+    server = await listen(app);
+    const worker = createCouchServer({ url: ids.url, auth: ids.worker });
+    const heads = new Map<string, number>();
+    const p = platform;
+    const pr = prepared;
+    const s = server;
+    const w = watchers;
+    return {
+      url: server.url,
+      couchUrl: ids.url,
+      admin: prepared.server,
+      worker,
+      gatewayUser: createCouchServer({ url: ids.url, auth: ids.gateway }),
+      issuer,
+      key,
+      watchers,
+      token: (owner, tenant = 'north') => issuer.mintAccess({ sub: owner, owner, tid: tenant, roles: ['registrar'], sid: randomUUID() }),
+      async writeStatuses(tenant, docs) {
+        const db = worker.db(`inbox_${tenant}`);
+        const head = heads.get(tenant) ?? (await db.get<{ counter: number }>('feed:head'))?.counter ?? 0;
+        let counter = head;
+        const stamped = docs.map((d) => ({ fence: 1, ...d, counter: ++counter }));
+        for (let i = 0; i < stamped.length; i += 500) {
+          const res = await db.bulkDocs(stamped.slice(i, i + 500));
+          const bad = res.find((r) => r.error);
+          if (bad) throw new Error(`worker stand-in write failed: ${bad.error}`);
+        }
+        const current = await db.get<{ _rev: string }>('feed:head');
+        await db.put({ _id: 'feed:head', ...(current ? { _rev: current._rev } : {}), type: 'feed-head', counter, fence: 1 });
+        heads.set(tenant, counter);
+        return counter;
+      },
+      async close() {
+        w.close();
+        await s.close();
+        await pr.stop();
+        await p.close();
+        if (schema) await dropSchema(schema);
+        dir.remove();
+      },
+    };
+  } catch (err) {
+    watchers?.close();
+    await server?.close();
+    await prepared?.stop();
+    await platform?.close();
+    if (schema) await dropSchema(schema);
+    dir.remove();
+    throw err;
+  }
+}
+
+function postgresReachable(): Promise<boolean> {
+  const u = new URL(TEST_DATABASE_URL);
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: u.hostname, port: Number(u.port || 5432) });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic docs (no real person: the payload is a fixed placeholder)
+
+export function mid(): string {
+  // UUIDv7-shaped, lowercase hex.
+  const hex = randomUUID().replace(/-/g, '');
+  return `0190f${hex.slice(5, 8)}-${hex.slice(8, 12)}-7${hex.slice(13, 16)}-8${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
+}
+
+export function mutation(owner: string, id = mid(), tenant = 'north', over: Record<string, unknown> = {}): Record<string, unknown> & { _id: string } {
+  return {
+    _id: `m:${owner}:${id}`,
+    type: 'mutation',
+    v: 1,
+    tenant,
+    owner,
+    device: 'dev-test',
+    seq: 1,
+    op: 'patient.create',
+    entity: `pat_${mid()}`,
+    after: null,
+    resolves: null,
+    baseVersion: null,
+    payload: { givenName: 'Synthetic', familyName: 'Person' },
+    createdAt: '2026-11-25T10:00:00.000Z',
+    ...over,
+  };
+}
+
+export function status(owner: string, id: string, tenant = 'north', over: Record<string, unknown> = {}): Record<string, unknown> & { _id: string } {
+  return {
+    _id: `s:${owner}:${id}`,
+    type: 'status',
+    v: 1,
+    tenant,
+    owner,
+    mutation: id,
+    state: 'committed',
+    code: null,
+    attempts: 1,
+    updatedAt: '2026-11-25T10:00:01.000Z',
+    ...over,
+  };
+}
+
+export async function call(
+  url: string,
+  opts: { method?: string; token?: string | null; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<{ status: number; text: string; json: unknown; headers: Headers }> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  if (opts.body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(url, {
+    method: opts.method ?? (opts.body !== undefined ? 'POST' : 'GET'),
+    headers,
+    ...(opts.body !== undefined ? { body: typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body) } : {}),
+  });
+  const text = await res.text();
+  let json: unknown = null;
+  try {
+    json = text.trim() ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  return { status: res.status, text, json, headers: res.headers };
+}

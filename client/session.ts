@@ -371,15 +371,14 @@ class SessionImpl implements Session {
   }
 
   async changePassphrase(oldPassphrase: string, newPassphrase: string): Promise<void> {
-    if (this.isClosed) throw new ClientError('CLOSED');
-    this.touch();
-    // The keyring is a `_local` doc on the same store; a second handle is fine for PouchDB.
-    await rewrapKeyring(this.store, oldPassphrase, newPassphrase, { now: this.now });
+    const open = this.requireOpen();
+    const name = await localDbName(this.tenant, this.owner);
+    await this.exclusive(() => rewrapKeyring(open.db, name, oldPassphrase, newPassphrase, { now: this.now }));
   }
 
   // ---- outbox ----
 
-  mutate(op: string, payload: unknown, target?: string | MutateOptions): Promise<MutateResult> {
+  async mutate(op: string, payload: unknown, target?: string | MutateOptions): Promise<MutateResult> {
     const open = this.requireOpen();
     const opts: MutateOptions = typeof target === 'string' ? { entity: target } : (target ?? {});
     return this.exclusive(() => this.queue(open, op, payload, opts));
@@ -508,13 +507,13 @@ class SessionImpl implements Session {
   // ---- drafts ----
 
   readonly drafts: Session['drafts'] = {
-    save: (input) => {
+    save: async (input) => {
       const open = this.requireOpen();
       return this.exclusive(() => saveDraft(open.db, input, this.now()));
     },
-    get: (id) => getDraft(this.requireOpen().db, id),
-    list: () => listDrafts(this.requireOpen().db),
-    remove: (id) => {
+    get: async (id) => getDraft(this.requireOpen().db, id),
+    list: async () => listDrafts(this.requireOpen().db),
+    remove: async (id) => {
       const open = this.requireOpen();
       return this.exclusive(() => removeDraft(open.db, id));
     },

@@ -216,22 +216,19 @@ export async function openStore(config: StoreConfig, options: OpenStoreOptions):
   }
 }
 
-/** Re-wraps the data key under a new passphrase. The data itself is not touched. */
-export async function changePassphrase(config: StoreConfig, oldPassphrase: string, newPassphrase: string, opts: { kdfIterations?: number; now?: () => Date } = {}): Promise<void> {
+/**
+ * Re-wraps the data key under a new passphrase, through the open store's handle (a second handle
+ * on the same name would close the shared backend when it closes). The data itself is not touched.
+ */
+export async function changePassphrase(db: Db, name: string, oldPassphrase: string, newPassphrase: string, opts: { kdfIterations?: number; now?: () => Date } = {}): Promise<void> {
   if (!newPassphrase) throw new ClientError('INVALID_ARGUMENT', 'The new passphrase must not be empty.');
-  const name = await localDbName(config.tenant, config.owner);
-  const db = rawDb(config, name);
-  try {
-    const keyring = await readKeyring(db);
-    if (!keyring) throw new ClientError('KEYRING_CORRUPT');
-    const unwrapped = await unwrapDataKey(keyring, oldPassphrase, keyringContext(name));
-    if (!unwrapped.ok) throw new ClientError(unwrapped.reason === 'corrupt' ? 'KEYRING_CORRUPT' : 'WRONG_PASSPHRASE');
-    const fields = await wrapDataKey(unwrapped.dataKey, newPassphrase, keyringContext(name), opts.kdfIterations ?? keyring.kdf.iterations);
-    const next: KeyringDoc = { ...keyring, ...fields, updatedAt: (opts.now ?? (() => new Date()))().toISOString() };
-    await db.put(next as unknown as PouchDB.Core.PutDocument<object>);
-  } finally {
-    await db.close().catch(() => undefined);
-  }
+  const keyring = await readKeyring(db);
+  if (!keyring) throw new ClientError('KEYRING_CORRUPT');
+  const unwrapped = await unwrapDataKey(keyring, oldPassphrase, keyringContext(name));
+  if (!unwrapped.ok) throw new ClientError(unwrapped.reason === 'corrupt' ? 'KEYRING_CORRUPT' : 'WRONG_PASSPHRASE');
+  const fields = await wrapDataKey(unwrapped.dataKey, newPassphrase, keyringContext(name), opts.kdfIterations ?? keyring.kdf.iterations);
+  const next: KeyringDoc = { ...keyring, ...fields, updatedAt: (opts.now ?? (() => new Date()))().toISOString() };
+  await db.put(next as unknown as PouchDB.Core.PutDocument<object>);
 }
 
 /** Reads docs by id prefix, decrypted (the store must be open), stale `_revisions` stripped. */

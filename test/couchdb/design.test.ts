@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { parse } from 'acorn';
+// espree (eslint's parser, installed with it) checks that the source is plain ES5.
+import { parse } from 'espree';
 import { ferryDesignDoc, sameDesign, VDU_MESSAGES } from '../../couchdb/design/index.ts';
 import { feedHead, MID, MID2, mutationDoc, statusDoc, type Doc } from './fixtures.ts';
 
@@ -35,6 +36,7 @@ describe('couchdb/design: validate_doc_update (in-process)', () => {
   it('is ES5 source (CouchDB runs it in its own engine)', () => {
     for (const src of [design.validate_doc_update, ...Object.values(design.views).map((v) => v.map)]) {
       expect(() => parse(`(${src})`, { ecmaVersion: 5 })).not.to.throw();
+      expect(() => parse('(function () { var f = () => 1; })', { ecmaVersion: 5 })).to.throw();
     }
   });
 

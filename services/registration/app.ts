@@ -10,7 +10,7 @@ import { DEFAULT_RETENTION_MS, IDEMPOTENCY_KEY } from './idempotency/decision.ts
 import { requestFingerprint } from './idempotency/fingerprint.ts';
 import { runIdempotent, type Answer, type IdempotentResult } from './idempotency/store.ts';
 import { createLicensing, type Licensing } from './licensing.ts';
-import { createPatient, updatePatient, type CommandContext } from './patients/commands.ts';
+import { createPatient, RaceLost, updatePatient, type CommandContext } from './patients/commands.ts';
 import { readPatientQuery } from './patients/query.ts';
 import { loadPatient, searchPatients } from './patients/store.ts';
 import { etagOf } from './patients/versions.ts';
@@ -44,14 +44,24 @@ export function createRegistrationApp(deps: RegistrationAppDeps): Express {
   app.use(authenticate(deps.verifier));
   app.use(express.json({ limit: deps.bodyLimit ?? '64kb', strict: true }));
 
-  const mutate = (res: Response, req: Request, work: (ctx: CommandContext) => Promise<Answer>): Promise<IdempotentResult> => {
+  const serialised = deps.db.kind === 'pglite';
+  const mutate = async (res: Response, req: Request, work: (ctx: CommandContext) => Promise<Answer>): Promise<IdempotentResult> => {
     const caller = callerFrom(res);
     const key = idempotencyKeyOf(req);
     const body = jsonBodyOf(req);
     const fingerprint = requestFingerprint({ method: req.method, path: pathOf(req), owner: caller.owner, ifMatch: req.get('if-match') ?? null, body });
-    return runIdempotent(deps.db, { tenant: caller.tenant, key, fingerprint }, idempotency, async (tx) =>
-      work({ tx, caller, licensed: await licensing.isLicensed(caller.tenant, tx), correlationId: correlationOf(res) ?? null, now: now() }),
-    );
+    const attempt = () =>
+      runIdempotent(deps.db, { tenant: caller.tenant, key, fingerprint }, idempotency, async (tx) =>
+        work({ tx, caller, licensed: await licensing.isLicensed(caller.tenant, tx), correlationId: correlationOf(res) ?? null, now: now(), serialised }),
+      );
+    // A lost race rolls everything back; the rerun's checks see the winner and answer 409.
+    for (let tries = 1; ; tries++) {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (!(err instanceof RaceLost) || tries >= 3) throw err;
+      }
+    }
   };
   const answer = (res: Response, result: IdempotentResult) => {
     if (result.replayed) res.setHeader('Idempotent-Replayed', 'true');

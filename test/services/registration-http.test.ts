@@ -322,6 +322,19 @@ for (const backend of BACKENDS) {
           expect(replay).to.deep.equal({ status: 201, body: '{"first":true}', replayed: true });
         });
 
+        it('creates racing on one id or one identifier under different keys: one 201, the rest a stored 409', async () => {
+          const id = newPatientId();
+          const sameId = await Promise.all(Array.from({ length: 6 }, () => create(USERS.ada, syntheticPatient({ id }))));
+          expect(sameId.map((r) => r.status).sort()).to.deep.equal([201, 409, 409, 409, 409, 409]);
+          for (const r of sameId.filter((x) => x.status === 409)) expect(r.body.code).to.equal('ID_CONFLICT');
+
+          const identifiers = [{ system: 'national-id', value: `RACE-${newKey().slice(-12)}` }];
+          const confirmNotDuplicate = { reason: 'checked in person' };
+          const sameIdentifier = await Promise.all(Array.from({ length: 6 }, () => create(USERS.ada, syntheticPatient({ identifiers, confirmNotDuplicate }))));
+          expect(sameIdentifier.map((r) => r.status).sort()).to.deep.equal([201, 409, 409, 409, 409, 409]);
+          for (const r of sameIdentifier.filter((x) => x.status === 409)) expect(r.body.code).to.equal('IDENTIFIER_CONFLICT');
+        });
+
         it('a lock held by a connection that dies is released with it', async () => {
           const key = newKey();
           const schema = (await db.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]!.s;

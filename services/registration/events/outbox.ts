@@ -31,10 +31,6 @@ export function newPatientEvent(fields: Omit<PatientEvent, 'v' | 'eventId'>): Pa
   return { v: 1, eventId: uuidv7(), ...fields };
 }
 
-export async function appendEvent(tx: Queryable, event: PatientEvent): Promise<void> {
-  await tx.query('INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)', [event.eventId, subjectOf(event.type), JSON.stringify(event)]);
-}
-
 export interface AuditRecord {
   tenant: string;
   action: 'patient.create' | 'patient.update';
@@ -48,11 +44,16 @@ export interface AuditRecord {
   at: Date;
 }
 
-export async function appendAudit(tx: Queryable, record: AuditRecord): Promise<void> {
+/** The event and its audit record in one statement (one round trip fewer on the commit path). */
+export async function appendEventAndAudit(tx: Queryable, event: PatientEvent, record: AuditRecord): Promise<void> {
   await tx.query(
-    `INSERT INTO audit_log (id, tenant, action, patient_id, version, acting_user, actor, correlation_id, details, at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+    `WITH event AS (INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3))
+     INSERT INTO audit_log (id, tenant, action, patient_id, version, acting_user, actor, correlation_id, details, at)
+     VALUES ($4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
     [
+      event.eventId,
+      subjectOf(event.type),
+      JSON.stringify(event),
       uuidv7(),
       record.tenant,
       record.action,

@@ -41,6 +41,13 @@ export async function runIdempotent(
   opts: IdempotencyOptions,
   work: (tx: Queryable) => Promise<Answer>,
 ): Promise<IdempotentResult> {
+  if (scope.key !== null) {
+    // Fast path for retries: a stored answer never changes until it expires, so a replay needs
+    // neither the lock nor a transaction.
+    const early = decideIdempotency(await loadAnswer(db, scope.tenant, scope.key), scope.fingerprint, opts.now());
+    if (early.kind === 'replay') return { status: early.status, body: early.body, replayed: true };
+    if (early.kind === 'reused') throw new FerryError('IDEMPOTENCY_KEY_REUSED');
+  }
   return db.transaction(async (tx) => {
     const now = opts.now();
     if (scope.key !== null) {

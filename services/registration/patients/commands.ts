@@ -4,10 +4,10 @@ import { FerryError, type ErrorCode, type FieldError } from '../../../validators
 import { parseWith } from '../../../validators/issues.ts';
 import { createPatientRequestSchema, PATIENT_ID, updatePatientRequestSchema, type Patient } from '../../../validators/patient.ts';
 import { decideAccess, type Caller } from '../access.ts';
-import { appendAudit, appendEvent, newPatientEvent } from '../events/outbox.ts';
+import { appendEventAndAudit, newPatientEvent, type AuditRecord } from '../events/outbox.ts';
 import type { Answer } from '../idempotency/store.ts';
 import { duplicateCandidates, identifierKey, nameKey } from './matching.ts';
-import { idTaken, identifierHolders, insertPatient, loadPatient, possibleDuplicates, updatePatientRow, writeIdentifiers } from './store.ts';
+import { idTaken, identifierHolders, insertPatient, loadPatient, possibleDuplicates, recordOf, updatePatientRow, writeIdentifiers } from './store.ts';
 import { checkVersion, readPrecondition } from './versions.ts';
 
 // The business logic of the two mutating routes. Each runs inside the idempotency transaction:
@@ -20,6 +20,17 @@ export interface CommandContext {
   licensed: boolean;
   correlationId: string | null;
   now: Date;
+  /** True on PGlite, which runs one transaction at a time: no concurrent writer can race us. */
+  serialised: boolean;
+}
+
+/**
+ * A concurrent writer took the id or an identifier between our checks and our writes. The whole
+ * transaction is rolled back and the request run again; the second run sees the winner in its
+ * checks and stores the matching 409 under the key.
+ */
+export class RaceLost extends Error {
+  override name = 'RaceLost';
 }
 
 function errorAnswer(code: ErrorCode, ctx: CommandContext, opts: { errors?: FieldError[]; details?: Record<string, unknown> } = {}): Answer {
@@ -39,15 +50,21 @@ function repeatedIdentifiers(p: Patient): FieldError[] {
   return errors;
 }
 
-/**
- * Runs the writes so that a clash found half-way (a concurrent writer took the id or an
- * identifier) undoes them, while the transaction goes on to store the 409 under the key.
- */
-async function inSavepoint(tx: Queryable, work: () => Promise<ErrorCode | null>): Promise<ErrorCode | null> {
-  await tx.query('SAVEPOINT effect');
-  const clash = await work();
-  await tx.query(clash === null ? 'RELEASE SAVEPOINT effect' : 'ROLLBACK TO SAVEPOINT effect');
-  return clash;
+function audit(ctx: CommandContext, action: AuditRecord['action'], patientId: string, version: number, details: AuditRecord['details']): AuditRecord {
+  return { tenant: ctx.caller.tenant, action, patientId, version, actingUser: ctx.caller.owner, actor: ctx.caller.actor, correlationId: ctx.correlationId, details, at: ctx.now };
+}
+
+function event(ctx: CommandContext, type: 'patient.created' | 'patient.updated', patientId: string, version: number) {
+  return newPatientEvent({
+    type,
+    tenant: ctx.caller.tenant,
+    patientId,
+    version,
+    actingUser: ctx.caller.owner,
+    actor: ctx.caller.actor,
+    correlationId: ctx.correlationId,
+    occurredAt: ctx.now.toISOString(),
+  });
 }
 
 export async function createPatient(ctx: CommandContext, body: unknown): Promise<Answer> {
@@ -61,45 +78,25 @@ export async function createPatient(ctx: CommandContext, body: unknown): Promise
   if (repeated.length > 0) return errorAnswer('VALIDATION_FAILED', ctx, { errors: repeated });
   const id = requestedId ?? `pat_${uuidv7()}`;
 
-  // Two registrations of the same person racing on different keys must not both pass detection.
-  await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`dup:${caller.tenant}:${nameKey(patient.givenName, patient.familyName)}|${patient.birthDate}|${patient.sex}`]);
+  if (!ctx.serialised) {
+    // Two registrations of the same person racing on different keys must not both pass detection.
+    const lock = `dup:${caller.tenant}:${nameKey(patient.givenName, patient.familyName)}|${patient.birthDate}|${patient.sex}`;
+    await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lock]);
+  }
   if (await idTaken(tx, id)) return errorAnswer('ID_CONFLICT', ctx);
   const candidates = duplicateCandidates(patient, await possibleDuplicates(tx, caller.tenant, patient));
   if (candidates.length > 0 && !confirmNotDuplicate) return errorAnswer('DUPLICATE_DETECTED', ctx, { details: { candidates } });
   // A confirmed "not a duplicate" still cannot share an identifier: uniqueness is not overridable.
-  if ((await identifierHolders(tx, caller.tenant, patient.identifiers, null)).length > 0) return errorAnswer('IDENTIFIER_CONFLICT', ctx);
+  // (Without the confirmation a shared identifier has already made it a candidate above.)
+  if (confirmNotDuplicate && (await identifierHolders(tx, caller.tenant, patient.identifiers, null)).length > 0) return errorAnswer('IDENTIFIER_CONFLICT', ctx);
 
-  const clash = await inSavepoint(tx, async () => {
-    const inserted = await insertPatient(tx, { id, tenant: caller.tenant, patient, by: caller.owner, at: ctx.now, overrideReason: confirmNotDuplicate?.reason ?? null });
-    if (!inserted) return 'ID_CONFLICT';
-    return (await writeIdentifiers(tx, caller.tenant, id, patient.identifiers)) ? null : 'IDENTIFIER_CONFLICT';
-  });
-  if (clash) return errorAnswer(clash, ctx);
+  const inserted = await insertPatient(tx, { id, tenant: caller.tenant, patient, by: caller.owner, at: ctx.now, overrideReason: confirmNotDuplicate?.reason ?? null });
+  if (!inserted || !(await writeIdentifiers(tx, caller.tenant, id, patient.identifiers, false))) throw new RaceLost();
 
-  const event = newPatientEvent({
-    type: 'patient.created',
-    tenant: caller.tenant,
-    patientId: id,
-    version: 1,
-    actingUser: caller.owner,
-    actor: caller.actor,
-    correlationId: ctx.correlationId,
-    occurredAt: ctx.now.toISOString(),
-  });
-  await appendEvent(tx, event);
-  await appendAudit(tx, {
-    tenant: caller.tenant,
-    action: 'patient.create',
-    patientId: id,
-    version: 1,
-    actingUser: caller.owner,
-    actor: caller.actor,
-    correlationId: ctx.correlationId,
-    details: { eventId: event.eventId, ...(confirmNotDuplicate ? { duplicateOverride: true as const, candidates } : {}) },
-    at: ctx.now,
-  });
-  const record = await loadPatient(tx, caller.tenant, id);
-  return { status: 201, body: { ...record } };
+  const created = event(ctx, 'patient.created', id, 1);
+  const override = confirmNotDuplicate ? { duplicateOverride: true as const, candidates } : {};
+  await appendEventAndAudit(tx, created, audit(ctx, 'patient.create', id, 1, { eventId: created.eventId, ...override }));
+  return { status: 201, body: { ...recordOf({ id, tenant: caller.tenant, version: 1, patient, createdAt: ctx.now, updatedAt: ctx.now }) } };
 }
 
 export async function updatePatient(ctx: CommandContext, id: string, ifMatch: string | undefined, body: unknown): Promise<Answer> {
@@ -123,34 +120,10 @@ export async function updatePatient(ctx: CommandContext, id: string, ifMatch: st
   if ((await identifierHolders(tx, caller.tenant, patient.identifiers, id)).length > 0) return errorAnswer('IDENTIFIER_CONFLICT', ctx);
 
   const version = current.version + 1;
-  const clash = await inSavepoint(tx, async () => {
-    await updatePatientRow(tx, { id, tenant: caller.tenant, version, patient, by: caller.owner, at: ctx.now });
-    return (await writeIdentifiers(tx, caller.tenant, id, patient.identifiers)) ? null : 'IDENTIFIER_CONFLICT';
-  });
-  if (clash) return errorAnswer(clash, ctx);
+  await updatePatientRow(tx, { id, tenant: caller.tenant, version, patient, by: caller.owner, at: ctx.now });
+  if (!(await writeIdentifiers(tx, caller.tenant, id, patient.identifiers, true))) throw new RaceLost();
 
-  const event = newPatientEvent({
-    type: 'patient.updated',
-    tenant: caller.tenant,
-    patientId: id,
-    version,
-    actingUser: caller.owner,
-    actor: caller.actor,
-    correlationId: ctx.correlationId,
-    occurredAt: ctx.now.toISOString(),
-  });
-  await appendEvent(tx, event);
-  await appendAudit(tx, {
-    tenant: caller.tenant,
-    action: 'patient.update',
-    patientId: id,
-    version,
-    actingUser: caller.owner,
-    actor: caller.actor,
-    correlationId: ctx.correlationId,
-    details: { eventId: event.eventId },
-    at: ctx.now,
-  });
-  const record = await loadPatient(tx, caller.tenant, id);
-  return { status: 200, body: { ...record } };
+  const updated = event(ctx, 'patient.updated', id, version);
+  await appendEventAndAudit(tx, updated, audit(ctx, 'patient.update', id, version, { eventId: updated.eventId }));
+  return { status: 200, body: { ...recordOf({ id, tenant: caller.tenant, version, patient, createdAt: current.createdAt, updatedAt: ctx.now }) } };
 }

@@ -28,6 +28,18 @@ export function patientFields(p: Patient): Patient {
   };
 }
 
+/** The record as GET shows it, built from what was just written. */
+export function recordOf(fields: { id: string; tenant: string; version: number; patient: Patient; createdAt: Date | string; updatedAt: Date }): PatientRecord {
+  return {
+    id: fields.id,
+    tenant: fields.tenant,
+    version: fields.version,
+    ...patientFields(fields.patient),
+    createdAt: new Date(fields.createdAt).toISOString(),
+    updatedAt: fields.updatedAt.toISOString(),
+  };
+}
+
 function toRecord(row: PatientRow): PatientRecord {
   const data = typeof row.data === 'string' ? (JSON.parse(row.data) as Patient) : row.data;
   return {
@@ -83,20 +95,20 @@ export async function updatePatientRow(tx: Queryable, row: { id: string; tenant:
 }
 
 /**
- * Replaces the patient's identifiers. False when one is held by another patient (a concurrent
- * writer got there first); the caller rolls back to its savepoint.
+ * Writes the patient's identifiers (replacing earlier ones on update). False when one is held by
+ * another patient: a concurrent writer got there after our check.
  */
-export async function writeIdentifiers(tx: Queryable, tenant: string, patientId: string, identifiers: Patient['identifiers']): Promise<boolean> {
-  await tx.query('DELETE FROM patient_identifiers WHERE patient_id = $1', [patientId]);
-  for (const i of identifiers ?? []) {
-    const { rows } = await tx.query(
-      `INSERT INTO patient_identifiers (tenant, system, value_key, patient_id) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (tenant, system, value_key) DO NOTHING RETURNING 1`,
-      [tenant, i.system, identifierKey(i.value), patientId],
-    );
-    if (rows.length === 0) return false;
-  }
-  return true;
+export async function writeIdentifiers(tx: Queryable, tenant: string, patientId: string, identifiers: Patient['identifiers'], replace: boolean): Promise<boolean> {
+  if (replace) await tx.query('DELETE FROM patient_identifiers WHERE patient_id = $1', [patientId]);
+  const list = identifiers ?? [];
+  if (list.length === 0) return true;
+  const { rows } = await tx.query(
+    `INSERT INTO patient_identifiers (tenant, system, value_key, patient_id)
+     SELECT $1, s, v, $2 FROM unnest($3::text[], $4::text[]) AS i (s, v)
+     ON CONFLICT (tenant, system, value_key) DO NOTHING RETURNING 1`,
+    [tenant, patientId, list.map((i) => i.system), list.map((i) => identifierKey(i.value))],
+  );
+  return rows.length === list.length;
 }
 
 /** Ids of other patients of the tenant holding any of these identifiers. */

@@ -291,7 +291,7 @@ export function scopeChangesQuery(query: Record<string, unknown>, body: unknown,
 
   const feedRaw = query.feed ?? 'normal';
   if (feedRaw !== 'normal' && feedRaw !== 'longpoll' && feedRaw !== 'continuous') return { kind: 'bad-request' };
-  let since: number | 'now' = 0;
+  let since: number | 'now';
   if (query.since === 'now') since = 'now';
   else {
     const s = intParam(query.since);

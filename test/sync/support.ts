@@ -192,7 +192,7 @@ export async function call(
     ...(opts.body !== undefined ? { body: typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body) } : {}),
   });
   const text = await res.text();
-  let json: unknown = null;
+  let json: unknown;
   try {
     json = text.trim() ? JSON.parse(text) : null;
   } catch {

@@ -27,11 +27,10 @@ describe('scripts/ferry.ts tenant commands', function () {
     expect(res.err).to.contain('tenant ids must match');
   });
 
-  it('creates a tenant idempotently and lists it', () => {
-    expect(ferry('tenant', 'create', 'west')).to.include({ code: 0 });
-    const again = ferry('tenant', 'create', 'west');
-    expect(again).to.include({ code: 0 });
-    expect(again.out).to.contain('already up to date');
+  it('creates a tenant and lists it', () => {
+    const created = ferry('tenant', 'create', 'west');
+    expect(created).to.include({ code: 0 });
+    expect(created.out).to.contain('inbox_west database created');
     const list = ferry('tenant', 'list');
     expect(list.code).to.equal(0);
     expect(list.out.trim().split('\n')).to.deep.equal(['west']);

@@ -5,7 +5,7 @@ import { tempDir, type TempDir } from '../support/services.ts';
 // `npm run ferry -- tenant …` end to end, on its own embedded data dir.
 
 describe('scripts/ferry.ts tenant commands', function () {
-  this.timeout(120_000);
+  this.timeout(240_000);
   let dir: TempDir;
 
   before(() => {
@@ -17,7 +17,7 @@ describe('scripts/ferry.ts tenant commands', function () {
     const env: NodeJS.ProcessEnv = { ...process.env, FERRY_DATA_DIR: dir.path };
     delete env.COUCHDB_URL;
     delete env.DATABASE_URL;
-    const res = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/ferry.ts', ...args], { env, encoding: 'utf8', timeout: 60_000 });
+    const res = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/ferry.ts', ...args], { env, encoding: 'utf8', timeout: 110_000 });
     return { code: res.status, out: res.stdout, err: res.stderr };
   }
 

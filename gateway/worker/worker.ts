@@ -88,6 +88,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
 
   const start = (tenant: string, lease: Fence) => {
     const entry: Held = { lease, trustedUntil: performance.now() + ttl - margin, runner: undefined as unknown as TenantRunner };
+    held.set(tenant, entry);
     entry.runner = startTenantRunner({
       tenant,
       lease,
@@ -110,7 +111,6 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       random: opts.random ?? Math.random,
       options: runnerOptions,
     });
-    held.set(tenant, entry);
     setLeaseState(metrics, tenant, true);
     logger.info({ tenant, workerId: opts.workerId, fence: lease.fence }, 'worker took the tenant lease');
     void entry.runner.done.then(() => {

@@ -3,13 +3,14 @@ import { badRequest, couchError, isRecord, missing, sendJson, type SyncContext }
 import { pendingCount } from './feed.ts';
 import type { LocalStore } from './local-store.ts';
 import { WRITE_REASONS, decideLocalWrite, decideMutationWrite, ownDocId, type Existing, type WriteDecision } from './policy.ts';
-import type { SyncQuotas } from './quotas.ts';
+import type { PendingEstimate, SyncQuotas } from './quotas.ts';
 
 // The push side (trap 15: `_revs_diff`, then `_bulk_docs` with `new_edits:false`) and `_local`.
 
 export interface WriteDeps {
   local: LocalStore;
   quotas: SyncQuotas;
+  pending: PendingEstimate;
 }
 
 type AllDocsRow = { key: string; id?: string; value?: { rev: string; deleted?: boolean }; doc?: Record<string, unknown> | null; error?: string };
@@ -107,8 +108,8 @@ export function bulkDocs(deps: WriteDeps) {
 
     let written: BulkResult[] = [];
     if (toWrite.length > 0) {
-      const pending = await pendingCount(ctx.inbox, owner);
-      if (pending + toWrite.length > deps.quotas.maxPending) {
+      const key = `${ctx.caller.tenant}\u0000${owner}`;
+      if (!(await deps.pending.allow(key, toWrite.length, () => pendingCount(ctx.inbox, owner)))) {
         throw couchError('QUOTA_EXCEEDED', { retryAfterSeconds: deps.quotas.pendingRetryAfterSeconds });
       }
       written = await ctx.inbox.json<BulkResult[]>({

@@ -27,6 +27,8 @@ export interface SyncStack {
   admin: CouchServer;
   worker: CouchServer;
   gatewayUser: CouchServer;
+  /** Credentials of CouchDB user `ferry-gateway` (for direct comparisons in the bench). */
+  gatewayAuth: { username: string; password: string };
   issuer: TokenIssuer;
   key: SigningKey;
   watchers: HeadWatchers;
@@ -81,6 +83,7 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
       admin: prepared.server,
       worker,
       gatewayUser: createCouchServer({ url: ids.url, auth: ids.gateway }),
+      gatewayAuth: ids.gateway,
       issuer,
       key,
       watchers,

@@ -240,6 +240,12 @@ export function replicationConnector(o: ReplicationOptions): Connect {
     const push = o.db.replicate.to(o.remote, { live: true, retry: false, batch_size: o.batchSize, selector: pushSelector(o.owner) }) as Replication;
     const pull = o.db.replicate.from(o.remote, { live: true, retry: false, batch_size: o.batchSize }) as Replication;
     const paused = { push: false, pull: false };
+    const settled = { push: false, pull: false };
+    const waiters: (() => void)[] = [];
+    const markSettled = (side: 'push' | 'pull'): void => {
+      settled[side] = true;
+      if (settled.push && settled.pull) for (const w of waiters.splice(0)) w();
+    };
     let stopping = false;
     let settle!: (end: ConnectionEnd) => void;
     const ended = new Promise<ConnectionEnd>((resolve) => (settle = resolve));
@@ -262,12 +268,14 @@ export function replicationConnector(o: ReplicationOptions): Connect {
         if (paused.push && paused.pull) hooks.idle();
       });
       rep.on('error', (err: unknown) => {
+        markSettled(side);
         const halt = o.halted();
         if (stopping) finish({ kind: 'stopped' });
         else if (halt) finish({ kind: 'halted', source: halt });
         else finish({ kind: 'failed', reachable: o.reachable(), message: err instanceof Error ? err.message : String((err as { message?: unknown })?.message ?? 'replication failed') });
       });
       rep.on('complete', () => {
+        markSettled(side);
         const halt = o.halted();
         if (halt && !stopping) finish({ kind: 'halted', source: halt });
         else finish({ kind: 'stopped' });
@@ -286,11 +294,13 @@ export function replicationConnector(o: ReplicationOptions): Connect {
       stop: async () => {
         stopping = true;
         finish({ kind: 'stopped' });
-        await Promise.allSettled([push, pull].map((r) => new Promise<void>((resolve) => {
-          (r as unknown as Promise<unknown>).then(() => resolve(), () => resolve());
-          // A cancelled live replication settles on its own; don't wait forever if it already did.
-          setTimeout(resolve, 2_000);
-        })));
+        if (settled.push && settled.pull) return;
+        // A cancelled replication emits 'complete' once its current step ends; bounded wait.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 1_000) as { unref?: () => void };
+          timer.unref?.();
+          waiters.push(resolve);
+        });
       },
     };
   };

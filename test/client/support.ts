@@ -26,7 +26,10 @@ export interface RecordedRequest {
   method: string;
   path: string;
   token: string | null;
+  /** 0 until answered. */
   status: number;
+  /** The client went away before an answer (an aborted longpoll). */
+  abandoned: boolean;
 }
 
 export interface GatewayStandIn {
@@ -38,6 +41,8 @@ export interface GatewayStandIn {
   valid: Map<string, string>;
   /** While true, every request has its socket destroyed (network failure). */
   down: boolean;
+  /** Network failure: drops open connections (e.g. a waiting longpoll) and every new one. */
+  setDown(down: boolean): void;
   close(): Promise<void>;
 }
 
@@ -48,6 +53,8 @@ export interface GatewayStandIn {
  * client's own pull guard is what keeps foreign docs out, and the tests rely on that.
  */
 export async function startGateway(): Promise<GatewayStandIn> {
+  // express-pouchdb (pouchdb-all-dbs) adds constructor listeners per app; one app per test is fine.
+  (NodePouch as unknown as { setMaxListeners(n: number): void }).setMaxListeners(200);
   const ServerPouch = NodePouch.defaults({ adapter: 'memory', prefix: `srv-${randomUUID()}-` } as PouchDB.Configuration.DatabaseConfiguration);
   // Library boundary: express-pouchdb has no types.
   const app = (expressPouchdb as unknown as (p: unknown, o: unknown) => (req: IncomingMessage, res: ServerResponse) => void)(ServerPouch, {
@@ -57,11 +64,17 @@ export async function startGateway(): Promise<GatewayStandIn> {
     logPath: '/dev/null',
   });
   const inboxes = new Map<string, Pouch>();
+  // eslint-disable-next-line prefer-const
+  let server: ReturnType<typeof createServer>;
   const state: GatewayStandIn = {
     url: '',
     requests: [],
     valid: new Map(),
     down: false,
+    setDown(down) {
+      state.down = down;
+      if (down) server.closeAllConnections();
+    },
     inbox(tenant) {
       let db = inboxes.get(tenant);
       if (!db) {
@@ -72,7 +85,7 @@ export async function startGateway(): Promise<GatewayStandIn> {
     },
     close: async () => undefined,
   };
-  const server = createServer((req, res) => {
+  server = createServer((req, res) => {
     if (state.down) {
       req.socket.destroy();
       return;
@@ -80,7 +93,10 @@ export async function startGateway(): Promise<GatewayStandIn> {
     const url = req.url ?? '/';
     const auth = req.headers.authorization ?? '';
     const token = auth.startsWith('Bearer ') ? auth.slice(7) : null;
-    const rec: RecordedRequest = { method: req.method ?? 'GET', path: url, token, status: 0 };
+    const rec: RecordedRequest = { method: req.method ?? 'GET', path: url, token, status: 0, abandoned: false };
+    res.on('close', () => {
+      if (!res.writableFinished) rec.abandoned = true;
+    });
     state.requests.push(rec);
     const answer = (status: number, json: unknown): void => {
       rec.status = status;

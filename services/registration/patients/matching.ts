@@ -24,12 +24,12 @@ export function identifierKey(value: string): string {
   return value.replace(/\s+/g, '').toUpperCase();
 }
 
-/** What duplicate detection knows about an existing patient. */
+/** What duplicate detection knows about an existing patient; null where the lookup did not load it. */
 export interface ExistingPatient {
   id: string;
-  nameKey: string;
-  birthDate: string;
-  sex: string;
+  nameKey: string | null;
+  birthDate: string | null;
+  sex: string | null;
   identifiers: readonly { system: string; valueKey: string }[];
 }
 

@@ -111,38 +111,41 @@ export async function writeIdentifiers(tx: Queryable, tenant: string, patientId:
   return rows.length === list.length;
 }
 
+// PGlite plans every statement afresh and planning dominates a join-heavy query, so the lookups
+// below stay small: each is one index probe per key.
+
 /** Ids of other patients of the tenant holding any of these identifiers. */
 export async function identifierHolders(tx: Queryable, tenant: string, identifiers: Patient['identifiers'], exceptId: string | null): Promise<string[]> {
-  if (!identifiers || identifiers.length === 0) return [];
-  const { rows } = await tx.query<{ patient_id: string }>(
-    `SELECT DISTINCT patient_id FROM patient_identifiers
-     WHERE tenant = $1 AND (system, value_key) IN (SELECT * FROM unnest($2::text[], $3::text[])) AND patient_id IS DISTINCT FROM $4`,
-    [tenant, identifiers.map((i) => i.system), identifiers.map((i) => identifierKey(i.value)), exceptId],
-  );
-  return rows.map((r) => r.patient_id).sort();
+  const rows = await identifierRows(tx, tenant, identifiers);
+  return [...new Set(rows.filter((r) => r.patient_id !== exceptId).map((r) => r.patient_id))].sort();
 }
 
-/** Rows that might be duplicates: same name key, birth date and sex, or sharing an identifier. */
-export async function possibleDuplicates(tx: Queryable, tenant: string, p: Patient): Promise<ExistingPatient[]> {
-  const ids = p.identifiers ?? [];
-  const { rows } = await tx.query<{ id: string; name_key: string; birth_date: string; sex: string; systems: string[] | null; value_keys: string[] | null }>(
-    `SELECT p.id, p.name_key, p.birth_date, p.sex,
-            array_remove(array_agg(i.system), NULL) AS systems, array_remove(array_agg(i.value_key), NULL) AS value_keys
-     FROM patients p LEFT JOIN patient_identifiers i ON i.patient_id = p.id
-     WHERE p.tenant = $1 AND (
-       (p.name_key = $2 AND p.birth_date = $3 AND p.sex = $4)
-       OR p.id IN (SELECT patient_id FROM patient_identifiers WHERE tenant = $1 AND (system, value_key) IN (SELECT * FROM unnest($5::text[], $6::text[]))))
-     GROUP BY p.id, p.name_key, p.birth_date, p.sex
-     LIMIT 100`,
-    [tenant, nameKey(p.givenName, p.familyName), p.birthDate, p.sex, ids.map((i) => i.system), ids.map((i) => identifierKey(i.value))],
+async function identifierRows(tx: Queryable, tenant: string, identifiers: Patient['identifiers']) {
+  if (!identifiers || identifiers.length === 0) return [];
+  const wanted = new Set(identifiers.map((i) => `${i.system}|${identifierKey(i.value)}`));
+  // ANY over each column probes the primary key; the exact (system, value) pairs are kept below.
+  const { rows } = await tx.query<{ patient_id: string; system: string; value_key: string }>(
+    'SELECT patient_id, system, value_key FROM patient_identifiers WHERE tenant = $1 AND system = ANY($2::text[]) AND value_key = ANY($3::text[])',
+    [tenant, identifiers.map((i) => i.system), identifiers.map((i) => identifierKey(i.value))],
   );
-  return rows.map((r) => ({
-    id: r.id,
-    nameKey: r.name_key,
-    birthDate: r.birth_date,
-    sex: r.sex,
-    identifiers: (r.systems ?? []).map((system, n) => ({ system, valueKey: (r.value_keys ?? [])[n] ?? '' })),
+  return rows.filter((r) => wanted.has(`${r.system}|${r.value_key}`));
+}
+
+/** What duplicate detection needs: patients with the same name key, birth date and sex, and holders of the same identifiers. */
+export async function possibleDuplicates(tx: Queryable, tenant: string, p: Patient): Promise<ExistingPatient[]> {
+  const { rows } = await tx.query<{ id: string; name_key: string; birth_date: string; sex: string }>(
+    'SELECT id, name_key, birth_date, sex FROM patients WHERE tenant = $1 AND name_key = $2 AND birth_date = $3 AND sex = $4 LIMIT 100',
+    [tenant, nameKey(p.givenName, p.familyName), p.birthDate, p.sex],
+  );
+  const byName: ExistingPatient[] = rows.map((r) => ({ id: r.id, nameKey: r.name_key, birthDate: r.birth_date, sex: r.sex, identifiers: [] }));
+  const byIdentifier: ExistingPatient[] = (await identifierRows(tx, tenant, p.identifiers)).map((r) => ({
+    id: r.patient_id,
+    nameKey: null,
+    birthDate: null,
+    sex: null,
+    identifiers: [{ system: r.system, valueKey: r.value_key }],
   }));
+  return [...byName, ...byIdentifier];
 }
 
 export interface PatientSummary {

@@ -241,6 +241,8 @@ class SessionImpl implements Session {
       }
       this.deviceId = device.device;
       const index = new LocalIndex();
+      // Follow changes from before the load, so a status pulled in between is not missed.
+      const since = (await db.info()).update_seq;
       await this.load(db, index);
       const loop = new ConnectionLoop({
         connect: replicationConnector({
@@ -261,7 +263,7 @@ class SessionImpl implements Session {
         },
       });
       this.open = { db, index, device, feed: null, loop };
-      this.open.feed = this.followStatuses(db, index);
+      this.open.feed = this.followStatuses(db, index, since);
     } catch (err) {
       await db.close().catch(() => undefined);
       throw err;
@@ -288,9 +290,9 @@ class SessionImpl implements Session {
   }
 
   /** Status docs arrive by pull; follow the local changes feed (ids only) and read each once. */
-  private followStatuses(db: Db, index: LocalIndex): { cancel(): void } {
+  private followStatuses(db: Db, index: LocalIndex, since: number | string): { cancel(): void } {
     const prefix = `s:${this.owner}:`;
-    const feed = db.changes({ since: 'now', live: true, return_docs: false });
+    const feed = db.changes({ since, live: true, return_docs: false });
     feed.on('change', (change: { id: string }) => {
       if (!change.id.startsWith(prefix)) return;
       void db

@@ -238,6 +238,25 @@ for (const adapter of ['memory', 'leveldb'] as const) {
       expect(await fresh.close()).to.deep.equal({ ok: true, unsynced: 0 });
     });
 
+    it('reads docs that have their own `payload` field exactly once (crypto-pouch + open_revs/bulkGet)', async () => {
+      // Regression: transform-pouch decrypted these twice, and push failed with
+      // "There was a problem getting docs" for every mutation doc.
+      const { openStore } = await import('../../client/store.ts');
+      const { db } = await openStore({ PouchDB: NodePouch, adapter, prefix, tenant: 'north', owner: 'ada' }, { passphrase: 'pw', kdfIterations: 1_000 });
+      try {
+        const put = await db.put({ _id: 'm:ada:x', payload: { givenName: NAME } } as PouchDB.Core.PutDocument<object>);
+        const single = (await db.get('m:ada:x', { revs: true })) as unknown as Record<string, unknown>;
+        expect(single.payload).to.deep.equal({ givenName: NAME });
+        expect(single._revisions).to.deep.include({ start: 1 });
+        const open = (await db.get('m:ada:x', { open_revs: [put.rev], revs: true, latest: true } as PouchDB.Core.GetOpenRevisions)) as unknown as { ok: Record<string, unknown> }[];
+        expect(open[0]!.ok.payload).to.deep.equal({ givenName: NAME });
+        const bulk = await db.bulkGet({ docs: [{ id: 'm:ada:x', rev: put.rev }], revs: true, latest: true } as PouchDB.Core.BulkGetOptions);
+        expect((bulk.results[0]!.docs[0] as unknown as { ok: Record<string, unknown> }).ok.payload).to.deep.equal({ givenName: NAME });
+      } finally {
+        await db.destroy();
+      }
+    });
+
     it('wipe works while locked (forgotten passphrase)', async () => {
       const s = await openS();
       await s.mutate('patient.create', patient());

@@ -8,6 +8,7 @@ import { v1Proxy, type V1Route } from './v1/proxy.ts';
 import { syncRouter, type SyncDeps } from './sync/router.ts';
 import { operatorRoutes, type OperatorDeps } from './operators/routes.ts';
 import { cors } from './edge/cors.ts';
+import { metricsRoute, type MetricsRouteOptions } from './metrics/route.ts';
 import { createRateLimiter, rateLimit, type RateLimit } from './edge/rate-limit.ts';
 
 export interface GatewayDeps {
@@ -20,6 +21,8 @@ export interface GatewayDeps {
   readiness: () => Promise<void>;
   /** Fauxton and the CouchDB admin API for platform-admins; null when switched off. */
   operators?: OperatorDeps | null;
+  /** `/metrics`; null serves none. */
+  metrics?: MetricsRouteOptions | null;
   /** Origins allowed to call the gateway from a browser (the clinician app's own origin needs none). */
   corsOrigins?: readonly string[];
   /** `/sync/{tenant}` (gateway/sync); absent when the gateway runs without CouchDB. */
@@ -70,6 +73,7 @@ export function createGatewayApp(deps: GatewayDeps): Express {
   });
   if (deps.devIdp) app.use('/auth', devIdentityRoutes(deps.devIdp));
   if (deps.sync) app.use('/sync', syncRouter(deps.sync));
+  if (deps.metrics) app.use(metricsRoute(deps.metrics));
   if (deps.operators) app.use(operatorRoutes(deps.operators));
   app.use('/v1', v1Proxy({ routes: deps.v1Routes }));
 

@@ -1,0 +1,173 @@
+// The composition root: wires every Ferry piece from a FerryConfig. `npm start`, the per-piece
+// entry points, the acceptance tests and the harness all start Ferry through this one function,
+// so what the tests exercise is what runs.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { FerryConfig } from './config.ts';
+import { silentLogger, type Logger } from '../http/log.ts';
+import { openPlatform, type Platform } from '../gateway/platform/open.ts';
+import { seedDemo, DEMO_LICENSED } from '../gateway/tenant/demo.ts';
+import { createGatewayApp } from '../gateway/app.ts';
+import { createAdminSessionStore } from '../gateway/operators/admin-sessions.ts';
+import { createUpstream } from '../gateway/sync/upstream.ts';
+import { createLocalStore, migrateSync } from '../gateway/sync/local-store.ts';
+import { createHeadWatchers } from '../gateway/sync/feed.ts';
+import { startWorker, type Worker } from '../gateway/worker/worker.ts';
+import { createWorkerMetrics } from '../gateway/worker/metrics.ts';
+import { createRegistry } from '../gateway/metrics/registry.ts';
+import { loadOrCreateSigningKey, jwksOf } from '../identity/keys.ts';
+import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../identity/tokens.ts';
+import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
+import { couchServerAs } from '../couchdb/identities.ts';
+import { openRegistrationDatabase, startRegistrationService, type RegistrationService } from '../services/registration/index.ts';
+import type { Database } from '../sql/database.ts';
+
+export interface StackOptions {
+  logger?: Logger;
+  /** Which pieces run in this process. Default: all of them. */
+  gateway?: boolean;
+  worker?: boolean;
+  /** Start the registration service here, or use one already running at this URL. */
+  registration?: boolean | { url: string };
+  /** Postgres schema prefix, so several stacks can share one server (tests, harness). */
+  schemaPrefix?: string;
+  /** Passed to the worker; tests shorten the retry and lease timings. */
+  workerTuning?: Partial<Pick<Parameters<typeof startWorker>[0], 'leaseTtlMs' | 'retry' | 'tickMs' | 'pollTimeoutMs' | 'commitTimeoutMs'>>;
+  workerId?: string;
+}
+
+export interface Stack {
+  config: FerryConfig;
+  /** The gateway's base URL, when this process runs the gateway. */
+  url: string | null;
+  platform: Platform;
+  couch: PreparedCouch;
+  issuer: TokenIssuer;
+  registration: RegistrationService | null;
+  registrationUrl: string;
+  worker: Worker | null;
+  close(): Promise<void>;
+}
+
+export async function startStack(config: FerryConfig, opts: StackOptions = {}): Promise<Stack> {
+  const logger = opts.logger ?? silentLogger();
+  const devIdp = config.externalAuth === null;
+  const schema = (name: string) => (config.databaseUrl ? `${opts.schemaPrefix ?? 'ferry'}_${name}` : undefined);
+  const closers: Array<() => Promise<void>> = [];
+  const close = async () => {
+    for (const c of closers.reverse()) await c().catch((err: Error) => logger.warn({ err: { name: err.name } }, 'close failed'));
+    closers.length = 0;
+  };
+
+  try {
+    const platform = await openPlatform({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: schema('platform') });
+    closers.push(() => platform.close());
+    if (devIdp) await seedDemo(platform);
+
+    const key = await loadOrCreateSigningKey(config.dataDir);
+    const issuer = createTokenIssuer({ key, issuer: config.issuer });
+    const verifier = createTokenVerifier({ jwks: jwksOf([key]), issuer: config.issuer });
+
+    const couch = await prepareCouch(config, platform, logger, { demoTenants: devIdp, ...(config.couchdbUrl ? {} : { reuseRunning: true }) });
+    closers.push(() => couch.stop());
+
+    let registration: RegistrationService | null = null;
+    let registrationUrl: string;
+    if (typeof opts.registration === 'object') {
+      registrationUrl = opts.registration.url;
+    } else if (opts.registration === false) {
+      registrationUrl = `http://127.0.0.1:${config.registrationPort}`;
+    } else {
+      const db: Database = await openRegistrationDatabase({
+        url: config.databaseUrl,
+        dataDir: config.databaseUrl ? undefined : join(config.dataDir, 'pg', 'registration'),
+        schema: schema('registration'),
+      });
+      closers.push(() => db.close());
+      registration = await startRegistrationService({
+        db,
+        // In one process the service is handed the platform's public keys; run apart, it fetches the JWKS.
+        verifier,
+        logger,
+        host: '127.0.0.1',
+        port: config.registrationPort,
+        natsUrl: config.natsUrl,
+        licensedTenants: devIdp ? DEMO_LICENSED.registration : [],
+      });
+      closers.push(() => registration!.close());
+      registrationUrl = registration.url;
+    }
+
+    const metrics = createRegistry();
+    let worker: Worker | null = null;
+    if (opts.worker !== false) {
+      worker = await startWorker({
+        platform,
+        couch: couchServerAs(couch.identities, 'worker'),
+        issuer,
+        services: { registration: registrationUrl },
+        workerId: opts.workerId ?? `worker-${process.pid}`,
+        logger,
+        metrics: createWorkerMetrics(metrics),
+        waitingTimeoutMs: config.waitingTimeoutMs,
+        ...opts.workerTuning,
+      });
+      closers.push(() => worker!.stop());
+    }
+
+    let url: string | null = null;
+    if (opts.gateway !== false) {
+      await migrateSync(platform.db);
+      const upstream = createUpstream({ url: couch.identities.url, auth: couch.identities.gateway });
+      const watchers = createHeadWatchers({ upstream });
+      closers.push(async () => watchers.close());
+      const app = createGatewayApp({
+        logger,
+        signingKeys: [key],
+        devIdp: devIdp ? { users: platform.users, memberships: platform.memberships, sessions: platform.sessions, issuer } : null,
+        v1Routes: [{ collection: 'patients', serviceUrl: registrationUrl }],
+        readiness: async () => {
+          await platform.db.query('SELECT 1');
+          if (!(await couchServerAs(couch.identities, 'gateway').up())) throw new Error('CouchDB unreachable');
+        },
+        metrics: {
+          registries: [metrics],
+          platformDb: platform.db,
+          verifier,
+          metricsToken: config.metricsToken,
+          openToLoopback: !config.production && !config.couchdbUrl,
+        },
+        sync: { upstream, verifyToken: verifier, local: createLocalStore(platform.db), watchers, logger },
+        operators: config.fauxton
+          ? {
+              couch: { url: couch.identities.url, admin: couch.identities.admin },
+              sessions: createAdminSessionStore(platform.db),
+              memberships: platform.memberships,
+              verifier,
+              users: devIdp ? platform.users : null,
+              logger,
+            }
+          : null,
+      });
+      const server: Server = createServer(app);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.port, config.host, () => resolve());
+      });
+      closers.push(
+        () =>
+          new Promise<void>((resolve) => {
+            server.closeAllConnections();
+            server.close(() => resolve());
+          }),
+      );
+      url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    }
+
+    return { config, url, platform, couch, issuer, registration, registrationUrl, worker, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

@@ -1,3 +1,4 @@
+import { FerryError } from '../../validators/codes.ts';
 import type { Inbox, Upstream } from './upstream.ts';
 import { upstreamFailure } from './upstream.ts';
 
@@ -29,8 +30,10 @@ interface ViewRow {
 export async function readHead(inbox: Inbox, signal?: AbortSignal): Promise<number> {
   const res = await inbox.request({ path: [FEED_HEAD_ID], ...(signal ? { signal } : {}) });
   if (res.status === 404) {
-    await res.body?.cancel();
-    return 0;
+    // A missing doc is "no head yet"; a missing database is a tenant without an inbox.
+    const body = (await res.json().catch(() => ({}))) as { reason?: unknown };
+    if (body.reason === 'missing' || body.reason === 'deleted') return 0;
+    throw new FerryError('NOT_FOUND');
   }
   if (!res.ok) {
     await res.body?.cancel();

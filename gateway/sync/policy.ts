@@ -89,7 +89,11 @@ export function decideMutationWrite(raw: unknown, caller: Caller, existing: Exis
   if (!isRecord(raw)) return { kind: 'forbidden', id: null, reason: 'shape' };
   const rawId = typeof raw._id === 'string' ? raw._id : null;
   const id = ownDocId(rawId, caller.owner);
-  if (!id) return { kind: 'forbidden', id: rawId, reason: parseInboxDocId(rawId ?? '') ? 'notOwn' : rawId?.startsWith('m:') || rawId?.startsWith('s:') ? 'notOwn' : 'notMutation' };
+  if (!id) {
+    // Someone else's (or a malformed) inbox id versus anything that is not an inbox doc at all.
+    const looksInbox = rawId !== null && (rawId.startsWith('m:') || rawId.startsWith('s:'));
+    return { kind: 'forbidden', id: rawId, reason: looksInbox ? 'notOwn' : 'notMutation' };
+  }
   if (!id.startsWith('m:')) return { kind: 'forbidden', id, reason: 'notMutation' };
   for (const key of Object.keys(raw)) {
     if (key === '_deleted') return { kind: 'forbidden', id, reason: 'deleted' };

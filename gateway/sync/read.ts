@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { badRequest, flatQuery, isRecord, missing, sendJson, type SyncContext } from './context.ts';
 import { ownLatest, readHead } from './feed.ts';
 import { ownDocId, scopeRange, type KeyRange } from './policy.ts';
-import type { QueryValue } from './upstream.ts';
+import { upstreamFailure, type QueryValue } from './upstream.ts';
 
 // Reads of /sync: db info, single docs (incl. `open_revs`, JSON or multipart/mixed), `_bulk_get`
 // and `_all_docs`. Only the caller's own ids ever reach upstream; anything else is answered as a
@@ -110,7 +110,7 @@ export async function getDoc(ctx: SyncContext, rawId: string): Promise<void> {
   }
   if (!res.ok) {
     await res.body?.cancel();
-    throw badRequest();
+    throw res.status === 400 ? badRequest() : upstreamFailure(res.status);
   }
   const value: unknown = await res.json();
   const accept = ctx.req.get('accept') ?? '';
@@ -254,23 +254,51 @@ export async function allDocs(ctx: SyncContext): Promise<void> {
   const ranges = scopeRange({ start, end, descending, inclusiveEnd: key !== undefined ? true : inclusiveEnd }, ctx.caller.owner);
   if (descending) ranges.reverse();
 
-  ctx.res.status(200);
-  ctx.res.setHeader('Content-Type', 'application/json');
-  ctx.res.setHeader('Cache-Control', 'must-revalidate');
-  ctx.res.write('{"offset":0,"rows":[');
-  let count = 0;
+  // Headers go out with the first row, so a failure before it (no inbox, upstream down) is a clean error.
+  const out = rowWriter(ctx);
   for (const range of ranges) {
-    count = await streamRange(ctx, range, descending, extra, limit, count);
-    if (limit !== null && count >= limit) break;
+    await streamRange(ctx, range, descending, extra, limit, out);
+    if (limit !== null && out.count >= limit) break;
   }
-  ctx.res.end(`],"total_rows":${count}}`);
+  out.end();
 }
 
-async function streamRange(ctx: SyncContext, range: KeyRange, descending: boolean, extra: Record<string, QueryValue>, limit: number | null, count: number): Promise<number> {
+interface RowWriter {
+  count: number;
+  row(row: AllDocsRow): void;
+  end(): void;
+}
+
+function rowWriter(ctx: SyncContext): RowWriter {
+  let started = false;
+  const start = () => {
+    if (started) return;
+    started = true;
+    ctx.res.status(200);
+    ctx.res.setHeader('Content-Type', 'application/json');
+    ctx.res.setHeader('Cache-Control', 'must-revalidate');
+    ctx.res.write('{"offset":0,"rows":[');
+  };
+  const w: RowWriter = {
+    count: 0,
+    row(row) {
+      start();
+      ctx.res.write(`${w.count > 0 ? ',' : ''}${JSON.stringify(row)}`);
+      w.count++;
+    },
+    end() {
+      start();
+      ctx.res.end(`],"total_rows":${w.count}}`);
+    },
+  };
+  return w;
+}
+
+async function streamRange(ctx: SyncContext, range: KeyRange, descending: boolean, extra: Record<string, QueryValue>, limit: number | null, out: RowWriter): Promise<void> {
   let cursor: string | null = null;
   for (;;) {
-    const want = limit === null ? ALL_DOCS_PAGE : Math.min(ALL_DOCS_PAGE, limit - count);
-    if (want <= 0) return count;
+    const want = limit === null ? ALL_DOCS_PAGE : Math.min(ALL_DOCS_PAGE, limit - out.count);
+    if (want <= 0) return;
     const from = cursor ?? (descending ? range.hi : range.lo);
     const query: Record<string, QueryValue> = {
       ...extra,
@@ -285,10 +313,9 @@ async function streamRange(ctx: SyncContext, range: KeyRange, descending: boolea
     for (const row of rows) {
       // Belt and braces: a row outside the caller's prefixes is never written out.
       if (!ownDocId(row.id ?? row.key, ctx.caller.owner)) continue;
-      ctx.res.write(`${count > 0 ? ',' : ''}${JSON.stringify(row)}`);
-      count++;
+      out.row(row);
     }
-    if (rows.length < want) return count;
+    if (rows.length < want) return;
     cursor = rows[rows.length - 1]!.key;
   }
 }

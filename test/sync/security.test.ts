@@ -353,6 +353,13 @@ describe('sync: security suite', function () {
         expect(res.status, path).to.equal(403);
         expect(res.json).to.include({ code: 'TENANT_MISMATCH' });
       }
+      // A tenant without an inbox is a clean 404 everywhere (never a truncated or empty 200).
+      const west = await s.token('ada', 'west');
+      for (const path of ['', '/_changes', '/_changes?feed=longpoll', '/_all_docs', `/m:ada:${adaMid}`]) {
+        const res = await call(`${s.url}/sync/west${path}`, { token: west });
+        expect(res.status, path).to.equal(404);
+        expect(res.json).to.include({ error: 'not_found' });
+      }
       // cy, a south member, sees nothing of north in south.
       const cy = await s.token('cy', 'south');
       const res = await call(`${s.url}/sync/south/_all_docs`, { token: cy });

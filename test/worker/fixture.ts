@@ -62,7 +62,9 @@ export interface MutationSpec {
 }
 
 let seqCounter = 0;
-export function mutationDoc(spec: MutationSpec): Record<string, unknown> & { _id: string; mid: string } {
+export type MutationFixture = Record<string, unknown> & { _id: string; mid: string; entity: string; payload: Record<string, unknown> };
+
+export function mutationDoc(spec: MutationSpec): MutationFixture {
   const mid = spec.mid ?? newMid();
   const doc = {
     _id: `m:${spec.owner}:${mid}`,

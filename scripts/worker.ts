@@ -1,0 +1,111 @@
+// Runs one worker as its own process (DESIGN §2: one active worker per tenant, more stand by).
+//
+//   DATABASE_URL=postgres://… COUCHDB_URL=http://127.0.0.1:5984 FERRY_COUCH_WORKER_PASSWORD=… \
+//     tsx scripts/worker.ts
+//
+// Several of these may run at once: leases in the platform database decide which one works on
+// which tenant. PGlite is single-process, so DATABASE_URL is required. Prints one JSON line
+// `{"event":"ready",…}` on stdout once it is looking at the tenant registry.
+import { hostname } from 'node:os';
+import { readConfig, ConfigError, type FerryConfig } from './config.ts';
+import { createLogger } from '../http/log.ts';
+import { createCouchServer } from '../couchdb/client.ts';
+import { WORKER_PASSWORD_ENV, WORKER_USER } from '../couchdb/identities.ts';
+import { openPlatform } from '../gateway/platform/open.ts';
+import { startWorker } from '../gateway/worker/worker.ts';
+import { DEFAULT_RETRY_POLICY } from '../gateway/worker/backoff.ts';
+import { loadOrCreateSigningKey } from '../identity/keys.ts';
+import { createTokenIssuer } from '../identity/tokens.ts';
+
+type Env = Record<string, string | undefined>;
+
+export interface WorkerProcessConfig {
+  couchUrl: string;
+  workerPassword: string;
+  platformSchema: string;
+  registrationUrl: string;
+  workerId: string;
+  leaseTtlMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  tickMs: number;
+}
+
+function positive(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${name} must be a positive number`);
+  return n;
+}
+
+export function readWorkerConfig(config: FerryConfig, env: Env = process.env): WorkerProcessConfig {
+  if (!config.databaseUrl) throw new ConfigError('the worker runs as its own process only against PostgreSQL: set DATABASE_URL');
+  if (!config.couchdbUrl) throw new ConfigError('set COUCHDB_URL to the CouchDB server the inboxes live on');
+  const password = env[WORKER_PASSWORD_ENV];
+  if (!password) throw new ConfigError(`set ${WORKER_PASSWORD_ENV} to the ${WORKER_USER} CouchDB user's password`);
+  const url = new URL(config.couchdbUrl);
+  // Admin credentials in COUCHDB_URL are for provisioning only; the worker is ferry-worker.
+  url.username = '';
+  url.password = '';
+  return {
+    couchUrl: url.toString().replace(/\/+$/, ''),
+    workerPassword: password,
+    platformSchema: env.FERRY_PLATFORM_SCHEMA || 'ferry_platform',
+    registrationUrl: env.FERRY_REGISTRATION_URL || `http://127.0.0.1:${config.registrationPort}`,
+    workerId: env.FERRY_WORKER_ID || `${hostname()}:${process.pid}`,
+    leaseTtlMs: positive(env, 'FERRY_WORKER_LEASE_TTL_MS', 15_000),
+    retryBaseMs: positive(env, 'FERRY_WORKER_RETRY_BASE_MS', DEFAULT_RETRY_POLICY.baseMs),
+    retryMaxMs: positive(env, 'FERRY_WORKER_RETRY_MAX_MS', DEFAULT_RETRY_POLICY.maxMs),
+    tickMs: positive(env, 'FERRY_WORKER_TICK_MS', 1_000),
+  };
+}
+
+async function main(config: FerryConfig, wc: WorkerProcessConfig): Promise<void> {
+  const logger = createLogger('ferry-worker');
+  const platform = await openPlatform({ databaseUrl: config.databaseUrl, schema: wc.platformSchema });
+  const key = await loadOrCreateSigningKey(config.dataDir);
+  const issuer = createTokenIssuer({ key, issuer: config.issuer });
+  const couch = createCouchServer({ url: wc.couchUrl, auth: { username: WORKER_USER, password: wc.workerPassword } });
+  const worker = await startWorker({
+    platform,
+    couch,
+    issuer,
+    services: { registration: wc.registrationUrl },
+    workerId: wc.workerId,
+    logger,
+    leaseTtlMs: wc.leaseTtlMs,
+    waitingTimeoutMs: config.waitingTimeoutMs,
+    retry: { ...DEFAULT_RETRY_POLICY, baseMs: wc.retryBaseMs, maxMs: wc.retryMaxMs },
+    tickMs: wc.tickMs,
+  });
+  logger.info({ workerId: wc.workerId }, 'worker started');
+  process.stdout.write(`${JSON.stringify({ event: 'ready', workerId: wc.workerId, pid: process.pid })}\n`);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'worker stopping');
+    await worker.stop();
+    await platform.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+try {
+  const config = readConfig();
+  const wc = readWorkerConfig(config);
+  main(config, wc).catch((err: Error) => {
+    console.error('ferry-worker: failed to start:', err.name, err.message);
+    process.exit(1);
+  });
+} catch (err) {
+  if (err instanceof ConfigError) {
+    console.error(`ferry-worker: ${err.message}`);
+    process.exit(2);
+  }
+  throw err;
+}

@@ -21,6 +21,13 @@ export interface FerryConfig {
   issuer: string;
   production: boolean;
   registrationPort: number;
+  /** Set when the registration service runs elsewhere; otherwise the stack starts one. */
+  registrationUrl: string | undefined;
+  /** Postgres schemas, so the platform and the service can share one server apart (tests, harness). */
+  platformSchema: string;
+  registrationSchema: string;
+  /** Access-token lifetime; 5 minutes in dev (DESIGN §3). */
+  accessTtlSeconds: number;
   fauxton: boolean;
   metricsToken: string | undefined;
   waitingTimeoutMs: number;
@@ -37,6 +44,20 @@ function portOf(env: Env, name: string, fallback: number): number {
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`${name} must be a port number`);
+  return n;
+}
+
+function schemaOf(env: Env, name: string, fallback: string): string {
+  const v = env[name] || fallback;
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(v)) throw new ConfigError(`${name} must be a lower-case SQL identifier`);
+  return v;
+}
+
+function positiveOf(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${name} must be a positive number`);
   return n;
 }
 
@@ -63,6 +84,10 @@ export function readConfig(env: Env = process.env): FerryConfig {
     issuer: env.FERRY_ISSUER || 'ferry',
     production,
     registrationPort: portOf(env, 'FERRY_REGISTRATION_PORT', 8081),
+    registrationUrl: env.FERRY_REGISTRATION_URL || undefined,
+    platformSchema: schemaOf(env, 'FERRY_PLATFORM_SCHEMA', 'ferry_platform'),
+    registrationSchema: schemaOf(env, 'FERRY_REGISTRATION_SCHEMA', 'ferry_registration'),
+    accessTtlSeconds: positiveOf(env, 'FERRY_ACCESS_TTL_SECONDS', 300),
     fauxton: !production || env.FERRY_FAUXTON === '1',
     metricsToken: env.FERRY_METRICS_TOKEN || undefined,
     waitingTimeoutMs: Number(env.FERRY_WAITING_TIMEOUT_MS ?? 7 * 24 * 3600_000),

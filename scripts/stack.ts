@@ -28,10 +28,8 @@ export interface StackOptions {
   /** Which pieces run in this process. Default: all of them. */
   gateway?: boolean;
   worker?: boolean;
-  /** Start the registration service here, or use one already running at this URL. */
-  registration?: boolean | { url: string };
-  /** Postgres schema prefix, so several stacks can share one server (tests, harness). */
-  schemaPrefix?: string;
+  /** Start the registration service here (default unless `config.registrationUrl` is set). */
+  registration?: boolean;
   /** Passed to the worker; tests shorten the retry and lease timings. */
   workerTuning?: Partial<Pick<Parameters<typeof startWorker>[0], 'leaseTtlMs' | 'retry' | 'tickMs' | 'pollTimeoutMs' | 'commitTimeoutMs'>>;
   workerId?: string;
@@ -53,7 +51,6 @@ export interface Stack {
 export async function startStack(config: FerryConfig, opts: StackOptions = {}): Promise<Stack> {
   const logger = opts.logger ?? silentLogger();
   const devIdp = config.externalAuth === null;
-  const schema = (name: string) => (config.databaseUrl ? `${opts.schemaPrefix ?? 'ferry'}_${name}` : undefined);
   const closers: Array<() => Promise<void>> = [];
   const close = async () => {
     for (const c of closers.reverse()) await c().catch((err: Error) => logger.warn({ err: { name: err.name } }, 'close failed'));
@@ -61,12 +58,12 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
   };
 
   try {
-    const platform = await openPlatform({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: schema('platform') });
+    const platform = await openPlatform({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: config.databaseUrl ? config.platformSchema : undefined });
     closers.push(() => platform.close());
     if (devIdp) await seedDemo(platform);
 
     const key = await loadOrCreateSigningKey(config.dataDir);
-    const issuer = createTokenIssuer({ key, issuer: config.issuer });
+    const issuer = createTokenIssuer({ key, issuer: config.issuer, accessTtlSeconds: config.accessTtlSeconds });
     const verifier = createTokenVerifier({ jwks: jwksOf([key]), issuer: config.issuer });
 
     const couch = await prepareCouch(config, platform, logger, { demoTenants: devIdp, ...(config.couchdbUrl ? {} : { reuseRunning: true }) });
@@ -74,15 +71,13 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
 
     let registration: RegistrationService | null = null;
     let registrationUrl: string;
-    if (typeof opts.registration === 'object') {
-      registrationUrl = opts.registration.url;
-    } else if (opts.registration === false) {
-      registrationUrl = `http://127.0.0.1:${config.registrationPort}`;
+    if (config.registrationUrl || opts.registration === false) {
+      registrationUrl = config.registrationUrl ?? `http://127.0.0.1:${config.registrationPort}`;
     } else {
       const db: Database = await openRegistrationDatabase({
         url: config.databaseUrl,
         dataDir: config.databaseUrl ? undefined : join(config.dataDir, 'pg', 'registration'),
-        schema: schema('registration'),
+        schema: config.databaseUrl ? config.registrationSchema : undefined,
       });
       closers.push(() => db.close());
       registration = await startRegistrationService({

@@ -178,6 +178,8 @@ class SessionImpl implements Session {
   private reachable = true;
   private idleTimer: unknown = null;
   private serial: Promise<unknown> = Promise.resolve();
+  /** lock/unlock/close/wipe run one at a time, so no second handle opens while one is closing. */
+  private lifecycle: Promise<unknown> = Promise.resolve();
   private readonly events = new Emitter<SessionEvents>();
   private readonly store: StoreConfig;
   private readonly now: () => Date;
@@ -347,7 +349,17 @@ class SessionImpl implements Session {
     }, ms);
   }
 
-  async lock(): Promise<void> {
+  private inLifecycle<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lifecycle.then(fn, fn);
+    this.lifecycle = run.catch(() => undefined);
+    return run;
+  }
+
+  lock(): Promise<void> {
+    return this.inLifecycle(() => this.lockNow());
+  }
+
+  private async lockNow(): Promise<void> {
     const open = this.open;
     if (!open) return;
     if (this.idleTimer !== null) this.scheduler.clearTimeout(this.idleTimer);
@@ -366,10 +378,12 @@ class SessionImpl implements Session {
     this.events.emit('lock', { locked: true });
   }
 
-  async unlock(passphrase: string): Promise<void> {
-    if (this.isClosed) throw new ClientError('CLOSED');
-    if (this.open) return;
-    await this.unlockWith(passphrase);
+  unlock(passphrase: string): Promise<void> {
+    return this.inLifecycle(async () => {
+      if (this.isClosed) throw new ClientError('CLOSED');
+      if (this.open) return;
+      await this.unlockWith(passphrase);
+    });
   }
 
   async changePassphrase(oldPassphrase: string, newPassphrase: string): Promise<void> {
@@ -573,7 +587,11 @@ class SessionImpl implements Session {
 
   // ---- close / wipe ----
 
-  async unsynced(): Promise<number> {
+  unsynced(): Promise<number> {
+    return this.inLifecycle(() => this.countUnsynced());
+  }
+
+  private async countUnsynced(): Promise<number> {
     if (this.open) return this.open.index.all().filter((m) => isPending(m.state)).length;
     if (this.isClosed) return 0;
     // Locked: count from ids alone (they are stored in clear) — mutations with no status or note at all.
@@ -604,9 +622,13 @@ class SessionImpl implements Session {
     return open?.db ?? null;
   }
 
-  async close(options: { confirm?: boolean } = {}): Promise<CloseResult> {
+  close(options: { confirm?: boolean } = {}): Promise<CloseResult> {
+    return this.inLifecycle(() => this.closeNow(options));
+  }
+
+  private async closeNow(options: { confirm?: boolean }): Promise<CloseResult> {
     if (this.isClosed) return { ok: true, unsynced: 0 };
-    const unsynced = await this.unsynced();
+    const unsynced = await this.countUnsynced();
     if (unsynced > 0 && !options.confirm) return { ok: false, reason: 'unsynced', unsynced };
     const db = await this.shutDown();
     await db?.close();
@@ -615,9 +637,13 @@ class SessionImpl implements Session {
     return { ok: true, unsynced };
   }
 
-  async wipe(options: { confirm?: boolean } = {}): Promise<CloseResult> {
+  wipe(options: { confirm?: boolean } = {}): Promise<CloseResult> {
+    return this.inLifecycle(() => this.wipeNow(options));
+  }
+
+  private async wipeNow(options: { confirm?: boolean }): Promise<CloseResult> {
     if (this.isClosed) throw new ClientError('CLOSED');
-    const unsynced = await this.unsynced();
+    const unsynced = await this.countUnsynced();
     if (unsynced > 0 && !options.confirm) return { ok: false, reason: 'unsynced', unsynced };
     const db = (await this.shutDown()) ?? rawDb(this.store, await localDbName(this.tenant, this.owner));
     await db.destroy();

@@ -16,10 +16,17 @@ const DOCS = Number(process.env.BENCH_SYNC_DOCS ?? 10_000);
 const BATCH = 500;
 const OWNER = 'bench';
 
-function bearer(token: string) {
-  return (url: string | Request, opts?: RequestInit) => {
+/** A Bearer fetch that mints a fresh token every minute, as the device library refreshes (tokens live 5 min). */
+function bearer(mint: () => Promise<string>) {
+  let token: Promise<string> | null = null;
+  let at = 0;
+  return async (url: string | Request, opts?: RequestInit) => {
+    if (!token || Date.now() - at > 60_000) {
+      token = mint();
+      at = Date.now();
+    }
     const headers = new Headers(opts?.headers);
-    headers.set('Authorization', `Bearer ${token}`);
+    headers.set('Authorization', `Bearer ${await token}`);
     return PouchDB.fetch(url, { ...opts, headers });
   };
 }
@@ -71,22 +78,22 @@ export default async function syncBench(report: Report): Promise<void> {
     stack = await startSyncStack({ quotas: { maxPending: 10 * DOCS, writesPerSecond: 1000, writeBurst: 1000 } });
     const s = stack;
     const gatewayUser = s.gatewayAuth;
-    const token = await s.token(OWNER);
+    const mint = () => s.token(OWNER);
 
     const directPush = await push(remote(`${s.couchUrl}/inbox_east`, basic(gatewayUser)), 'east');
     report.figure('push direct to CouchDB', directPush, 'docs/s');
-    const gatewayPush = await push(remote(`${s.url}/sync/north`, bearer(token)), 'north');
+    const gatewayPush = await push(remote(`${s.url}/sync/north`, bearer(mint)), 'north');
     report.figure('push through /sync', gatewayPush, 'docs/s', { baseline: 'push direct to CouchDB' });
 
     const mids = Array.from({ length: DOCS }, () => mid());
     await s.writeStatuses('south', mids.map((m) => status(OWNER, m, 'south')));
     await s.writeStatuses('north', mids.map((m) => status(OWNER, m, 'north')));
     // Warm the feed view (live pulls keep it current; a one-off 10,000-doc backlog is not the steady state).
-    await fetch(`${s.url}/sync/north/_changes?limit=1`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.text());
+    await fetch(`${s.url}/sync/north/_changes?limit=1`, { headers: { authorization: `Bearer ${await mint()}` } }).then((r) => r.text());
     // The direct side pulls the design doc and feed:head too.
     const directPull = await pull(remote(`${s.couchUrl}/inbox_south`, basic(gatewayUser)), DOCS);
     report.figure('pull direct from CouchDB', directPull, 'docs/s');
-    const gatewayPull = await pull(remote(`${s.url}/sync/north`, bearer(token)), DOCS);
+    const gatewayPull = await pull(remote(`${s.url}/sync/north`, bearer(mint)), DOCS);
     report.figure('pull through /sync', gatewayPull, 'docs/s', { baseline: 'pull direct from CouchDB' });
     report.note(`${DOCS} docs of ~500 B, PouchDB memory adapter, batch_size ${BATCH}, embedded CouchDB (express-pouchdb) on loopback; aim ≥ 0.8×`);
   } finally {

@@ -14,7 +14,7 @@ import { DEFAULT_QUOTAS, createPendingEstimate, createRateLimiter, type SyncQuot
 import { allDocs, bulkGet, dbInfo, ensureFullCommit, getDoc, serverRoot } from './read.ts';
 import { resolveSyncRoute, type SyncRoute } from './routes.ts';
 import type { Upstream } from './upstream.ts';
-import { bulkDocs, deleteLocal, getLocal, putLocal, revsDiff } from './write.ts';
+import { bulkDocs, createAbsentIds, deleteLocal, getLocal, putLocal, revsDiff } from './write.ts';
 
 // `/sync/{tenant}`: a CouchDB-compatible, default-deny database endpoint (DESIGN §5).
 //   authenticate (Bearer) → resolve the route from the allow-list → tenant check → thin handler.
@@ -91,14 +91,14 @@ export function syncRouter(deps: SyncDeps): SyncRouter {
   const watchers = deps.watchers ?? createHeadWatchers({ upstream: deps.upstream });
   const ownsWatchers = !deps.watchers;
   const writes = createRateLimiter({ ratePerSecond: quotas.writesPerSecond, burst: quotas.writeBurst });
-  const writeDeps = { local: deps.local, quotas, pending: createPendingEstimate({ max: quotas.maxPending }) };
+  const writeDeps = { local: deps.local, quotas, pending: createPendingEstimate({ max: quotas.maxPending }), absent: createAbsentIds() };
   const uuid = deps.serverUuid ?? createHash('sha256').update('ferry-sync').digest('hex').slice(0, 32);
 
   const handlers: Record<SyncRoute['kind'], Partial<Record<string, Handler>>> = {
     root: { GET: serverRoot(uuid), HEAD: serverRoot(uuid) },
     db: { GET: dbInfo, HEAD: dbInfo },
     local: { GET: getLocal(writeDeps), HEAD: getLocal(writeDeps), PUT: putLocal(writeDeps), DELETE: deleteLocal(writeDeps) },
-    revs_diff: { POST: revsDiff },
+    revs_diff: { POST: revsDiff(writeDeps) },
     bulk_docs: { POST: bulkDocs(writeDeps) },
     changes: { GET: changes(watchers), POST: changes(watchers) },
     bulk_get: { POST: bulkGet },

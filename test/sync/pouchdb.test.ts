@@ -84,7 +84,7 @@ describe('sync: stock PouchDB through /sync/{tenant}', function () {
     const token = await stack.token('ada');
     const db = local('ada-live');
     const remoteDb = remote(stack, token);
-    const sync = db.sync(remoteDb, { live: true, retry: false, batch_size: 50, pull: { filter: undefined } as PouchDB.Replication.ReplicateOptions });
+    const sync = db.sync(remoteDb, { live: true, retry: false, batch_size: 50 });
     try {
       const m = mutation('ada');
       await db.put(m);

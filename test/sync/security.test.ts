@@ -334,6 +334,19 @@ describe('sync: security suite', function () {
       const stored = await inbox().get<{ _rev: string; _conflicts?: string[] }>(doc._id, { conflicts: true, open_revs: 'all' });
       const leaves = stored as unknown as Array<{ ok: { _rev: string } }>;
       expect(leaves.map((l) => l.ok._rev)).to.deep.equal([rev1]);
+      // The replication sequence (_revs_diff, then _bulk_docs) cannot sneak in a second root either.
+      const m2 = mid();
+      const doc2 = mutation('ada', m2);
+      const roots = ['1-55555555555555555555555555555555', '1-66666666666666666666666666666666'];
+      const answers: unknown[] = [];
+      for (const r of roots) {
+        await call(`${base}/_revs_diff`, { token: ada, body: { [doc2._id]: [r] } });
+        answers.push((await call(`${base}/_bulk_docs`, { token: ada, body: { new_edits: false, docs: [{ ...doc2, _rev: r }] } })).json);
+      }
+      expect(answers[0]).to.deep.equal([]);
+      expect(errorsOf(answers[1])).to.deep.equal(['forbidden']);
+      const leaves2 = (await inbox().get(doc2._id, { open_revs: 'all' })) as unknown as Array<{ ok: { _rev: string } }>;
+      expect(leaves2.map((l) => l.ok._rev)).to.deep.equal([roots[0]]);
       // An identical re-push is an ok no-op.
       const again = await call(`${base}/_bulk_docs`, { token: ada, body: { new_edits: false, docs: [{ ...doc, _rev: rev1, _revisions: { start: 1, ids: [rev1.slice(2)] } }] } });
       expect(again.json).to.deep.equal([]);

@@ -5,6 +5,7 @@ import { checkVersion, readPrecondition } from '../../services/registration/pati
 import { duplicateCandidates, identifierKey, nameKey, type ExistingPatient } from '../../services/registration/patients/matching.ts';
 import { callerOf, decideAccess } from '../../services/registration/access.ts';
 import { backoffDelay } from '../../services/registration/events/backoff.ts';
+import { subsumes } from '../../services/registration/events/stream.ts';
 import { readPatientQuery } from '../../services/registration/patients/query.ts';
 import type { Patient } from '../../validators/patient.ts';
 
@@ -145,6 +146,20 @@ describe('registration decisions', () => {
       [10, 0, 500],
     ];
     for (const [failures, r, expected] of cases) it(`after ${failures} failures, random ${r} → ${expected} ms`, () => expect(backoffDelay(failures, opts, () => r)).to.equal(expected));
+  });
+
+  describe('NATS subject subsumption', () => {
+    const cases: [string, string, boolean][] = [
+      ['REGISTRATION.>', 'REGISTRATION.patient.created', true],
+      ['REGISTRATION.>', 'REGISTRATION.>', true],
+      ['REGISTRATION.>', 'REGISTRATION', false],
+      ['REGISTRATION.*.created', 'REGISTRATION.patient.created', true],
+      ['REGISTRATION.*', 'REGISTRATION.patient.created', false],
+      ['REGISTRATION.patient.created', 'REGISTRATION.>', false],
+      ['>', 'REGISTRATION.>', true],
+      ['REGISTRATION.*', 'REGISTRATION.>', false],
+    ];
+    for (const [pattern, subject, expected] of cases) it(`${pattern} ⊇ ${subject}: ${expected}`, () => expect(subsumes(pattern, subject)).to.equal(expected));
   });
 
   describe('search query', () => {

@@ -5,6 +5,7 @@ import { startRegistrationService, type RegistrationService } from '../../servic
 import { createOutboxRelay, type OutboxRelay } from '../../services/registration/events/relay.ts';
 import { createLicensing } from '../../services/registration/licensing.ts';
 import { createRegistrationApp } from '../../services/registration/app.ts';
+import { ensureStream } from '../../services/registration/events/stream.ts';
 import type { Database } from '../../sql/database.ts';
 import { listen, type Listening } from '../support/http.ts';
 import { requireNats, requirePostgres, TEST_NATS_URL } from '../support/services.ts';
@@ -94,6 +95,25 @@ for (const backend of BACKENDS) {
         expect(info.config.duplicate_window).to.be.at.least(7.2e12);
         expect(info.config.subjects).to.include('REGISTRATION.>');
       } finally {
+        await nc.close();
+      }
+    });
+
+    it('raises an existing stream\'s 2-minute default window with streams.update (on a stream of its own)', async function () {
+      if (backend !== 'pglite') this.skip(); // no database involved: once is enough
+      const name = `FERRY_TEST_${newKey().replace(/-/g, '').slice(-12).toUpperCase()}`;
+      const nc = await connect({ servers: TEST_NATS_URL });
+      const jsm = await jetstreamManager(nc);
+      try {
+        await jsm.streams.add({ name, subjects: [`${name}.a`], duplicate_window: 120 * 1e9 });
+        await ensureStream(jsm, { name, subjects: [`${name}.>`], duplicateWindowMs: 2 * 3600_000 });
+        const config = (await jsm.streams.info(name)).config;
+        expect(config.duplicate_window).to.equal(7.2e12);
+        expect(config.subjects).to.deep.equal([`${name}.>`]);
+        await ensureStream(jsm, { name, subjects: [`${name}.>`], duplicateWindowMs: 60_000 });
+        expect((await jsm.streams.info(name)).config.duplicate_window).to.equal(7.2e12);
+      } finally {
+        await jsm.streams.delete(name).catch(() => undefined);
         await nc.close();
       }
     });

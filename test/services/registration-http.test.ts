@@ -110,6 +110,19 @@ for (const backend of BACKENDS) {
         expect(await count('patients WHERE tenant = $1', ['east'])).to.equal(0);
       });
 
+      it('licensing is the service\'s own table: license is idempotent, revoke takes effect at once', async () => {
+        const licensing = createLicensing(db);
+        await licensing.license('west');
+        await licensing.license('west');
+        expect(await licensing.list()).to.include.members(['north', 'south', 'west']);
+        expect(await licensing.isLicensed('west')).to.equal(true);
+        await licensing.revoke('west');
+        expect(await licensing.isLicensed('west')).to.equal(false);
+        let refused = false;
+        await licensing.license('Not A Tenant').catch(() => (refused = true));
+        expect(refused).to.equal(true);
+      });
+
       it('delegated tokens act as the end user: RBAC applies to the user, the audit names the worker', async () => {
         const ok = await call(base, 'POST', '/v1/patients', { token: await identity.delegated(USERS.ada), key: newKey(), body: syntheticPatient() });
         expect(ok.status).to.equal(201);

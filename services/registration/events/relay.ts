@@ -4,7 +4,7 @@ import { silentLogger, type Logger } from '../../../http/log.ts';
 import type { Queryable } from '../../../sql/database.ts';
 import { backoffDelay, type BackoffOptions } from './backoff.ts';
 import type { PatientEvent } from './outbox.ts';
-import { ensureRegistrationStream } from './stream.ts';
+import { ensureStream } from './stream.ts';
 
 // Publishes the outbox to JetStream in outbox order, one event at a time: publish, wait for the
 // stream's ack, then mark it sent. A crash between the two publishes the event again on restart;
@@ -103,7 +103,7 @@ export function createOutboxRelay(opts: RelayOptions): OutboxRelay {
       logger.info({ component: 'registration-relay' }, 'connected to NATS');
     }
     if (!streamReady) {
-      await ensureRegistrationStream(await jetstreamManager(nc, { timeout: publishTimeoutMs }));
+      await ensureStream(await jetstreamManager(nc, { timeout: publishTimeoutMs }));
       streamReady = true;
     }
     return js!;

@@ -1,0 +1,109 @@
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mutationDoc, newEntity, patientPayload, startEnv, type MutationFixture } from '../test/worker/fixture.ts';
+import type { Report } from './run.ts';
+
+// Inbox-to-committed-status throughput of the worker: 10,000 mutations over 100 entities in
+// 2 tenants (per entity one create, then chained updates), already in the inboxes when the
+// worker starts; timed until every status doc is `committed`. Beside it, the raw `_bulk_docs`
+// write rate of the same CouchDB server (batches of 500), measured in the same run.
+// Real registration service and platform database on PostgreSQL (127.0.0.1:5432).
+
+const MUTATIONS = Number(process.env.BENCH_WORKER_MUTATIONS ?? 10_000);
+const ENTITIES = 100;
+const TENANTS = ['north', 'south'] as const;
+const OWNERS: Record<(typeof TENANTS)[number], string> = { north: 'ada', south: 'cy' };
+
+async function rawBulkRate(env: Awaited<ReturnType<typeof startEnv>>, n: number): Promise<number> {
+  const name = `bench_raw_${randomBytes(4).toString('hex')}`;
+  await env.admin.createDb(name);
+  const db = env.admin.db(name);
+  const filler = randomBytes(150).toString('hex');
+  const docs = Array.from({ length: n }, (_, i) => ({ _id: `doc-${i}-${randomBytes(4).toString('hex')}`, type: 'bench', seq: i, filler }));
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < docs.length; i += 500) await db.bulkDocs(docs.slice(i, i + 500));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  await env.admin.request('DELETE', `/${name}`).then((r) => r.body?.cancel());
+  return n / seconds;
+}
+
+/** A service that answers every call at once, to show the worker's own ceiling. */
+async function instantService(): Promise<{ url: string; close(): Promise<void> }> {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(req.method === 'POST' ? 201 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ id: decodeURIComponent(req.url?.split('/').pop() ?? ''), version: 1 }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    }),
+  };
+}
+
+export default async function workerBench(report: Report): Promise<void> {
+  report.note(`loadavg at start ${(await import('node:os')).loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  await run(report, 'registration service');
+  await run(report, 'instant stub service');
+}
+
+async function run(report: Report, against: 'registration service' | 'instant stub service'): Promise<void> {
+  const env = await startEnv({ tenants: [...TENANTS] });
+  const stub = against === 'instant stub service' ? await instantService() : null;
+  const raw = `raw _bulk_docs write rate (batches of 500), ${against} run`;
+  try {
+    report.figure(raw, await rawBulkRate(env, MUTATIONS), 'docs/s');
+
+    const perEntity = Math.max(1, Math.floor(MUTATIONS / ENTITIES));
+    const byTenant = new Map<string, MutationFixture[]>();
+    for (let e = 0; e < ENTITIES; e++) {
+      const tenant = TENANTS[e % TENANTS.length]!;
+      const owner = OWNERS[tenant];
+      const entity = newEntity();
+      const list = byTenant.get(tenant) ?? [];
+      let prev = mutationDoc({ owner, tenant, entity, op: 'patient.create', payload: patientPayload() });
+      list.push(prev);
+      for (let v = 1; v < perEntity; v++) {
+        prev = mutationDoc({ owner, tenant, entity, op: 'patient.update', after: prev.mid, baseVersion: v, payload: patientPayload({ facility: `f-${v}` }) });
+        list.push(prev);
+      }
+      byTenant.set(tenant, list);
+    }
+    // Interleave entities in the inbox, as many devices uploading at once would.
+    let total = 0;
+    for (const [tenant, list] of byTenant) {
+      const rounds = new Map<string, MutationFixture[]>();
+      for (const d of list) rounds.set(d.entity, [...(rounds.get(d.entity) ?? []), d]);
+      const interleaved: MutationFixture[] = [];
+      for (let i = 0; i < perEntity; i++) for (const chain of rounds.values()) if (chain[i]) interleaved.push(chain[i]!);
+      await env.push(tenant, interleaved);
+      total += interleaved.length;
+    }
+
+    const started = process.hrtime.bigint();
+    const worker = await env.startWorker({ leaseTtlMs: 15_000, tickMs: 500, ...(stub ? { services: { registration: stub.url } } : {}) });
+    const committed = () => TENANTS.reduce((n, t) => n + worker.metrics.outcomes.get({ tenant: t, state: 'committed', code: 'none' }), 0);
+    const deadline = Date.now() + 30 * 60_000;
+    while (committed() < total) {
+      if (Date.now() > deadline) throw new Error(`only ${committed()} of ${total} committed in time`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    report.figure(`worker inbox → committed status, ${against}`, total / seconds, 'mutations/s', {
+      baseline: raw,
+      note: `${total} mutations, ${ENTITIES} entities, ${TENANTS.length} tenants`,
+    });
+    const latency = TENANTS.map((t) => worker.metrics.commitLatency.get({ tenant: t, module: 'registration' }));
+    const calls = latency.reduce((n, l) => n + l.count, 0);
+    report.note(`${against}: mean service call ${((latency.reduce((s, l) => s + l.sum, 0) / calls) * 1000).toFixed(1)} ms over ${calls} calls; ${total} status docs`);
+  } finally {
+    await stub?.close();
+    await env.close();
+  }
+}

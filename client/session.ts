@@ -236,10 +236,14 @@ class SessionImpl implements Session {
       onPullDropped: ({ dropped }) => this.events.emit('warning', { code: 'PULL_GUARD_DROPPED', count: dropped }),
     });
     try {
-      const device = (await getLocal<DeviceDoc>(db, DEVICE_ID)) ?? { _id: DEVICE_ID, device: `dev-${uuidv7().replace(/-/g, '').slice(-16)}`, seq: 0 };
+      let device = (await getLocal<DeviceDoc>(db, DEVICE_ID)) ?? { _id: DEVICE_ID, device: `dev-${uuidv7().replace(/-/g, '').slice(-16)}`, seq: 0 };
       if (!device._rev) {
-        const res = await db.put(device as unknown as PouchDB.Core.PutDocument<object>);
-        device._rev = res.rev;
+        try {
+          device._rev = (await db.put(device as unknown as PouchDB.Core.PutDocument<object>)).rev;
+        } catch (err) {
+          if ((err as { status?: number }).status !== 409) throw err;
+          device = (await getLocal<DeviceDoc>(db, DEVICE_ID))!;
+        }
       }
       this.deviceId = device.device;
       const index = new LocalIndex();

@@ -191,18 +191,26 @@ export async function openStore(config: StoreConfig, options: OpenStoreOptions):
   const now = options.now ?? (() => new Date());
   try {
     let keyring = await readKeyring(db);
-    let dataKey: string;
+    let dataKey = '';
     if (!keyring) {
       dataKey = generateDataKey();
       const fields = await wrapDataKey(dataKey, options.passphrase, keyringContext(name), options.kdfIterations ?? DEFAULT_KDF_ITERATIONS);
       const at = now().toISOString();
-      keyring = { _id: KEYRING_ID, ...fields, createdAt: at, updatedAt: at };
-      await db.put(keyring as unknown as PouchDB.Core.PutDocument<object>);
-    } else {
+      try {
+        await db.put({ _id: KEYRING_ID, ...fields, createdAt: at, updatedAt: at } as unknown as PouchDB.Core.PutDocument<object>);
+      } catch (err) {
+        // Another handle (a second tab) created the store first: use its keyring.
+        if ((err as { status?: number }).status !== 409) throw err;
+        keyring = await readKeyring(db);
+      }
+    }
+    if (keyring) {
+      // An existing store (or one another handle just created): unwrap its key.
       const unwrapped = await unwrapDataKey(keyring, options.passphrase, keyringContext(name));
       if (!unwrapped.ok) throw new ClientError(unwrapped.reason === 'corrupt' ? 'KEYRING_CORRUPT' : 'WRONG_PASSPHRASE');
       dataKey = unwrapped.dataKey;
     }
+    if (!dataKey) throw new ClientError('KEYRING_CORRUPT');
     await seedCryptoParams(db);
     // Object form with `_revisions` in clear: STACK-NOTES trap 1.
     await (db as unknown as CryptoDb).crypto({ password: dataKey, ignore: ['_revisions'] });

@@ -257,6 +257,18 @@ for (const adapter of ['memory', 'leveldb'] as const) {
       }
     });
 
+    it('two handles creating the store at once end up with one keyring (second tab)', async () => {
+      const { openStore } = await import('../../client/store.ts');
+      const cfg = { PouchDB: NodePouch, adapter, prefix, tenant: 'north', owner: 'ada' };
+      const [a, b] = await Promise.all([openStore(cfg, { passphrase: 'pw', kdfIterations: 1_000 }), openStore(cfg, { passphrase: 'pw', kdfIterations: 1_000 })]);
+      try {
+        await a.db.put({ _id: 'x:1', givenName: NAME } as PouchDB.Core.PutDocument<object>);
+        expect(((await b.db.get('x:1')) as unknown as { givenName: string }).givenName).to.equal(NAME);
+      } finally {
+        await a.db.destroy();
+      }
+    });
+
     it('wipe works while locked (forgotten passphrase)', async () => {
       const s = await openS();
       await s.mutate('patient.create', patient());

@@ -254,7 +254,7 @@ export class FakeWorker {
     return todo.length;
   }
 
-  private outcome(m: MutationDoc, mid: string, statuses: Map<string, StatusDoc>): Partial<StatusDoc> & Pick<StatusDoc, 'state' | 'code'> {
+  private outcome(m: MutationDoc, _mid: string, statuses: Map<string, StatusDoc>): Partial<StatusDoc> & Pick<StatusDoc, 'state' | 'code'> {
     if (m.after) {
       const pred = statuses.get(m.after);
       if (pred && pred.state !== 'committed' && m.resolves !== m.after) return { state: 'rejected', code: 'DEPENDENCY_FAILED' };
@@ -272,7 +272,6 @@ export class FakeWorker {
     if (existing.version !== m.baseVersion) return { state: 'conflict', code: 'VERSION_CONFLICT', current: existing };
     const rec = { id: m.entity, tenant: m.tenant, version: (existing.version as number) + 1, ...fields };
     this.records.set(m.entity, rec);
-    void mid;
     return { state: 'committed', code: null, response: { status: 200, body: rec } };
   }
 }

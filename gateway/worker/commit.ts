@@ -14,6 +14,23 @@ export interface CommitDeps {
   memberships: MembershipDirectory;
   fetch: typeof fetch;
   timeoutMs: number;
+  /** Delegated tokens reused while well inside their lifetime, per (tenant, owner, roles). */
+  tokenCache?: Map<string, { token: string; until: number }>;
+}
+
+/** How long a minted delegated token is reused; it lives 120 s by default. */
+const TOKEN_REUSE_MS = 30_000;
+
+async function delegatedToken(deps: CommitDeps, tenant: string, owner: string, roles: readonly string[]): Promise<string> {
+  const key = `${tenant}|${owner}|${[...roles].sort().join(',')}`;
+  const hit = deps.tokenCache?.get(key);
+  if (hit && hit.until > Date.now()) return hit.token;
+  const token = await deps.issuer.mintDelegated({ sub: owner, owner, tid: tenant, roles });
+  if (deps.tokenCache) {
+    if (deps.tokenCache.size > 10_000) deps.tokenCache.clear();
+    deps.tokenCache.set(key, { token, until: Date.now() + TOKEN_REUSE_MS });
+  }
+  return token;
 }
 
 export type CommitResult = { kind: 'answer'; answer: ServiceAnswer } | { kind: 'not-member' };
@@ -24,7 +41,8 @@ export async function commitMutation(deps: CommitDeps, tenant: string, owner: st
   const base = deps.services[op.module];
   // A module without a configured service is a deployment problem: try again later, lose nothing.
   if (!base) return { kind: 'answer', answer: { kind: 'network-error' } };
-  const token = await deps.issuer.mintDelegated({ sub: owner, owner, tid: tenant, roles });
+  // Roles are read at commit time, every time; only the signature over them is reused.
+  const token = await delegatedToken(deps, tenant, owner, roles);
   const req = op.toRequest(m);
   try {
     const res = await deps.fetch(`${base.replace(/\/$/, '')}${req.path}`, {

@@ -283,14 +283,15 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
 
   // ---- the feed ----------------------------------------------------------------------------
 
-  const processPage = async (rows: ReadonlyArray<ChangeRow<Record<string, unknown>>>) => {
+  /** Reads what a page needs and queues its work in feed order; `done` settles when all of it has. */
+  const processPage = async (rows: ReadonlyArray<ChangeRow<Record<string, unknown>>>): Promise<{ done: Promise<void> }> => {
     const items = rows.flatMap((row) => {
       const ref = parseInboxDocId(row.id);
       if (!ref || ref.kind !== 'mutation') return [];
       const doc = (row.doc ?? null) as MutationDocRaw | null;
       return [{ owner: ref.owner, mid: ref.mid, doc, deleted: row.deleted === true || doc?._deleted === true, entity: entityOf(doc), after: afterOf(doc) }];
     });
-    if (items.length === 0) return;
+    if (items.length === 0) return { done: Promise.resolve() };
     metrics.received.inc({ tenant }, items.length);
     await positions.recordSeen(
       tenant,
@@ -317,9 +318,11 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     }
     // Rows arriving now can settle other owners' or entities' waiters (DEPENDENCY_FAILED).
     for (const item of items) wake(item.mid);
-    const results = await Promise.allSettled(work);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    const done = Promise.allSettled(work).then((results) => {
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    });
+    return { done };
   };
 
   const sleep = (ms: number) =>
@@ -331,12 +334,41 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       }, { once: true });
     });
 
+  // Pages are fetched ahead while earlier ones are still being worked on (up to maxInFlight
+  // tasks); the checkpoint only moves over a prefix of pages whose work has all settled.
+  interface PageInFlight {
+    seq: string;
+    state: 'running' | 'ok' | 'failed';
+    error?: unknown;
+  }
+  let pages: PageInFlight[] = [];
+  let pageFailure: unknown = null;
+  let saving: Promise<void> = Promise.resolve();
+  const advance = (): Promise<void> => {
+    const current = pages;
+    saving = saving
+      .then(async () => {
+        let last: string | null = null;
+        while (current[0]?.state === 'ok') last = current.shift()!.seq;
+        if (current[0]?.state === 'failed') pageFailure ??= current[0].error;
+        if (last !== null && !stopped) {
+          deps.assertLease();
+          await positions.saveCheckpoint(lease, last);
+        }
+      })
+      .catch((err: unknown) => {
+        pageFailure ??= err;
+      });
+    return saving;
+  };
+
   const feedLoop = async () => {
     let since: string | number = (await positions.checkpoint(tenant)) ?? 0;
     let longpoll = false;
     let failures = 0;
     while (!stopped) {
       try {
+        if (pageFailure !== null) throw pageFailure;
         await queue.below(options.maxInFlight);
         if (stopped) break;
         const page: ChangesPage<Record<string, unknown>> = await inbox.changes<Record<string, unknown>>({
@@ -347,10 +379,21 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
           ...(longpoll ? { feed: 'longpoll' as const, timeout: options.pollTimeoutMs } : {}),
           signal: abort.signal,
         });
-        await processPage(page.results);
-        if (page.results.length > 0 && String(page.last_seq) !== String(since)) {
-          deps.assertLease();
-          await positions.saveCheckpoint(lease, String(page.last_seq));
+        const { done } = await processPage(page.results);
+        if (page.results.length > 0) {
+          const entry: PageInFlight = { seq: String(page.last_seq), state: 'running' };
+          pages.push(entry);
+          done.then(
+            () => {
+              entry.state = 'ok';
+              void advance();
+            },
+            (err: unknown) => {
+              entry.state = 'failed';
+              entry.error = err;
+              void advance();
+            },
+          );
         }
         since = page.last_seq;
         longpoll = page.results.length < options.pageSize;
@@ -359,13 +402,23 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
         if (stopped) break;
         if (err instanceof LeaseLost) throw err;
         if (err instanceof CouchError && err.status === 403) throw new LeaseLost(tenant);
-        failures++;
         const name = (err as Error).name;
-        if (name !== 'TimeoutError' && name !== 'AbortError') logger.warn({ tenant, err: (err as Error).message, failures }, 'worker feed page failed; retrying from checkpoint');
-        // Start again from the durable checkpoint: terminal mutations are skipped on the way.
-        since = (await positions.checkpoint(tenant).catch(() => null)) ?? since;
+        if (name === 'TimeoutError' && pageFailure === null) {
+          longpoll = false; // a longpoll that outlived the client timeout: just ask again
+          continue;
+        }
+        failures++;
+        logger.warn({ tenant, err: (err as Error).message, failures }, 'worker feed failed; resuming from the checkpoint');
+        // Start again from the durable checkpoint once queued work is over; terminal mutations
+        // are skipped on the way.
+        await Promise.race([queue.idle(), sleep(30_000)]);
+        await saving;
+        if (pageFailure instanceof LeaseLost) throw pageFailure;
+        pages = [];
+        pageFailure = null;
+        since = (await positions.checkpoint(tenant).catch(() => null)) ?? 0;
         longpoll = false;
-        if (name !== 'TimeoutError') await sleep(Math.min(5_000, 100 * 2 ** Math.min(failures, 6)));
+        await sleep(Math.min(5_000, 100 * 2 ** Math.min(failures, 6)));
       }
     }
   };

@@ -68,7 +68,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   const runnerOptions: TenantRunnerOptions = {
     pageSize: opts.pageSize ?? 500,
     maxInFlight: opts.maxInFlight ?? 2_000,
-    concurrency: opts.concurrency ?? 32,
+    concurrency: opts.concurrency ?? 64,
     waitingTimeoutMs: opts.waitingTimeoutMs ?? DEFAULT_WAITING_TIMEOUT_MS,
     retry: opts.retry ?? DEFAULT_RETRY_POLICY,
     tickMs: opts.tickMs ?? 1_000,
@@ -82,6 +82,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     runner: TenantRunner;
   }
   const held = new Map<string, Held>();
+  const tokenCache = new Map<string, { token: string; until: number }>();
   let stopping = false;
   let timer: NodeJS.Timeout | undefined;
   const margin = Math.max(ttl / 4, 50);
@@ -104,6 +105,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
         memberships: opts.platform.memberships,
         fetch: opts.fetch ?? fetch,
         timeoutMs: opts.commitTimeoutMs ?? 30_000,
+        tokenCache,
       },
       metrics,
       logger,

@@ -51,7 +51,15 @@ async function main(): Promise<void> {
   const figures: Figure[] = [];
   const notes: string[] = [];
   let failed = false;
+  let current = '';
+  // A socket error nobody listened for (e.g. a server a module closed under a live client) would
+  // kill the process and lose every figure; record it against the module running and go on.
+  process.on('uncaughtException', (err) => {
+    failed = true;
+    console.error(`uncaught error while running ${current || 'the runner'}:`, err);
+  });
   for (const file of files) {
+    current = file;
     const module = file.replace(/\.bench\.ts$/, '');
     const mine = new Map<string, Figure>();
     const report: Report = {

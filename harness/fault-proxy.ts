@@ -48,6 +48,8 @@ export interface FaultProxy {
   setOffline(device: string, offline: boolean): void;
   setPlan(plan: FaultPlan): void;
   counts(): Record<FaultEvent['kind'], number>;
+  /** Requests seen, latency added in total, and responses sent through the bandwidth cap. */
+  traffic(): { requests: number; delayedMs: number; throttled: number };
   close(): Promise<void>;
 }
 
@@ -76,6 +78,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const randoms = new Map<string, Random>();
   const sockets = new Set<Socket>();
   const counts: Record<FaultEvent['kind'], number> = { reset: 0, 'drop-response': 0, duplicate: 0, 'offline-refused': 0 };
+  const traffic = { requests: 0, delayedMs: 0, throttled: 0 };
   const randomOf = (device: string) => {
     let r = randoms.get(device);
     if (!r) randoms.set(device, (r = opts.randomFor(device)));
@@ -128,12 +131,16 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       req.socket.destroy();
       return;
     }
+    traffic.requests++;
     const random = randomOf(device);
     const fault = chooseFault(random, plan, /feed=(longpoll|continuous)/.test(path));
     const [min, max] = plan.latencyMs;
     const latency = min + Math.floor(random() * (max - min + 1));
     const body = await readBody(req);
-    if (latency > 0) await new Promise((r) => setTimeout(r, latency));
+    if (latency > 0) {
+      traffic.delayedMs += latency;
+      await new Promise((r) => setTimeout(r, latency));
+    }
     if (fault === 'reset') {
       record({ ...event, kind: 'reset' });
       req.socket.destroy();
@@ -160,6 +167,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       return;
     }
     res.writeHead(first.statusCode ?? 502, first.headers);
+    if (plan.bandwidthBytesPerSec > 0) traffic.throttled++;
     if (plan.bandwidthBytesPerSec > 0) first.pipe(new Throttle(plan.bandwidthBytesPerSec)).pipe(res);
     else first.pipe(res);
     res.on('close', () => first.destroy());
@@ -188,6 +196,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       plan = next;
     },
     counts: () => ({ ...counts }),
+    traffic: () => ({ ...traffic }),
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -1,0 +1,192 @@
+// Everything one run needs, fresh and private to it: a temp data dir, PostgreSQL schemas for the
+// platform and the registration service, the embedded CouchDB (owned by this process, so killing
+// the gateway leaves it up), the registration service (in this process, relaying to the real
+// NATS JetStream), synthetic tenants and users, and the gateway and worker as child processes.
+
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync, type WriteStream } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { createLogger, type Logger } from '../http/log.ts';
+import { openPlatform, type Platform } from '../gateway/platform/open.ts';
+import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
+import { provisionTenant } from '../couchdb/provision.ts';
+import { WORKER_PASSWORD_ENV } from '../couchdb/identities.ts';
+import { loadOrCreateSigningKey, jwksOf, type SigningKey } from '../identity/keys.ts';
+import { createTokenVerifier } from '../identity/tokens.ts';
+import { openRegistrationDatabase, startRegistrationService, type RegistrationService } from '../services/registration/index.ts';
+import type { Database } from '../sql/database.ts';
+import { GATEWAY_ENTRY, WORKER_ENTRY, managedProcess, type ManagedProcess } from './processes.ts';
+
+export const DEFAULT_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const DEFAULT_NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+/** The platform's token issuer name (scripts/config.ts default); the harness mints expired tokens with it. */
+export const ISSUER = 'ferry';
+
+export interface HarnessUser {
+  id: string;
+  password: string;
+  tenants: string[];
+}
+
+export interface Infra {
+  runTag: string;
+  dataDir: string;
+  logDir: string;
+  tenants: string[];
+  databaseUrl: string;
+  natsUrl: string;
+  platformSchema: string;
+  registrationSchema: string;
+  platform: Platform;
+  couch: PreparedCouch;
+  key: SigningKey;
+  serviceDb: Database;
+  registration: RegistrationService;
+  gatewayUrl: string;
+  gateway: ManagedProcess;
+  worker: ManagedProcess;
+  /** The harness's own log (pino, JSON lines), also checked for PHI. */
+  logger: Logger;
+  addUser(id: string, tenants: string[]): Promise<HarnessUser>;
+  close(opts: { keep: boolean }): Promise<void>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function dropSchemas(databaseUrl: string, schemas: string[]): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    for (const s of schemas) await client.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+  } finally {
+    await client.end();
+  }
+}
+
+export interface InfraOptions {
+  tenants: number;
+  databaseUrl?: string | undefined;
+  natsUrl?: string | undefined;
+}
+
+export async function startInfra(opts: InfraOptions): Promise<Infra> {
+  const runTag = randomBytes(4).toString('hex');
+  const databaseUrl = opts.databaseUrl ?? DEFAULT_DATABASE_URL;
+  const natsUrl = opts.natsUrl ?? DEFAULT_NATS_URL;
+  const dataDir = mkdtempSync(join(tmpdir(), `ferry-harness-${runTag}-`));
+  const logDir = join(dataDir, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  const platformSchema = `h_platform_${runTag}`;
+  const registrationSchema = `h_registration_${runTag}`;
+  const tenants = Array.from({ length: opts.tenants }, (_, i) => `h${i + 1}-${runTag}`);
+  const logFile: WriteStream = createWriteStream(join(logDir, 'harness.log'), { flags: 'a' });
+  const logger = createLogger('ferry-harness', { level: 'info', destination: logFile });
+
+  const closers: Array<() => Promise<void>> = [];
+  let schemasCreated = false;
+  const closeAll = async (keep: boolean) => {
+    for (const c of closers.reverse()) await c().catch((err: Error) => console.error(`harness: cleanup step failed: ${err.name}: ${err.message}`));
+    closers.length = 0;
+    await new Promise<void>((r) => logFile.end(() => r()));
+    if (!keep) {
+      if (schemasCreated) await dropSchemas(databaseUrl, [platformSchema, registrationSchema]).catch((err: Error) => console.error(`harness: could not drop schemas: ${err.message}`));
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  };
+
+  try {
+    schemasCreated = true;
+    const platform = await openPlatform({ databaseUrl, schema: platformSchema });
+    closers.push(() => platform.close());
+    const couch = await prepareCouch({ dataDir, couchdbUrl: undefined }, platform, logger, { demoTenants: false });
+    closers.push(() => couch.stop());
+    for (const tenant of tenants) await provisionTenant({ admin: couch.server, tenant, registry: platform.tenants });
+
+    const key = await loadOrCreateSigningKey(dataDir);
+    const verifier = createTokenVerifier({ jwks: jwksOf([key]), issuer: ISSUER });
+    const serviceDb = await openRegistrationDatabase({ url: databaseUrl, schema: registrationSchema, max: 12 });
+    closers.push(() => serviceDb.close());
+    const registration = await startRegistrationService({ db: serviceDb, verifier, logger, natsUrl, licensedTenants: tenants, relay: { pollMs: 250 } });
+    closers.push(() => registration.close());
+
+    const gatewayPort = await freePort();
+    const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
+    const common = {
+      FERRY_DATA_DIR: dataDir,
+      DATABASE_URL: databaseUrl,
+      NATS_URL: natsUrl,
+      FERRY_PLATFORM_SCHEMA: platformSchema,
+      FERRY_REGISTRATION_SCHEMA: registrationSchema,
+      FERRY_REGISTRATION_URL: registration.url,
+      FERRY_ISSUER: ISSUER,
+      FERRY_LOG_LEVEL: 'info',
+      NODE_ENV: 'test',
+    };
+    const gateway = managedProcess({
+      name: 'gateway',
+      entry: GATEWAY_ENTRY,
+      logFile: join(logDir, 'gateway.log'),
+      env: () => ({ ...common, FERRY_PORT: String(gatewayPort), FERRY_HOST: '127.0.0.1' }),
+    });
+    closers.push(() => gateway.stop());
+    const worker = managedProcess({
+      name: 'worker',
+      entry: WORKER_ENTRY,
+      logFile: join(logDir, 'worker.log'),
+      env: (n) => ({
+        ...common,
+        COUCHDB_URL: couch.identities.url,
+        [WORKER_PASSWORD_ENV]: couch.identities.worker.password,
+        FERRY_WORKER_ID: `harness-worker-${n}`,
+        FERRY_WORKER_LEASE_TTL_MS: '2000',
+        FERRY_WORKER_RETRY_BASE_MS: '100',
+        FERRY_WORKER_RETRY_MAX_MS: '2000',
+        FERRY_WORKER_TICK_MS: '200',
+      }),
+    });
+    closers.push(() => worker.stop());
+    await Promise.all([gateway.start(), worker.start()]);
+
+    return {
+      runTag,
+      dataDir,
+      logDir,
+      tenants,
+      databaseUrl,
+      natsUrl,
+      platformSchema,
+      registrationSchema,
+      platform,
+      couch,
+      key,
+      serviceDb,
+      registration,
+      gatewayUrl,
+      gateway,
+      worker,
+      logger,
+      async addUser(id, userTenants) {
+        const password = randomBytes(12).toString('base64url');
+        await platform.users.upsert({ id, username: id, password });
+        for (const t of userTenants) await platform.memberships.set(t, id, ['registrar']);
+        return { id, password, tenants: userTenants };
+      },
+      close: ({ keep }) => closeAll(keep),
+    };
+  } catch (err) {
+    await closeAll(false);
+    throw err;
+  }
+}

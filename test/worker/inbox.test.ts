@@ -131,6 +131,19 @@ describe('worker: inbox to status docs', function () {
     expect(ok, JSON.stringify(ok)).to.include({ state: 'committed' });
   });
 
+  it('any other 4xx is rejected with the service\'s code: PRECONDITION_REQUIRED, IDEMPOTENCY_KEY_REUSED', async () => {
+    const c = create('ada');
+    await env.push('north', [c]);
+    await settled(c);
+    const noVersion = mutationDoc({ owner: 'ada', tenant: 'north', entity: c.entity, op: 'patient.update', after: c.mid, baseVersion: null, payload: patientPayload() });
+    await env.push('north', [noVersion]);
+    expect(await settled(noVersion)).to.include({ state: 'rejected', code: 'PRECONDITION_REQUIRED' });
+    // Another user's mutation under the same mid: the key is taken with another body.
+    const reused = create('ben', newEntity(), patientPayload(), 'north', { mid: c.mid });
+    await env.push('north', [reused]);
+    expect(await settled(reused, 'ben')).to.include({ state: 'rejected', code: 'IDEMPOTENCY_KEY_REUSED' });
+  });
+
   it('merge: a VERSION_CONFLICT, then a merged mutation that resolves it commits, and later edits go on committing', async () => {
     const c = create('ada');
     await env.push('north', [c]);

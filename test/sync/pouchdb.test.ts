@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import net from 'node:net';
 import PouchDB from 'pouchdb';
 import MemoryAdapter from 'pouchdb-adapter-memory';
 import { mid, mutation, startSyncStack, status, type SyncStack } from './support.ts';
@@ -78,6 +79,47 @@ describe('sync: stock PouchDB through /sync/{tenant}', function () {
     expect(own.length).to.be.at.least(230);
     expect(all.rows.every((r) => r.id.startsWith('s:ada:') || r.id.startsWith('m:ada:'))).to.equal(true);
     await db.destroy();
+  });
+
+  it('pulls through the single-doc GET fallback (open_revs) when _bulk_get is unavailable (trap 13)', async function () {
+    const ids = Array.from({ length: 12 }, () => mid());
+    await stack.writeStatuses('north', ids.map((i) => status('ada', i)));
+    const token = await stack.token('ada');
+    const seen: string[] = [];
+    // A fetch that refuses _bulk_get (as an old server would), through a TCP relay on a port of its
+    // own, so that PouchDB's process-wide "no _bulk_get on this host" memo touches no other test.
+    const sockets = new Set<net.Socket>();
+    const relay = net.createServer((client) => {
+      const upstream = net.connect(Number(new URL(stack.url).port), '127.0.0.1');
+      sockets.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
+    const relayUrl = `http://127.0.0.1:${(relay.address() as net.AddressInfo).port}`;
+    const fallback = new PouchDB(`${relayUrl}/sync/north`, {
+      skip_setup: true,
+      fetch: (url: string | Request, opts?: RequestInit) => {
+        const u = String(url);
+        if (u.includes('/_bulk_get')) return Promise.resolve(new Response('{"error":"not_found"}', { status: 404 }));
+        if (u.includes('open_revs=')) seen.push(u);
+        const headers = new Headers(opts?.headers);
+        headers.set('Authorization', `Bearer ${token}`);
+        return PouchDB.fetch(url, { ...opts, headers });
+      },
+    } as PouchDB.Configuration.RemoteDatabaseConfiguration);
+    const db = local('ada-fallback');
+    try {
+      const result = await db.replicate.from(fallback);
+      expect(result.ok).to.equal(true);
+      expect(seen.length).to.be.at.least(12);
+      for (const i of ids) expect((await db.get<Record<string, unknown>>(`s:ada:${i}`)).state).to.equal('committed');
+    } finally {
+      await db.destroy();
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((r) => relay.close(() => r()));
+    }
   });
 
   it('live: pushes and pulls, and a status written after replication started arrives', async function () {

@@ -53,6 +53,8 @@ export interface Report {
     tenantSwitch: { device: string; from: string; to: string; queuedInFrom: number; leftQueued: number; completed: boolean; error?: string } | null;
     concurrentEdit: { entity: string; devices: [string, string]; committed: string | null; conflict: string | null; merge: string | null; error?: string } | null;
     injected: string[];
+    /** Unhandled rejections in the device process (PouchDB replication's unguarded `info()`): network ones, and any other. */
+    unhandledRejections: { network: number; other: number };
   };
   figures: {
     /** Mutations that reached a terminal status per second, first capture to last terminal status. */
@@ -117,6 +119,7 @@ export function renderReport(r: Report): string {
       ['tenant switch', sw ? `${sw.device}: ${sw.from} → ${sw.to} → back; ${sw.leftQueued} left queued${sw.completed ? '' : ` (incomplete${sw.error ? `: ${sw.error}` : ''})`}` : 'not planned (needs 2 tenants)'],
       ['concurrent edit', ce ? `${ce.entity} by ${ce.devices.join(' & ')}: committed ${fmt(ce.committed)}, conflict ${fmt(ce.conflict)}, merge ${fmt(ce.merge)}${ce.error ? ` (${ce.error})` : ''}` : 'not planned (needs devices > tenants)'],
       ['injected', r.faults.injected.length ? r.faults.injected.join(', ') : 'none'],
+      ['unhandled rejections (device side)', `${r.faults.unhandledRejections.network} network, ${r.faults.unhandledRejections.other} other`],
     ]),
   );
   lines.push('');

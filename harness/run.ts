@@ -41,12 +41,43 @@ async function inBatches<T>(items: readonly T[], limit: number, fn: (t: T) => Pr
   for (let i = 0; i < items.length; i += limit) await Promise.all(items.slice(i, i + limit).map(fn));
 }
 
+/**
+ * PouchDB 9's replication calls `src.info().then(…)` without a catch after each pulled batch
+ * (pouchdb-replication lib/index.js, "writingCheckpoint"), so a connection reset at that moment is
+ * an unhandled rejection, which ends a Node process. The harness hosts the devices, so during a
+ * run it owns unhandled rejections: network failures from the device side are counted and shown
+ * in the report; anything else is counted apart and printed.
+ */
+function hostRejections(note: (line: string) => void): { counts: { network: number; other: number }; restore(): void } {
+  const saved = process.listeners('unhandledRejection');
+  process.removeAllListeners('unhandledRejection');
+  const counts = { network: 0, other: 0 };
+  const handler = (reason: unknown) => {
+    const e = reason as { name?: string; message?: string; cause?: { code?: string } } | null;
+    const network = e?.name === 'TypeError' && e.message === 'fetch failed';
+    if (network) counts.network++;
+    else {
+      counts.other++;
+      note(`harness: unhandled rejection in the device process: ${e?.name ?? typeof reason}: ${e?.message ?? ''}`);
+    }
+  };
+  process.on('unhandledRejection', handler);
+  return {
+    counts,
+    restore() {
+      process.off('unhandledRejection', handler);
+      for (const l of saved) process.on('unhandledRejection', l);
+    },
+  };
+}
+
 export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promise<ReportFile> {
   const startedAt = new Date();
   const schedule: Schedule = buildSchedule({ seed: o.seed, devices: o.devices, tenants: o.tenants, mutations: o.mutations, chaos: o.chaos, kills: o.kills, thinkMs: o.thinkMs });
   const note = hooks.note ?? (() => undefined);
   note(`harness: seed ${o.seed}; starting PostgreSQL schemas, embedded CouchDB, registration service, gateway and worker…`);
   const infra: Infra = await startInfra({ tenants: o.tenants, databaseUrl: o.databaseUrl, natsUrl: o.natsUrl });
+  const rejections = hostRejections(note);
   let proxy: FaultProxy | null = null;
   const timers: Array<ReturnType<typeof setTimeout>> = [];
   const devices: SimDevice[] = [];
@@ -68,7 +99,7 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
         phase,
         elapsedMs: Date.now() - startedAt.getTime(),
         captured: all.length,
-        planned: o.devices * o.mutations,
+        planned: o.devices * o.mutations + (schedule.contested ? 4 : 0) + (schedule.tenantSwitch ? 4 : 0),
         terminal: all.filter(isTerminal).length,
         committed: all.filter((r) => r.state === 'committed').length,
         conflict: all.filter((r) => r.state === 'conflict').length,
@@ -369,6 +400,7 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
         tenantSwitch,
         concurrentEdit,
         injected,
+        unhandledRejections: { ...rejections.counts },
       },
       figures: {
         throughputPerSec: throughput(mutations),
@@ -387,5 +419,6 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
     for (const d of devices) await d.close().catch(() => undefined);
     await proxy?.close();
     await infra.close({ keep: o.keep });
+    rejections.restore();
   }
 }

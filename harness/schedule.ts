@@ -41,6 +41,8 @@ export interface Schedule {
   plan: FaultPlan;
   /** Rough length of the capture phase: the slowest device's total think time. */
   activeMs: number;
+  /** The span faults are spread over: the capture phase, but at least 20 s, so faults also hit the sync backlog. */
+  windowMs: number;
   devices: DeviceSchedule[];
   kills: ProcessKill[];
   /** Two devices of one tenant (two users) update the same patient from the same base version. */
@@ -53,8 +55,9 @@ export interface Schedule {
 export const CHAOS_PLAN: FaultPlan = { latencyMs: [5, 80], bandwidthBytesPerSec: 256 * 1024, reset: 0.04, dropResponse: 0.04, duplicate: 0.04 };
 
 const UPDATE_SHARE = 0.6;
+const MIN_WINDOW_MS = 20_000;
 
-function deviceSchedule(seed: number, index: number, input: ScheduleInput, activeHint: number): DeviceSchedule {
+function deviceSchedule(seed: number, index: number, input: ScheduleInput, windowMs: number): DeviceSchedule {
   const r = forkRandom(seed, `device:${index}`);
   const steps: DeviceSchedule['steps'] = [];
   for (let k = 0; k < input.mutations; k++) {
@@ -64,36 +67,35 @@ function deviceSchedule(seed: number, index: number, input: ScheduleInput, activ
   }
   const offline: DeviceSchedule['offline'] = [];
   const spells = between(r, 0, 2);
-  for (let s = 0; s < spells; s++) offline.push({ atMs: Math.floor(r() * activeHint), forMs: between(r, 1_000, 6_000) });
+  for (let s = 0; s < spells; s++) offline.push({ atMs: Math.floor(r() * windowMs), forMs: between(r, 1_000, 6_000) });
   offline.sort((a, b) => a.atMs - b.atMs);
-  const expireTokenAtMs = r() < 0.5 || index === 0 ? [Math.floor(r() * activeHint)] : [];
+  const expireTokenAtMs = r() < 0.5 || index === 0 ? [Math.floor(r() * windowMs)] : [];
   return { index, tenant: index % input.tenants, steps, offline, expireTokenAtMs };
 }
 
 export function buildSchedule(input: ScheduleInput): Schedule {
   const { seed } = input;
-  // The capture phase's length depends only on the think times, which come first from each stream.
   const meanThink = (input.thinkMs[0] + input.thinkMs[1]) / 2;
-  const activeHint = Math.max(5_000, Math.round(meanThink * input.mutations));
-  const devices = Array.from({ length: input.devices }, (_, i) => deviceSchedule(seed, i, input, activeHint));
+  const windowMs = Math.max(MIN_WINDOW_MS, Math.round(meanThink * input.mutations));
+  const devices = Array.from({ length: input.devices }, (_, i) => deviceSchedule(seed, i, input, windowMs));
   const activeMs = Math.max(...devices.map((d) => d.steps.reduce((t, s) => t + s.thinkMs, 0)));
 
   const pr: Random = forkRandom(seed, 'processes');
   const kills: ProcessKill[] = [];
   for (const target of ['worker', 'gateway'] as const) {
     for (let k = 0; k < input.kills; k++) {
-      kills.push({ target, atMs: Math.floor(activeMs * (0.15 + 0.7 * pr())), downMs: between(pr, 300, 3_000) });
+      kills.push({ target, atMs: Math.floor(windowMs * (0.15 + 0.7 * pr())), downMs: between(pr, 300, 3_000) });
     }
   }
   kills.sort((a, b) => a.atMs - b.atMs || a.target.localeCompare(b.target));
 
   const sr = forkRandom(seed, 'sessions');
   // Devices a and b share tenant 0 when there is a second device of tenant 0 (index = tenants).
-  const contested = input.devices > input.tenants ? { a: 0, b: input.tenants, atMs: Math.floor(activeMs * (0.2 + 0.4 * sr())) } : null;
+  const contested = input.devices > input.tenants ? { a: 0, b: input.tenants, atMs: Math.floor(Math.min(activeMs, windowMs) * (0.2 + 0.4 * sr())) } : null;
   // The last device switches, unless it is one of the contested pair (then no switch: too few devices).
   const last = input.devices - 1;
   const tenantSwitch =
     input.tenants >= 2 && (!contested || (last !== contested.a && last !== contested.b)) ? { device: last, from: last % input.tenants, to: (last + 1) % input.tenants } : null;
 
-  return { seed, plan: input.chaos ? CHAOS_PLAN : CALM, activeMs, devices, kills, contested, tenantSwitch };
+  return { seed, plan: input.chaos ? CHAOS_PLAN : CALM, activeMs, windowMs, devices, kills, contested, tenantSwitch };
 }

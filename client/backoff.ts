@@ -1,3 +1,5 @@
+import { backoffDelay } from '../retry/backoff.ts';
+
 // Delay maths for retries, kept apart from the retry loop (STYLE "Device library" 3).
 
 export interface BackoffOptions {
@@ -17,8 +19,5 @@ export const DEFAULT_BACKOFF: Readonly<Required<Omit<BackoffOptions, 'random'>>>
  * uniform in [ceiling/2, ceiling], so it never exceeds `cap` and never collapses to zero.
  */
 export function nextDelay(attempt: number, { base, cap, random = Math.random }: BackoffOptions): number {
-  if (!Number.isFinite(attempt) || attempt <= 0) return 0;
-  const ceiling = Math.min(cap, base * 2 ** Math.min(attempt - 1, 40));
-  const r = Math.min(Math.max(random(), 0), 1);
-  return Math.round(ceiling / 2 + (r * ceiling) / 2);
+  return backoffDelay(attempt, { baseMs: base, maxMs: cap }, random);
 }

@@ -4,7 +4,7 @@ import { decideIdempotency, type StoredAnswer } from '../../services/registratio
 import { checkVersion, readPrecondition } from '../../services/registration/patients/versions.ts';
 import { duplicateCandidates, identifierKey, nameKey, type ExistingPatient } from '../../services/registration/patients/matching.ts';
 import { callerOf, decideAccess } from '../../services/registration/access.ts';
-import { backoffDelay } from '../../services/registration/events/backoff.ts';
+import { backoffDelay } from '../../retry/backoff.ts';
 import { subsumes } from '../../services/registration/events/stream.ts';
 import { readPatientQuery } from '../../services/registration/patients/query.ts';
 import type { Patient } from '../../validators/patient.ts';

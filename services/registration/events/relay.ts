@@ -2,7 +2,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import { silentLogger, type Logger } from '../../../http/log.ts';
 import type { Queryable } from '../../../sql/database.ts';
-import { backoffDelay, type BackoffOptions } from './backoff.ts';
+import { backoffDelay, type BackoffPolicy } from '../../../retry/backoff.ts';
 import type { PatientEvent } from './outbox.ts';
 import { ensureStream } from './stream.ts';
 
@@ -29,7 +29,7 @@ export interface RelayOptions {
   batchSize?: number;
   /** Safety-net poll; `notify()` wakes the relay at once after a commit. */
   pollMs?: number;
-  backoff?: BackoffOptions;
+  backoff?: BackoffPolicy;
   publishTimeoutMs?: number;
   connectTimeoutMs?: number;
   /**

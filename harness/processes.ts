@@ -70,14 +70,19 @@ export function managedProcess(spec: ChildSpec): ManagedProcess {
       child = c;
       live.add(c);
       c.once('exit', () => live.delete(c));
-      c.stderr!.on('data', (d: Buffer) => out.write(d));
+      let stderrTail = '';
+      c.stderr!.on('data', (d: Buffer) => {
+        out.write(d);
+        stderrTail = (stderrTail + d.toString()).slice(-600);
+      });
       await new Promise<void>((resolve, reject) => {
         let ready = false;
         const timer = setTimeout(() => reject(new Error(`${spec.name} did not become ready within ${spec.readyTimeoutMs ?? 90_000} ms`)), spec.readyTimeoutMs ?? 90_000);
         c.once('exit', (code, signal) => {
           if (!ready) {
             clearTimeout(timer);
-            reject(new Error(`${spec.name} exited before it was ready (code ${code}, signal ${signal})`));
+            // Start-up errors name their cause (config, ports, schemas); nothing with PHI runs before ready.
+            reject(new Error(`${spec.name} exited before it was ready (code ${code}, signal ${signal}): ${stderrTail.trim().split('\n').slice(-3).join(' | ')}`));
           }
         });
         createInterface({ input: c.stdout! }).on('line', (line) => {

@@ -54,7 +54,8 @@ function hostRejections(note: (line: string) => void): { counts: { network: numb
   const counts = { network: 0, other: 0 };
   const handler = (reason: unknown) => {
     const e = reason as { name?: string; message?: string; cause?: { code?: string } } | null;
-    const network = e?.name === 'TypeError' && e.message === 'fetch failed';
+    // A reset connection: undici's "fetch failed", or a body cut short ("Unexpected end of JSON input").
+    const network = (e?.name === 'TypeError' && e.message === 'fetch failed') || (e?.name === 'SyntaxError' && /end of JSON input/.test(e.message ?? ''));
     if (network) counts.network++;
     else {
       counts.other++;

@@ -16,14 +16,14 @@ export interface RateLimit {
   burst: number;
 }
 
-export type Take = { allowed: true; bucket: Bucket } | { allowed: false; bucket: Bucket; retryAfterSeconds: number };
+export type Take = { kind: 'allow'; bucket: Bucket } | { kind: 'limited'; bucket: Bucket; retryAfterSeconds: number };
 
 /** Takes one token from `bucket` at time `now` (ms); a missing bucket starts full. */
 export function takeToken(bucket: Bucket | undefined, now: number, limit: RateLimit): Take {
   const current = bucket ? Math.min(limit.burst, bucket.tokens + ((now - bucket.at) / 1000) * limit.rate) : limit.burst;
-  if (current >= 1) return { allowed: true, bucket: { tokens: current - 1, at: now } };
+  if (current >= 1) return { kind: 'allow', bucket: { tokens: current - 1, at: now } };
   const retryAfterSeconds = Math.max(1, Math.ceil((1 - current) / limit.rate));
-  return { allowed: false, bucket: { tokens: current, at: now }, retryAfterSeconds };
+  return { kind: 'limited', bucket: { tokens: current, at: now }, retryAfterSeconds };
 }
 
 export interface RateLimiter {
@@ -52,7 +52,7 @@ export function rateLimit(opts: { limiter: RateLimiter; keyOf: (req: Request) =>
     const key = opts.keyOf(req);
     if (key === null) return next();
     const result = opts.limiter.take(key);
-    if (result.allowed) return next();
+    if (result.kind === 'allow') return next();
     res.setHeader('Retry-After', String(result.retryAfterSeconds));
     next(new FerryError(opts.code ?? 'RATE_LIMITED'));
   };

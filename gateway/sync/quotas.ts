@@ -24,46 +24,6 @@ export const DEFAULT_QUOTAS: SyncQuotas = {
   pendingRetryAfterSeconds: 30,
 };
 
-export type RateDecision = { kind: 'allow' } | { kind: 'limited'; retryAfterSeconds: number };
-
-interface Bucket {
-  tokens: number;
-  at: number;
-}
-
-export interface RateLimiter {
-  take(key: string): RateDecision;
-}
-
-/**
- * A token bucket per key, in this process's memory: with several gateway processes each enforces
- * its own share (documented in docs/SYNC.md). Idle buckets are swept so the map stays small.
- */
-export function createRateLimiter(opts: { ratePerSecond: number; burst: number; now?: () => number }): RateLimiter {
-  const now = opts.now ?? (() => Date.now());
-  const buckets = new Map<string, Bucket>();
-  let lastSweep = now();
-  const fullAfterMs = (opts.burst / opts.ratePerSecond) * 1000;
-  return {
-    take(key) {
-      const t = now();
-      if (t - lastSweep > 60_000) {
-        for (const [k, b] of buckets) if (t - b.at > fullAfterMs) buckets.delete(k);
-        lastSweep = t;
-      }
-      const b = buckets.get(key) ?? { tokens: opts.burst, at: t };
-      b.tokens = Math.min(opts.burst, b.tokens + ((t - b.at) / 1000) * opts.ratePerSecond);
-      b.at = t;
-      buckets.set(key, b);
-      if (b.tokens >= 1) {
-        b.tokens -= 1;
-        return { kind: 'allow' };
-      }
-      return { kind: 'limited', retryAfterSeconds: Math.max(1, Math.ceil((1 - b.tokens) / opts.ratePerSecond)) };
-    },
-  };
-}
-
 export interface PendingEstimate {
   /**
    * True when `adding` more mutations keep the user within `max`. Asks `exact` (the `pending` view)

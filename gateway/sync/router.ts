@@ -10,7 +10,8 @@ import { COUCH_ERROR_NAMES, couchError, type SyncContext } from './context.ts';
 import { createHeadWatchers, type HeadWatchers } from './feed.ts';
 import type { LocalStore } from './local-store.ts';
 import type { Caller } from './policy.ts';
-import { DEFAULT_QUOTAS, createPendingEstimate, createRateLimiter, type SyncQuotas } from './quotas.ts';
+import { DEFAULT_QUOTAS, createPendingEstimate, type SyncQuotas } from './quotas.ts';
+import { createRateLimiter } from '../edge/rate-limit.ts';
 import { allDocs, bulkGet, dbInfo, ensureFullCommit, getDoc, serverRoot } from './read.ts';
 import { resolveSyncRoute, type SyncRoute } from './routes.ts';
 import type { Upstream } from './upstream.ts';
@@ -90,7 +91,7 @@ export function syncRouter(deps: SyncDeps): SyncRouter {
   const quotas: SyncQuotas = { ...DEFAULT_QUOTAS, ...deps.quotas };
   const watchers = deps.watchers ?? createHeadWatchers({ upstream: deps.upstream });
   const ownsWatchers = !deps.watchers;
-  const writes = createRateLimiter({ ratePerSecond: quotas.writesPerSecond, burst: quotas.writeBurst });
+  const writes = createRateLimiter({ rate: quotas.writesPerSecond, burst: quotas.writeBurst });
   const writeDeps = { local: deps.local, quotas, pending: createPendingEstimate({ max: quotas.maxPending }), absent: createAbsentIds() };
   const uuid = deps.serverUuid ?? createHash('sha256').update('ferry-sync').digest('hex').slice(0, 32);
 

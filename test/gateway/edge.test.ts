@@ -13,26 +13,26 @@ describe('gateway edge', function () {
       const outcomes: boolean[] = [];
       for (let i = 0; i < 4; i++) {
         const r = takeToken(bucket, 1000, limit);
-        outcomes.push(r.allowed);
+        outcomes.push(r.kind === 'allow');
         bucket = r.bucket;
       }
       expect(outcomes).to.deep.equal([true, true, true, false]);
       const refused = takeToken(bucket, 1000, limit);
-      expect(refused.allowed).to.equal(false);
-      if (!refused.allowed) expect(refused.retryAfterSeconds).to.equal(1);
-      expect(takeToken(bucket, 1500, limit).allowed).to.equal(true);
+      expect(refused.kind).to.equal('limited');
+      if (refused.kind === 'limited') expect(refused.retryAfterSeconds).to.equal(1);
+      expect(takeToken(bucket, 1500, limit).kind).to.equal('allow');
     });
 
     it('keeps separate buckets per key and forgets the oldest keys past its cap', function () {
       let t = 0;
       const limiter = createRateLimiter({ rate: 1, burst: 1 }, { now: () => t, maxKeys: 2 });
-      expect(limiter.take('a').allowed).to.equal(true);
-      expect(limiter.take('a').allowed).to.equal(false);
-      expect(limiter.take('b').allowed).to.equal(true);
-      expect(limiter.take('c').allowed).to.equal(true); // evicts 'a'
-      expect(limiter.take('a').allowed).to.equal(true);
+      expect(limiter.take('a').kind).to.equal('allow');
+      expect(limiter.take('a').kind).to.equal('limited');
+      expect(limiter.take('b').kind).to.equal('allow');
+      expect(limiter.take('c').kind).to.equal('allow'); // evicts 'a'
+      expect(limiter.take('a').kind).to.equal('allow');
       t = 1000;
-      expect(limiter.take('b').allowed).to.equal(true);
+      expect(limiter.take('b').kind).to.equal('allow');
     });
   });
 

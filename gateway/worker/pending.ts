@@ -20,9 +20,9 @@ export interface PendingRow {
 export interface PendingStore {
   /** Records or updates a pending mutation; keeps its first-seen time. Throws LeaseLost when fenced out. */
   put(lease: Fence, row: PendingRow): Promise<void>;
-  remove(lease: Fence, mid: string): Promise<void>;
+  remove(lease: Fence, owner: string, mid: string): Promise<void>;
   list(tenant: string): Promise<PendingRow[]>;
-  get(tenant: string, mid: string): Promise<PendingRow | null>;
+  get(tenant: string, owner: string, mid: string): Promise<PendingRow | null>;
   count(tenant: string): Promise<number>;
 }
 
@@ -45,21 +45,21 @@ export function createPendingStore(db: Queryable): PendingStore {
       const res = await db.query(
         `INSERT INTO worker_pending (tenant, mid, owner, entity, state, after, attempts, next_attempt_at, first_seen_at)
          SELECT $1::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::integer, $10::bigint, $11::bigint WHERE ${LEASE_HELD}
-         ON CONFLICT (tenant, mid) DO UPDATE SET state = EXCLUDED.state, attempts = EXCLUDED.attempts,
+         ON CONFLICT (tenant, owner, mid) DO UPDATE SET state = EXCLUDED.state, attempts = EXCLUDED.attempts,
            next_attempt_at = EXCLUDED.next_attempt_at, after = EXCLUDED.after`,
         [lease.tenant, lease.holder, lease.fence, row.mid, row.owner, row.entity, row.state, row.after, row.attempts, row.nextAttemptAt, row.firstSeenAt],
       );
       if (res.rowCount !== 1) throw new LeaseLost(lease.tenant);
     },
-    async remove(lease, mid) {
-      await db.query(`DELETE FROM worker_pending WHERE tenant = $1::text AND mid = $4::text AND ${LEASE_HELD}`, [lease.tenant, lease.holder, lease.fence, mid]);
+    async remove(lease, owner, mid) {
+      await db.query(`DELETE FROM worker_pending WHERE tenant = $1::text AND owner = $4::text AND mid = $5::text AND ${LEASE_HELD}`, [lease.tenant, lease.holder, lease.fence, owner, mid]);
     },
     async list(tenant) {
       const { rows } = await db.query<Raw>('SELECT * FROM worker_pending WHERE tenant = $1 ORDER BY first_seen_at, mid', [tenant]);
       return rows.map(fromRaw);
     },
-    async get(tenant, mid) {
-      const { rows } = await db.query<Raw>('SELECT * FROM worker_pending WHERE tenant = $1 AND mid = $2', [tenant, mid]);
+    async get(tenant, owner, mid) {
+      const { rows } = await db.query<Raw>('SELECT * FROM worker_pending WHERE tenant = $1 AND owner = $2 AND mid = $3', [tenant, owner, mid]);
       return rows[0] ? fromRaw(rows[0]) : null;
     },
     async count(tenant) {

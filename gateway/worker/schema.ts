@@ -42,6 +42,9 @@ export const WORKER_MIGRATIONS: readonly string[] = [
      entity text,
      PRIMARY KEY (tenant, mid)
    );`,
+  // A mid is unique only within its owner's ids: another user reusing it must not touch this row.
+  `ALTER TABLE worker_pending DROP CONSTRAINT worker_pending_pkey;
+   ALTER TABLE worker_pending ADD PRIMARY KEY (tenant, owner, mid);`,
 ];
 
 export async function migrateWorker(db: Database): Promise<void> {

@@ -22,10 +22,12 @@ export class StatusConflict extends Error {
 }
 
 export interface StatusWriter {
-  /** Resolves with the new revision once the doc is written and `feed:head` covers it. */
+  /** Resolves with the new revision once the doc is written; `feed:head` follows in counter order. */
   write(doc: StatusWrite): Promise<string>;
   /** Moves `feed:head` up to every counter ever allocated (after taking over a lease). */
   healHead(): Promise<void>;
+  /** Resolves when the head moves queued so far are done. */
+  settled(): Promise<void>;
 }
 
 export interface StatusWriterOptions {
@@ -39,13 +41,21 @@ export interface StatusWriterOptions {
 
 type Queued = { doc: StatusWrite; resolve: (rev: string) => void; reject: (err: unknown) => void };
 type FeedHead = { _id: string; _rev?: string; type: 'feed-head'; counter: number; fence: number };
+/** Counters handed to one batch; the head may pass them once every earlier batch is done too. */
+type Allocation = { first: number; last: number; done: boolean };
+
+const MAX_FLUSHES = 4;
 
 export function createStatusWriter(opts: StatusWriterOptions): StatusWriter {
   const { db, lease, positions } = opts;
   const maxBatch = opts.maxBatch ?? 200;
   let queue: Queued[] = [];
-  let flushing = false;
+  let flushes = 0;
+  let scheduled = false;
   let head: FeedHead | null = null;
+  const allocations: Allocation[] = [];
+  let headChain: Promise<void> = Promise.resolve();
+  let headRetry: NodeJS.Timeout | undefined;
 
   const readHead = async (): Promise<FeedHead> => {
     const found = await db.get<FeedHead>(FEED_HEAD_ID);
@@ -71,57 +81,86 @@ export function createStatusWriter(opts: StatusWriterOptions): StatusWriter {
     throw new Error('feed:head kept changing');
   };
 
-  const flush = async (batch: Queued[]): Promise<void> => {
-    opts.assertLease();
-    const first = await positions.allocateCounters(lease, batch.length);
-    const docs = batch.map((q, i) => ({ ...q.doc, counter: first + i, fence: lease.fence }));
-    const results = await db.bulkDocs(docs);
-    let top = 0;
-    const settle: Array<() => void> = [];
-    batch.forEach((q, i) => {
-      const r = results[i];
-      if (r && !r.error && r.rev) {
-        top = Math.max(top, first + i);
-        const rev = r.rev;
-        settle.push(() => q.resolve(rev));
-      } else if (r?.error === 'conflict') {
-        settle.push(() => q.reject(new StatusConflict(q.doc._id)));
-      } else if (r?.error === 'forbidden' || r?.error === 'unauthorized') {
-        // The inbox refuses a lower fence: another worker holds the tenant now.
-        settle.push(() => q.reject(new LeaseLost(lease.tenant)));
-      } else {
-        settle.push(() => q.reject(new Error(`status write failed: ${r?.error ?? 'no result'}`)));
+  /**
+   * Moves feed:head over the done prefix of allocations, in allocation order, one move at a time.
+   * Batches still being written keep it below their counters, so no reader skips them.
+   */
+  const advanceHead = (): void => {
+    headChain = headChain.then(async () => {
+      let top = 0;
+      while (allocations[0]?.done) top = allocations.shift()!.last;
+      if (top === 0) return;
+      try {
+        await moveHead(top);
+      } catch (err) {
+        if (err instanceof LeaseLost) return; // the successor heals the head when it takes over
+        // Try again shortly; a later batch would move it too.
+        allocations.unshift({ first: top, last: top, done: true });
+        clearTimeout(headRetry);
+        headRetry = setTimeout(advanceHead, 1_000);
+        headRetry.unref();
       }
     });
-    if (top > 0) await moveHead(top);
-    for (const s of settle) s();
   };
 
-  const pump = async (): Promise<void> => {
-    if (flushing) return;
-    flushing = true;
+  const flush = async (batch: Queued[]): Promise<void> => {
+    let allocation: Allocation | null = null;
     try {
-      // Let the writes of this turn of the event loop gather into one batch.
-      await new Promise((r) => setImmediate(r));
-      while (queue.length > 0) {
-        const batch = queue.slice(0, maxBatch);
-        queue = queue.slice(batch.length);
-        try {
-          await flush(batch);
-        } catch (err) {
-          for (const q of batch) q.reject(err);
-        }
-      }
+      opts.assertLease();
+      const first = await positions.allocateCounters(lease, batch.length);
+      allocation = { first, last: first + batch.length - 1, done: false };
+      // Kept in counter order: concurrent allocations can come back in any order.
+      const at = allocations.findIndex((a) => a.first > first);
+      if (at < 0) allocations.push(allocation);
+      else allocations.splice(at, 0, allocation);
+      const docs = batch.map((q, i) => ({ ...q.doc, counter: first + i, fence: lease.fence }));
+      const results = await db.bulkDocs(docs);
+      batch.forEach((q, i) => {
+        const r = results[i];
+        if (r && !r.error && r.rev) q.resolve(r.rev);
+        else if (r?.error === 'conflict') q.reject(new StatusConflict(q.doc._id));
+        // The inbox refuses a lower fence: another worker holds the tenant now.
+        else if (r?.error === 'forbidden' || r?.error === 'unauthorized') q.reject(new LeaseLost(lease.tenant));
+        else q.reject(new Error(`status write failed: ${r?.error ?? 'no result'}`));
+      });
+    } catch (err) {
+      for (const q of batch) q.reject(err);
     } finally {
-      flushing = false;
+      // Counters of docs that failed are holes: they never land, so the head may pass them.
+      if (allocation) {
+        allocation.done = true;
+        advanceHead();
+      }
     }
+  };
+
+  const pump = (): void => {
+    while (queue.length > 0 && flushes < MAX_FLUSHES) {
+      const batch = queue.slice(0, maxBatch);
+      queue = queue.slice(batch.length);
+      flushes++;
+      void flush(batch).finally(() => {
+        flushes--;
+        pump();
+      });
+    }
+  };
+
+  const schedulePump = (): void => {
+    if (scheduled) return;
+    scheduled = true;
+    // Let the writes of this turn of the event loop gather into one batch.
+    setImmediate(() => {
+      scheduled = false;
+      pump();
+    });
   };
 
   return {
     write(doc) {
       return new Promise<string>((resolve, reject) => {
         queue.push({ doc, resolve, reject });
-        void pump();
+        schedulePump();
       });
     },
     async healHead() {
@@ -129,5 +168,6 @@ export function createStatusWriter(opts: StatusWriterOptions): StatusWriter {
       const last = await positions.lastCounter(lease.tenant);
       await moveHead(last);
     },
+    settled: () => headChain,
   };
 }

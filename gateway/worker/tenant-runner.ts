@@ -112,39 +112,43 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
   const writer = createStatusWriter({ db: inbox, lease, positions, assertLease: deps.assertLease });
   const statuses = createStatusReader(inbox, lease.fence, () => writer);
   const known = new Map<string, Known>();
+  /** Keyed by `owner:mid`. */
   const pendingRows = new Map<string, PendingRow>();
-  /** after-mid → mids waiting for it. */
+  /** after-mid → `owner:mid` keys of the mutations waiting for it. */
   const waiters = new Map<string, Set<string>>();
+  const rowKey = (r: { owner: string; mid: string }) => `${r.owner}:${r.mid}`;
   let stopped = false;
   let tick: NodeJS.Timeout | undefined;
 
-  const remember = (mid: string, k: Known) => {
-    known.delete(mid);
-    known.set(mid, k);
+  // Keyed by `owner:mid`: a mid is only unique within its owner's ids.
+  const remember = (key: string, k: Known) => {
+    known.delete(key);
+    known.set(key, k);
     if (known.size > KNOWN_LIMIT) known.delete(known.keys().next().value!);
   };
-  const setKnownState = (mid: string, state: StatusState) => {
-    const k = known.get(mid);
+  const setKnownState = (key: string, state: StatusState) => {
+    const k = known.get(key);
     if (k) k.state = state;
   };
   const reportDepth = () => metrics.queueDepth.set({ tenant }, pendingRows.size);
 
   const trackPending = (row: PendingRow) => {
-    const old = pendingRows.get(row.mid);
-    if (old?.after) waiters.get(old.after)?.delete(row.mid);
-    pendingRows.set(row.mid, row);
+    const key = rowKey(row);
+    const old = pendingRows.get(key);
+    if (old?.after) waiters.get(old.after)?.delete(key);
+    pendingRows.set(key, row);
     if (row.state === 'waiting' && row.after) {
       let set = waiters.get(row.after);
       if (!set) waiters.set(row.after, (set = new Set()));
-      set.add(row.mid);
+      set.add(key);
     }
     reportDepth();
   };
-  const untrackPending = (mid: string) => {
-    const old = pendingRows.get(mid);
+  const untrackPending = (key: string) => {
+    const old = pendingRows.get(key);
     if (!old) return;
-    if (old.after) waiters.get(old.after)?.delete(mid);
-    pendingRows.delete(mid);
+    if (old.after) waiters.get(old.after)?.delete(key);
+    pendingRows.delete(key);
     reportDepth();
   };
 
@@ -170,15 +174,15 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
   };
 
   const finishTerminal = async (job: Job, state: StatusState) => {
-    setKnownState(job.mid, state);
-    if (pendingRows.has(job.mid)) {
-      await pending.remove(lease, job.mid);
-      untrackPending(job.mid);
+    setKnownState(`${job.owner}:${job.mid}`, state);
+    if (pendingRows.has(rowKey(job))) {
+      await pending.remove(lease, job.owner, job.mid);
+      untrackPending(rowKey(job));
     }
   };
 
   const recordPending = async (row: PendingRow) => {
-    const old = pendingRows.get(row.mid);
+    const old = pendingRows.get(rowKey(row));
     if (old && old.state === row.state && old.attempts === row.attempts && old.nextAttemptAt === row.nextAttemptAt && old.after === row.after) return;
     await pending.put(lease, row);
     trackPending(row);
@@ -197,13 +201,13 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
   // ---- one mutation ------------------------------------------------------------------------
 
   const lookupPredecessor = async (owner: string, after: string): Promise<Predecessor> => {
-    const k = known.get(after);
-    if (k && (k.state !== null || k.owner !== owner)) return { kind: 'found', owner: k.owner, entity: k.entity, state: k.state };
+    const k = known.get(`${owner}:${after}`);
+    if (k && k.state !== null) return { kind: 'found', owner: k.owner, entity: k.entity, state: k.state };
     const doc = await inbox.get<Record<string, unknown>>(mutationDocId(owner, after));
     if (doc) {
       const st = await statuses.read(owner, after);
       const found = { owner, entity: entityOf(doc), state: st?.state ?? null };
-      remember(after, found);
+      remember(`${owner}:${after}`, found);
       return { kind: 'found', ...found };
     }
     const seen = await deps.positions.seen(tenant, after);
@@ -213,14 +217,15 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
 
   const processMutation = async (job: Job): Promise<void> => {
     const { owner, mid } = job;
-    const k = known.get(mid);
+    const key = `${owner}:${mid}`;
+    const k = known.get(key);
     if (k?.state && isTerminal(k.state)) return finishTerminal(job, k.state);
     const status = job.status !== undefined ? job.status : await statuses.read(owner, mid);
     if (status && isTerminal(status.state)) {
-      if (!k) remember(mid, { owner, entity: null, state: status.state });
+      if (!k) remember(key, { owner, entity: null, state: status.state });
       return finishTerminal(job, status.state);
     }
-    const row = pendingRows.get(mid) ?? null;
+    const row = pendingRows.get(key) ?? null;
     let doc = job.doc;
     let deleted = job.deleted ?? false;
     if (doc === undefined || doc === null) {
@@ -229,7 +234,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     }
     const attemptsSoFar = row?.attempts ?? status?.attempts ?? 0;
     const screened = screen({ inboxTenant: tenant, owner, mid, doc, conflicted: (doc?._conflicts?.length ?? 0) > 0, deleted });
-    remember(mid, { owner, entity: entityOf(doc), state: status?.state ?? null });
+    remember(key, { owner, entity: entityOf(doc), state: status?.state ?? null });
     if (screened.kind === 'reject') {
       const state = await settleStatus(job, status, screened.outcome, attemptsSoFar);
       await finishTerminal(job, state);
@@ -251,7 +256,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       // A missing predecessor is looked at again when its timeout passes; a present one wakes us.
       const nextAttemptAt = predecessor?.kind === 'missing' ? firstSeenAt + options.waitingTimeoutMs : now + options.waitingTimeoutMs;
       await recordPending({ mid, owner, entity: m.entity, state: 'waiting', after: m.after, attempts: attemptsSoFar, nextAttemptAt, firstSeenAt });
-      setKnownState(mid, await settleStatus(job, status, { state: 'waiting', code: null }, attemptsSoFar));
+      setKnownState(key, await settleStatus(job, status, { state: 'waiting', code: null }, attemptsSoFar));
       return;
     }
     if (job.source === 'feed' && row?.state === 'retrying' && row.nextAttemptAt > now) return; // its retry is scheduled
@@ -267,7 +272,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       metrics.retries.inc({ tenant });
       const delay = nextDelay(attempts, options.retry, deps.random);
       await recordPending({ mid, owner, entity: m.entity, state: 'retrying', after: m.after, attempts, nextAttemptAt: clock() + delay, firstSeenAt });
-      setKnownState(mid, await settleStatus(job, status, outcome, attempts));
+      setKnownState(key, await settleStatus(job, status, outcome, attempts));
       return;
     }
     const state = await settleStatus(job, status, outcome, attempts);
@@ -304,9 +309,10 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       const g = groups.get(key);
       if (g) g.push(item);
       else groups.set(key, [item]);
-      if (!known.has(item.mid) || known.get(item.mid)!.state === null) {
+      const knownKey = `${item.owner}:${item.mid}`;
+      if (!known.has(knownKey) || known.get(knownKey)!.state === null) {
         const st = statusById.get(`s:${item.owner}:${item.mid}`)?.state ?? null;
-        remember(item.mid, { owner: item.owner, entity: item.entity, state: st });
+        remember(knownKey, { owner: item.owner, entity: item.entity, state: st });
       }
     }
     const work: Promise<void>[] = [];
@@ -428,7 +434,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     for (const row of pendingRows.values()) {
       if (row.nextAttemptAt > now) continue;
       // Not picked again until this look is over or fails.
-      pendingRows.set(row.mid, { ...row, nextAttemptAt: now + Math.max(options.tickMs, 1_000) });
+      pendingRows.set(rowKey(row), { ...row, nextAttemptAt: now + Math.max(options.tickMs, 1_000) });
       schedule(row.entity, { owner: row.owner, mid: row.mid, source: 'pending' }).catch((err: unknown) => {
         if (!stopped && !(err instanceof LeaseLost)) logger.warn({ tenant, mid: row.mid, err: (err as Error).message }, 'pending mutation failed; will look again');
       });
@@ -450,7 +456,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       stopped = true;
       if (tick) clearInterval(tick);
       abort.abort();
-      await Promise.race([queue.idle(), new Promise((r) => setTimeout(r, 10_000).unref())]);
+      await Promise.race([queue.idle().then(() => writer.settled()), new Promise((r) => setTimeout(r, 10_000).unref())]);
     }
   };
 

@@ -80,7 +80,10 @@ describe('worker: leases and fencing', function () {
     expect(refused).to.be.instanceOf(LeaseLost);
     const stored = await inbox.get<{ state: string; fence: number }>(`s:ada:${mid}`);
     expect(stored).to.include({ state: 'retrying', fence: current.fence });
+    await writerNew.settled();
+    await writerOld.settled();
     const head = await inbox.get<{ _rev: string; counter: number; fence: number }>('feed:head');
+    expect(head).to.include({ fence: current.fence });
     const put = await inbox.request('PUT', '/feed%3Ahead', { ...head, counter: head!.counter + 1, fence: old.fence });
     expect(put.status).to.equal(403);
     await put.body?.cancel();

@@ -6,6 +6,13 @@ export { GATEWAY_ROLE, WORKER_ROLE, VDU_MESSAGES, validateDocUpdateSource } from
 export const DESIGN_DOC_ID = '_design/ferry';
 /** Design doc name, for `CouchDb.view('ferry', …)`. */
 export const DESIGN_NAME = 'ferry';
+/** Status docs by `[owner, counter]`: the per-user pull feed (DESIGN §4). */
+export const FEED_VIEW = 'feed';
+/** `_sum` of a user's mutations not yet terminal: the pending quota. */
+export const PENDING_VIEW = 'pending';
+export const BY_ENTITY_VIEW = 'by_entity';
+/** The worker's high-water mark of counters written; readers never pass it. */
+export const FEED_HEAD_ID = 'feed:head';
 
 export interface FerryDesignDoc {
   _id: typeof DESIGN_DOC_ID;
@@ -25,9 +32,9 @@ export function ferryDesignDoc(tenant: string): FerryDesignDoc {
     ferry: { tenant },
     validate_doc_update: validateDocUpdateSource(tenant),
     views: {
-      feed: { map: FEED_MAP },
-      pending: { map: PENDING_MAP, reduce: '_sum' },
-      by_entity: { map: BY_ENTITY_MAP },
+      [FEED_VIEW]: { map: FEED_MAP },
+      [PENDING_VIEW]: { map: PENDING_MAP, reduce: '_sum' },
+      [BY_ENTITY_VIEW]: { map: BY_ENTITY_MAP },
     },
   };
 }

@@ -7,10 +7,7 @@ import { upstreamFailure } from './upstream.ts';
 // A user's `_changes?since=N` is the range [owner, N+1] … [owner, head] of view `_design/ferry/feed`,
 // so a pull costs O(log n + the user's own rows). Longpolls wait on one watcher per tenant.
 
-export const DESIGN_DOC = 'ferry';
-export const FEED_VIEW = 'feed';
-export const PENDING_VIEW = 'pending';
-export const FEED_HEAD_ID = 'feed:head';
+import { DESIGN_NAME as DESIGN_DOC, FEED_HEAD_ID, FEED_VIEW, PENDING_VIEW } from '../../couchdb/design/index.ts';
 
 export interface FeedRow {
   seq: number;

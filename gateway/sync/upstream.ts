@@ -1,4 +1,5 @@
 import { FerryError } from '../../validators/codes.ts';
+import { inboxName } from '../../couchdb/provision.ts';
 
 // The gateway's view of the tenant inbox, as the non-admin CouchDB user `ferry-gateway`.
 // URLs are only ever built here, from the database name and canonical doc ids that the policy has
@@ -36,10 +37,6 @@ export interface Upstream {
   inbox(tenant: string): Inbox;
 }
 
-/** The inbox of a tenant (DESIGN §4). */
-export function inboxName(tenant: string): string {
-  return `inbox_${tenant}`;
-}
 
 function encodeQuery(query: Record<string, QueryValue> | undefined): string {
   if (!query) return '';

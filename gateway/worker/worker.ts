@@ -1,4 +1,5 @@
 import type { CouchServer } from '../../couchdb/client.ts';
+import { inboxName } from '../../couchdb/provision.ts';
 import type { TokenIssuer } from '../../identity/tokens.ts';
 import { silentLogger, type Logger } from '../../http/log.ts';
 import type { Platform } from '../platform/open.ts';
@@ -50,10 +51,6 @@ export interface Worker {
 }
 
 export const DEFAULT_WAITING_TIMEOUT_MS = 7 * 24 * 3600_000;
-
-export function inboxName(tenant: string): string {
-  return `inbox_${tenant}`;
-}
 
 export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   const logger = opts.logger ?? silentLogger();

@@ -35,6 +35,7 @@ export function createProgress(mode: 'auto' | 'lines' | 'none', out: NodeJS.Writ
   let last = 0;
   let shown = false;
   let latest: ProgressSnapshot | null = null;
+  let lastLine = '';
   return {
     update(s) {
       latest = s;
@@ -43,7 +44,8 @@ export function createProgress(mode: 'auto' | 'lines' | 'none', out: NodeJS.Writ
         shown = true;
       } else if (s.elapsedMs - last >= everyMs || last === 0) {
         last = Math.max(1, s.elapsedMs);
-        out.write(`${renderProgress(s)}\n`);
+        lastLine = renderProgress(s);
+        out.write(`${lastLine}\n`);
       }
     },
     note(line) {
@@ -53,7 +55,7 @@ export function createProgress(mode: 'auto' | 'lines' | 'none', out: NodeJS.Writ
     },
     done() {
       if (tty && shown) out.write('\n');
-      else if (!tty && latest) out.write(`${renderProgress(latest)}\n`);
+      else if (!tty && latest && renderProgress(latest) !== lastLine) out.write(`${renderProgress(latest)}\n`);
     },
   };
 }

@@ -209,7 +209,7 @@ class SessionImpl implements Session {
       },
     });
     const syncUrl = options.syncUrl ?? `${options.gatewayUrl.replace(/\/+$/, '')}/sync/${encodeURIComponent(options.tenant)}`;
-    this.remote = new options.PouchDB(syncUrl, { skip_setup: true, fetch: this.authFetch } as PouchDB.Configuration.RemoteDatabaseConfiguration);
+    this.remote = guardRemoteInfo(new options.PouchDB(syncUrl, { skip_setup: true, fetch: this.authFetch } as PouchDB.Configuration.RemoteDatabaseConfiguration));
   }
 
   get device(): string {
@@ -655,4 +655,24 @@ class SessionImpl implements Session {
     this.events.clear();
     return { ok: true, unsynced };
   }
+}
+
+/**
+ * PouchDB 9's replication asks the source for `info()` after every pulled batch (progress
+ * bookkeeping) and never handles a failure there: a connection reset at that moment is an
+ * unhandled rejection, which ends a Node process. Once one `info()` has succeeded, a failed one
+ * answers the last known info instead; the next request notices the outage the ordinary way.
+ */
+export function guardRemoteInfo(remote: Db): Db {
+  const info = remote.info.bind(remote);
+  let last: PouchDB.Core.DatabaseInfo | undefined;
+  remote.info = (() =>
+    info().then(
+      (fresh) => (last = fresh),
+      (err: unknown) => {
+        if (last) return last;
+        throw err;
+      },
+    )) as Db['info'];
+  return remote;
 }

@@ -1,7 +1,8 @@
 import { CouchError, type ChangeRow, type ChangesPage, type CouchDb } from '../../couchdb/client.ts';
 import type { Logger } from '../../http/log.ts';
 import { isTerminal, mutationDocId, parseInboxDocId, type StatusOutcome, type StatusState } from '../../validators/mutation.ts';
-import { nextDelay, type RetryPolicy } from './backoff.ts';
+import type { RetryPolicy } from './backoff.ts';
+import { backoffDelay } from '../../retry/backoff.ts';
 import { commitMutation, type CommitDeps } from './commit.ts';
 import { createEntityQueue } from './entity-queue.ts';
 import { LeaseLost, type Fence } from './lease.ts';
@@ -270,7 +271,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
 
     if (outcome.state === 'retrying') {
       metrics.retries.inc({ tenant });
-      const delay = nextDelay(attempts, options.retry, deps.random);
+      const delay = backoffDelay(attempts, options.retry, deps.random);
       await recordPending({ mid, owner, entity: m.entity, state: 'retrying', after: m.after, attempts, nextAttemptAt: clock() + delay, firstSeenAt });
       setKnownState(key, await settleStatus(job, status, outcome, attempts));
       return;

@@ -3,7 +3,7 @@ import { outcomeOf, type ServiceAnswer } from '../../gateway/worker/outcome.ts';
 import { decideOrder, type OrderInput, type Predecessor } from '../../gateway/worker/order.ts';
 import { screen } from '../../gateway/worker/screen.ts';
 import { pickStatusWinner, shouldWrite, statusDocFor } from '../../gateway/worker/status.ts';
-import { nextDelay } from '../../gateway/worker/backoff.ts';
+import { backoffDelay as nextDelay } from '../../retry/backoff.ts';
 import { orderByAfter } from '../../gateway/worker/tenant-runner.ts';
 import { createEntityQueue } from '../../gateway/worker/entity-queue.ts';
 import { statusDocSchema, type StatusState } from '../../validators/mutation.ts';

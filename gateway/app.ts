@@ -10,6 +10,7 @@ import { operatorRoutes, type OperatorDeps } from './operators/routes.ts';
 import { cors } from './edge/cors.ts';
 import { metricsRoute, type MetricsRouteOptions } from './metrics/route.ts';
 import { createRateLimiter, rateLimit, type RateLimit } from './edge/rate-limit.ts';
+import { webAppRoutes, type WebAppOptions } from '../web/serve.ts';
 
 export interface GatewayDeps {
   logger: Logger;
@@ -27,6 +28,8 @@ export interface GatewayDeps {
   corsOrigins?: readonly string[];
   /** `/sync/{tenant}` (gateway/sync); absent when the gateway runs without CouchDB. */
   sync?: SyncDeps | null;
+  /** The clinician web app (web/, built into web/dist): static files at /app/, `/` redirects browsers there. */
+  webApp?: WebAppOptions | null;
   limits?: {
     /** Every request, per client IP. */
     perIp?: RateLimit;
@@ -74,6 +77,8 @@ export function createGatewayApp(deps: GatewayDeps): Express {
   if (deps.devIdp) app.use('/auth', devIdentityRoutes(deps.devIdp));
   if (deps.sync) app.use('/sync', syncRouter(deps.sync));
   if (deps.metrics) app.use(metricsRoute(deps.metrics));
+  // Before the operator proxy, which would otherwise take a browser's `GET /` (its Accept has */*).
+  if (deps.webApp) app.use(webAppRoutes(deps.webApp));
   if (deps.operators) app.use(operatorRoutes(deps.operators));
   app.use('/v1', v1Proxy({ routes: deps.v1Routes }));
 

@@ -22,6 +22,7 @@ import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
 import { couchServerAs } from '../couchdb/identities.ts';
 import { openRegistrationDatabase, startRegistrationService, type RegistrationService } from '../services/registration/index.ts';
 import type { Database } from '../sql/database.ts';
+import { buildWebApp } from '../web/build.ts';
 
 export interface StackOptions {
   logger?: Logger;
@@ -33,6 +34,8 @@ export interface StackOptions {
   /** Passed to the worker; tests shorten the retry and lease timings. */
   workerTuning?: Partial<Pick<Parameters<typeof startWorker>[0], 'leaseTtlMs' | 'retry' | 'tickMs' | 'pollTimeoutMs' | 'commitTimeoutMs'>>;
   workerId?: string;
+  /** Bundle the clinician web app (web/ → web/dist, once per process) and serve it at /app/. Default: true. */
+  webApp?: boolean;
 }
 
 export interface Stack {
@@ -117,8 +120,16 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       const upstream = createUpstream({ url: couch.identities.url, auth: couch.identities.gateway });
       const watchers = createHeadWatchers({ upstream });
       closers.push(async () => watchers.close());
+      let webDir: string | null = null;
+      if (opts.webApp !== false) {
+        webDir = await buildWebApp().catch((err: Error) => {
+          logger.warn({ err: { name: err.name } }, 'web app bundle failed; /app/ is not served');
+          return null;
+        });
+      }
       const app = createGatewayApp({
         logger,
+        webApp: webDir ? { dir: webDir } : null,
         signingKeys: [key],
         devIdp: devIdp ? { users: platform.users, memberships: platform.memberships, sessions: platform.sessions, issuer } : null,
         v1Routes: [{ collection: 'patients', serviceUrl: registrationUrl }],

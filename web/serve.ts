@@ -1,0 +1,43 @@
+// Serves the built web app: static files at /app/ (the service worker's scope), and `/` sends
+// browsers there. Everything is revalidated on each load (no-cache), so a new build is picked up;
+// the service worker keeps its own app-shell cache for offline reloads (STACK-NOTES 11).
+
+import express, { Router, type Request, type Response, type NextFunction } from 'express';
+
+export interface WebAppOptions {
+  /** The built folder (web/dist). */
+  dir: string;
+}
+
+const CSP = [
+  "default-src 'self'",
+  // crypto-pouch compiles hash-wasm (WebAssembly); 'wasm-unsafe-eval' allows that and no JS eval.
+  "script-src 'self' 'wasm-unsafe-eval'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "worker-src 'self'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+export function webAppRoutes(opts: WebAppOptions): Router {
+  const router = Router();
+  router.get('/', (req: Request, res: Response, next: NextFunction) => {
+    // Only a page load (its Accept names text/html); JSON callers of `/` (CouchDB clients, Fauxton) go on.
+    if (/\btext\/html\b/.test(req.get('accept') ?? '') && req.accepts(['html', 'json']) === 'html') return res.redirect(302, '/app/');
+    next();
+  });
+  router.use(
+    '/app',
+    (_req: Request, res: Response, next: NextFunction) => {
+      res.setHeader('Content-Security-Policy', CSP);
+      res.setHeader('Cache-Control', 'no-cache');
+      next();
+    },
+    express.static(opts.dir, { index: 'index.html', redirect: true, fallthrough: false, etag: true, dotfiles: 'deny' }),
+  );
+  return router;
+}

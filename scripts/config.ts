@@ -53,7 +53,7 @@ function schemaOf(env: Env, name: string, fallback: string): string {
   return v;
 }
 
-function positiveOf(env: Env, name: string, fallback: number): number {
+export function positiveOf(env: Env, name: string, fallback: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);

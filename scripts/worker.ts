@@ -7,7 +7,7 @@
 // which tenant. PGlite is single-process, so DATABASE_URL is required. Prints one JSON line
 // `{"event":"ready",…}` on stdout once it is looking at the tenant registry.
 import { hostname } from 'node:os';
-import { readConfig, ConfigError, type FerryConfig } from './config.ts';
+import { readConfig, positiveOf, ConfigError, type FerryConfig } from './config.ts';
 import { createLogger } from '../http/log.ts';
 import { createCouchServer } from '../couchdb/client.ts';
 import { WORKER_PASSWORD_ENV, WORKER_USER } from '../couchdb/identities.ts';
@@ -31,14 +31,6 @@ export interface WorkerProcessConfig {
   tickMs: number;
 }
 
-function positive(env: Env, name: string, fallback: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${name} must be a positive number`);
-  return n;
-}
-
 export function readWorkerConfig(config: FerryConfig, env: Env = process.env): WorkerProcessConfig {
   if (!config.databaseUrl) throw new ConfigError('the worker runs as its own process only against PostgreSQL: set DATABASE_URL');
   if (!config.couchdbUrl) throw new ConfigError('set COUCHDB_URL to the CouchDB server the inboxes live on');
@@ -51,13 +43,13 @@ export function readWorkerConfig(config: FerryConfig, env: Env = process.env): W
   return {
     couchUrl: url.toString().replace(/\/+$/, ''),
     workerPassword: password,
-    platformSchema: env.FERRY_PLATFORM_SCHEMA || 'ferry_platform',
-    registrationUrl: env.FERRY_REGISTRATION_URL || `http://127.0.0.1:${config.registrationPort}`,
+    platformSchema: config.platformSchema,
+    registrationUrl: config.registrationUrl ?? `http://127.0.0.1:${config.registrationPort}`,
     workerId: env.FERRY_WORKER_ID || `${hostname()}:${process.pid}`,
-    leaseTtlMs: positive(env, 'FERRY_WORKER_LEASE_TTL_MS', 15_000),
-    retryBaseMs: positive(env, 'FERRY_WORKER_RETRY_BASE_MS', DEFAULT_RETRY_POLICY.baseMs),
-    retryMaxMs: positive(env, 'FERRY_WORKER_RETRY_MAX_MS', DEFAULT_RETRY_POLICY.maxMs),
-    tickMs: positive(env, 'FERRY_WORKER_TICK_MS', 1_000),
+    leaseTtlMs: positiveOf(env, 'FERRY_WORKER_LEASE_TTL_MS', 15_000),
+    retryBaseMs: positiveOf(env, 'FERRY_WORKER_RETRY_BASE_MS', DEFAULT_RETRY_POLICY.baseMs),
+    retryMaxMs: positiveOf(env, 'FERRY_WORKER_RETRY_MAX_MS', DEFAULT_RETRY_POLICY.maxMs),
+    tickMs: positiveOf(env, 'FERRY_WORKER_TICK_MS', 1_000),
   };
 }
 

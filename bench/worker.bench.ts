@@ -103,7 +103,8 @@ async function run(report: Report, against: 'registration service' | 'instant st
     const calls = latency.reduce((n, l) => n + l.count, 0);
     report.note(`${against}: mean service call ${((latency.reduce((s, l) => s + l.sum, 0) / calls) * 1000).toFixed(1)} ms over ${calls} calls; ${total} status docs`);
   } finally {
-    await stub?.close();
+    // The worker goes first: with the stub gone, in-flight calls would only turn into retries.
     await env.close();
+    await stub?.close();
   }
 }

@@ -4,12 +4,15 @@ import { errorHandler, notFound } from '../http/errors.ts';
 import type { Logger } from '../http/log.ts';
 import { jwksOf, type SigningKey } from '../identity/keys.ts';
 import { devIdentityRoutes, type DevIdpDeps } from './auth/dev-idp.ts';
+import { externalIdentityRoutes, type ExternalIdpDeps } from './auth/external-idp.ts';
 import { v1Proxy, type V1Route } from './v1/proxy.ts';
 import { syncRouter, type SyncDeps } from './sync/router.ts';
 import { operatorRoutes, type OperatorDeps } from './operators/routes.ts';
 import { cors } from './edge/cors.ts';
 import { metricsRoute, type MetricsRouteOptions } from './metrics/route.ts';
 import { createRateLimiter, rateLimit, type RateLimit } from './edge/rate-limit.ts';
+import { requestLog } from './edge/request-log.ts';
+import type { TokenVerifier } from '../identity/tokens.ts';
 import { webAppRoutes, type WebAppOptions } from '../web/serve.ts';
 
 export interface GatewayDeps {
@@ -17,6 +20,8 @@ export interface GatewayDeps {
   signingKeys: readonly SigningKey[];
   /** Present when the built-in dev identity provider is on. */
   devIdp: DevIdpDeps | null;
+  /** Present in external OIDC mode (`FERRY_AUTH_*`): `POST /auth/exchange` and `/auth/refresh`; never together with devIdp. */
+  externalIdp?: ExternalIdpDeps | null;
   v1Routes: readonly V1Route[];
   /** Throws when a dependency the gateway needs (CouchDB, platform database) is unreachable. */
   readiness: () => Promise<void>;
@@ -35,13 +40,18 @@ export interface GatewayDeps {
     perIp?: RateLimit;
     /** `/auth/*`, per client IP: slows password guessing. */
     authPerIp?: RateLimit;
+    /** `/v1/*`, per user. */
+    v1PerUser?: RateLimit;
   };
+  /** Verifies Ferry access tokens at the edge (`/v1` per-user limits, tenant in the logs). */
+  verifyToken?: TokenVerifier;
 }
 
 const DEFAULT_LIMITS = {
   // Generous: a clinic's devices often share one public address.
   perIp: { rate: 200, burst: 1000 },
   authPerIp: { rate: 5, burst: 30 },
+  v1PerUser: { rate: 50, burst: 200 },
 } satisfies Required<NonNullable<GatewayDeps['limits']>>;
 
 export function createGatewayApp(deps: GatewayDeps): Express {
@@ -49,6 +59,7 @@ export function createGatewayApp(deps: GatewayDeps): Express {
   app.disable('x-powered-by');
   app.set('trust proxy', false);
   app.use(correlationId());
+  app.use(requestLog(deps.logger));
   const limits = { ...DEFAULT_LIMITS, ...deps.limits };
   const ipOf = (req: Request) => req.socket.remoteAddress ?? 'unknown';
   app.use(rateLimit({ limiter: createRateLimiter(limits.perIp), keyOf: ipOf }));
@@ -75,12 +86,20 @@ export function createGatewayApp(deps: GatewayDeps): Express {
     res.json(jwksOf(deps.signingKeys));
   });
   if (deps.devIdp) app.use('/auth', devIdentityRoutes(deps.devIdp));
+  if (deps.devIdp && deps.externalIdp) throw new Error('the dev IdP and an external IdP cannot both be on');
+  if (deps.externalIdp) app.use('/auth', externalIdentityRoutes(deps.externalIdp));
   if (deps.sync) app.use('/sync', syncRouter(deps.sync));
   if (deps.metrics) app.use(metricsRoute(deps.metrics));
   // Before the operator proxy, which would otherwise take a browser's `GET /` (its Accept has */*).
   if (deps.webApp) app.use(webAppRoutes(deps.webApp));
   if (deps.operators) app.use(operatorRoutes(deps.operators));
-  app.use('/v1', v1Proxy({ routes: deps.v1Routes }));
+  app.use(
+    '/v1',
+    v1Proxy({
+      routes: deps.v1Routes,
+      ...(deps.verifyToken ? { verifyToken: deps.verifyToken, perUser: createRateLimiter(limits.v1PerUser) } : {}),
+    }),
+  );
 
   app.use(notFound());
   app.use(errorHandler(deps.logger));

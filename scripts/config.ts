@@ -28,6 +28,8 @@ export interface FerryConfig {
   registrationSchema: string;
   /** Access-token lifetime; 5 minutes in dev (DESIGN §3). */
   accessTtlSeconds: number;
+  /** Browser origins allowed to call the gateway (the app it serves itself needs none). */
+  corsOrigins: string[];
   fauxton: boolean;
   metricsToken: string | undefined;
   waitingTimeoutMs: number;
@@ -88,6 +90,10 @@ export function readConfig(env: Env = process.env): FerryConfig {
     platformSchema: schemaOf(env, 'FERRY_PLATFORM_SCHEMA', 'ferry_platform'),
     registrationSchema: schemaOf(env, 'FERRY_REGISTRATION_SCHEMA', 'ferry_registration'),
     accessTtlSeconds: positiveOf(env, 'FERRY_ACCESS_TTL_SECONDS', 300),
+    corsOrigins: (env.FERRY_CORS_ORIGINS ?? '')
+      .split(',')
+      .map((o) => o.trim())
+      .filter((o) => o !== ''),
     fauxton: !production || env.FERRY_FAUXTON === '1',
     metricsToken: env.FERRY_METRICS_TOKEN || undefined,
     waitingTimeoutMs: Number(env.FERRY_WAITING_TIMEOUT_MS ?? 7 * 24 * 3600_000),

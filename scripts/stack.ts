@@ -18,6 +18,8 @@ import { createWorkerMetrics } from '../gateway/worker/metrics.ts';
 import { createRegistry } from '../gateway/metrics/registry.ts';
 import { loadOrCreateSigningKey, jwksOf } from '../identity/keys.ts';
 import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../identity/tokens.ts';
+import { loadOrCreateOwnerSecret } from '../identity/owner.ts';
+import { createExternalTokenVerifier } from '../gateway/auth/external-idp.ts';
 import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
 import { couchServerAs } from '../couchdb/identities.ts';
 import { openRegistrationDatabase, startRegistrationService, type RegistrationService } from '../services/registration/index.ts';
@@ -68,6 +70,9 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
     const key = await loadOrCreateSigningKey(config.dataDir);
     const issuer = createTokenIssuer({ key, issuer: config.issuer, accessTtlSeconds: config.accessTtlSeconds });
     const verifier = createTokenVerifier({ jwks: jwksOf([key]), issuer: config.issuer });
+    // Which identity mode is on (DESIGN §2); the entry points add the loud dev-IdP banner.
+    if (config.externalAuth) logger.info({ component: 'auth', mode: 'external-oidc', issuer: config.externalAuth.issuer }, 'external identity provider on (POST /auth/exchange); dev IdP off');
+    else logger.info({ component: 'auth', mode: 'dev-idp' }, 'dev identity provider on (POST /auth/token)');
 
     const couch = await prepareCouch(config, platform, logger, { demoTenants: devIdp, ...(config.couchdbUrl ? {} : { reuseRunning: true }) });
     closers.push(() => couch.stop());
@@ -132,7 +137,18 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         webApp: webDir ? { dir: webDir } : null,
         signingKeys: [key],
         devIdp: devIdp ? { users: platform.users, memberships: platform.memberships, sessions: platform.sessions, issuer } : null,
+        externalIdp: config.externalAuth
+          ? {
+              memberships: platform.memberships,
+              sessions: platform.sessions,
+              issuer,
+              verify: createExternalTokenVerifier({ jwks: config.externalAuth.jwksUrl, issuer: config.externalAuth.issuer, audience: config.externalAuth.audience }),
+              ownerSecret: loadOrCreateOwnerSecret(config.dataDir),
+            }
+          : null,
         v1Routes: [{ collection: 'patients', serviceUrl: registrationUrl }],
+        verifyToken: verifier,
+        corsOrigins: config.corsOrigins,
         readiness: async () => {
           await platform.db.query('SELECT 1');
           if (!(await couchServerAs(couch.identities, 'gateway').up())) throw new Error('CouchDB unreachable');

@@ -51,6 +51,7 @@ export function syncAuthentication(opts: { verifyToken: TokenVerifier }) {
     const claims = await opts.verifyToken(token);
     const caller: Caller = { tenant: claims.tid, owner: claims.owner };
     res.locals.syncCaller = caller;
+    res.locals.tenant = caller.tenant;
     next();
   };
 }

@@ -1,6 +1,8 @@
 import { Router, raw, type Request, type Response, type NextFunction } from 'express';
 import { FerryError } from '../../validators/codes.ts';
 import { correlationOf } from '../../http/correlation.ts';
+import { bearerToken, type TokenVerifier } from '../../identity/tokens.ts';
+import type { RateLimiter } from '../edge/rate-limit.ts';
 
 // The online REST path (DESIGN §5 `/v1/*`): forwards the caller's identity and the idempotency,
 // precondition and correlation headers unchanged, strips inbound X-Ferry-*, and hands the
@@ -21,12 +23,34 @@ export interface V1ProxyOptions {
   bodyLimit?: string;
   timeoutMs?: number;
   fetch?: typeof fetch;
+  /** Checks the caller at the edge too (services check again), so limits can be per user. */
+  verifyToken?: TokenVerifier;
+  /** Per-user request budget, keyed by tenant and owner. */
+  perUser?: RateLimiter;
 }
 
 export function v1Proxy(opts: V1ProxyOptions): Router {
   const router = Router();
   const doFetch = opts.fetch ?? fetch;
   const byCollection = new Map(opts.routes.map((r) => [r.collection, r.serviceUrl.replace(/\/$/, '')]));
+  if (opts.verifyToken) {
+    const verify = opts.verifyToken;
+    router.use(function v1Authenticate(req: Request, res: Response, next: NextFunction) {
+      const token = bearerToken(req.get('authorization'));
+      if (!token) return next(new FerryError('UNAUTHENTICATED'));
+      verify(token)
+        .then((claims) => {
+          res.locals.tenant = claims.tid;
+          const limited = opts.perUser?.take(`${claims.tid}\u0000${claims.owner}`);
+          if (limited?.kind === 'limited') {
+            res.setHeader('Retry-After', String(limited.retryAfterSeconds));
+            throw new FerryError('RATE_LIMITED');
+          }
+          next();
+        })
+        .catch(next);
+    });
+  }
   router.use(raw({ type: () => true, limit: opts.bodyLimit ?? '256kb' }));
   router.use(function forwardToService(req: Request, res: Response, next: NextFunction) {
     const collection = req.path.split('/')[1] ?? '';

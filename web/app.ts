@@ -170,7 +170,7 @@ function signInScreen(message?: string): void {
         await session.close({ confirm: true });
         session = null;
       }
-      if (session && !session.closed) {
+      if (session && !session.closed && !session.locked) {
         session.sync.start();
         mainScreen();
       } else unlockScreen();
@@ -224,7 +224,10 @@ function wire(s: Session): void {
     }),
   ];
   tokens.onRevoked = () => void s.membershipRevoked().then(scheduleRefresh, showFailure);
-  for (const type of ['pointerdown', 'keydown']) addEventListener(type, () => (s.locked ? undefined : s.touch()), { passive: true });
+}
+// Activity keeps the store unlocked (the library locks it after its idle timeout).
+for (const type of ['pointerdown', 'keydown']) {
+  addEventListener(type, () => (session && !session.locked && !session.closed ? session.touch() : undefined), { passive: true });
 }
 
 let refreshQueued = false;

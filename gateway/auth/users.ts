@@ -12,6 +12,8 @@ export interface DevUser {
 export interface UserStore {
   byUsername(username: string): Promise<DevUser | null>;
   upsert(user: { id: string; username: string; password: string }): Promise<void>;
+  /** A user of the external IdP: the row the memberships need, keyed by the derived owner, with no password. */
+  ensureExternal(owner: string): Promise<void>;
 }
 
 export function createUserStore(db: Queryable): UserStore {
@@ -32,6 +34,11 @@ export function createUserStore(db: Queryable): UserStore {
          ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username, password_hash = EXCLUDED.password_hash`,
         [user.id, user.username, hash],
       );
+    },
+    async ensureExternal(owner) {
+      if (!OWNER_ID.test(owner)) throw new Error('invalid owner id');
+      // The username is the owner too: an external user has no other name here, and no PII.
+      await db.query('INSERT INTO users (id, username, password_hash) VALUES ($1, $1, NULL) ON CONFLICT (id) DO NOTHING', [owner]);
     },
   };
 }

@@ -6,6 +6,8 @@ export interface MembershipDirectory {
   set(tenant: string, userId: string, roles: readonly string[]): Promise<void>;
   remove(tenant: string, userId: string): Promise<void>;
   tenantsOf(userId: string): Promise<string[]>;
+  /** Every member of a tenant with their roles, ordered by user id. */
+  membersOf(tenant: string): Promise<Array<{ userId: string; roles: string[] }>>;
   /** True when the user holds `platform-admin` in any tenant. */
   isPlatformAdmin(userId: string): Promise<boolean>;
 }
@@ -29,6 +31,10 @@ export function createMembershipDirectory(db: Queryable): MembershipDirectory {
     async tenantsOf(userId) {
       const { rows } = await db.query<{ tenant_id: string }>('SELECT tenant_id FROM memberships WHERE user_id = $1 ORDER BY tenant_id', [userId]);
       return rows.map((r) => r.tenant_id);
+    },
+    async membersOf(tenant) {
+      const { rows } = await db.query<{ user_id: string; roles: string[] }>('SELECT user_id, roles FROM memberships WHERE tenant_id = $1 ORDER BY user_id', [tenant]);
+      return rows.map((r) => ({ userId: r.user_id, roles: r.roles }));
     },
     async isPlatformAdmin(userId) {
       const { rows } = await db.query(`SELECT 1 FROM memberships WHERE user_id = $1 AND 'platform-admin' = ANY(roles) LIMIT 1`, [userId]);

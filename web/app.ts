@@ -303,7 +303,8 @@ function patientsTable(s: Session): HTMLElement {
   const rows = entities.map((id) => {
     const view = s.entity(id);
     const latest = view.history.at(-1)!;
-    const rec = view.current ?? {};
+    // A create that never reached the server (conflict, rejected) still shows what was captured.
+    const rec = view.current ?? latest.payload;
     return h(
       'tr',
       { 'data-entity': id },
@@ -327,7 +328,7 @@ function mutationsTable(s: Session): HTMLElement {
     .mutations()
     .slice()
     .reverse()
-    .map((m) => h('tr', { 'data-mid': m.mid, 'data-state': m.state.kind }, h('td', {}, String(m.seq)), h('td', {}, m.op), h('td', {}, m.entity.slice(0, 12) + '…'), h('td', { class: `state state-${m.state.kind}` }, stateLabel(m)), h('td', {}, new Date(m.createdAt).toLocaleString())));
+    .map((m) => h('tr', { 'data-mid': m.mid, 'data-state': m.state.kind }, h('td', {}, String(m.seq)), h('td', {}, m.op), h('td', { title: m.entity }, `…${m.entity.slice(-8)}`), h('td', { class: `state state-${m.state.kind}` }, stateLabel(m)), h('td', {}, new Date(m.createdAt).toLocaleString())));
   return h(
     'section',
     {},

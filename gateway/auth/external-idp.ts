@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { Router, json } from 'express';
 import { z } from 'zod';
-import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, errors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { FerryError } from '../../validators/codes.ts';
 import { parseWith } from '../../validators/issues.ts';
 import { tenantIdSchema } from '../../validators/identity.ts';
@@ -31,9 +31,20 @@ export interface ExternalVerifierOptions {
   clockToleranceSeconds?: number;
 }
 
+class JwksUnavailable extends Error {}
+
 /** Verifies an external IdP token: signature against the JWKS, issuer, audience, expiry, sub. Every failure is the same 401. */
 export function createExternalTokenVerifier(opts: ExternalVerifierOptions): ExternalTokenVerifier {
-  const getKey = typeof opts.jwks === 'string' ? createRemoteJWKSet(new URL(opts.jwks), { cooldownDuration: 5_000, cacheMaxAge: 600_000 }) : opts.jwks;
+  const keys = typeof opts.jwks === 'string' ? createRemoteJWKSet(new URL(opts.jwks), { cooldownDuration: 5_000, cacheMaxAge: 600_000 }) : opts.jwks;
+  // An unknown key is the caller's fault (401); an IdP whose JWKS cannot be fetched or read is not (503, retry).
+  const getKey: JWTVerifyGetKey = async (header, token) => {
+    try {
+      return await keys(header, token);
+    } catch (err) {
+      if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) throw err;
+      throw new JwksUnavailable();
+    }
+  };
   return async function verifyExternalToken(token) {
     try {
       const { payload } = await jwtVerify(token, getKey, {
@@ -46,7 +57,8 @@ export function createExternalTokenVerifier(opts: ExternalVerifierOptions): Exte
       const sub = payload.sub;
       if (typeof sub !== 'string' || sub.length === 0 || sub.length > 255) throw new Error('sub');
       return { issuer: opts.issuer, sub };
-    } catch {
+    } catch (err) {
+      if (err instanceof JwksUnavailable) throw new FerryError('UNAVAILABLE');
       throw new FerryError('UNAUTHENTICATED');
     }
   };

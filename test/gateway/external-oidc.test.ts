@@ -13,6 +13,7 @@ import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../../
 import { base32, deriveOwner, loadOrCreateOwnerSecret } from '../../identity/owner.ts';
 import { readConfig, ConfigError } from '../../scripts/config.ts';
 import { silentLogger } from '../../http/log.ts';
+import { FerryError } from '../../validators/codes.ts';
 import { listen, postJson, type Listening } from '../support/http.ts';
 import { tempDir, type TempDir } from '../support/services.ts';
 import { startTestStack, type TestStack } from '../support/stack.ts';
@@ -101,6 +102,9 @@ describe('external OIDC mode', function () {
     const idpApp = express();
     idpApp.get('/jwks', (_req, res) => {
       res.json({ keys: [rsa.publicJwk, ec.publicJwk] });
+    });
+    idpApp.get('/garbage', (_req, res) => {
+      res.type('text').send('not json');
     });
     idp = await listen(idpApp);
 
@@ -254,6 +258,19 @@ describe('external OIDC mode', function () {
       const res = await exchange(gatewayB.url, await mint(rsa, { iss: OTHER_ISSUER }));
       expect(res.status).to.equal(200);
       expect((res.body as Answer).user).to.deep.equal({ id: ownerB, tenant: 'north', roles: ['viewer'] });
+    });
+
+    it('answers 503, not 401, when the IdP JWKS cannot be fetched or read', async function () {
+      const token = await mint(rsa);
+      for (const jwks of [`${idp.url}/missing`, `${idp.url}/garbage`, 'http://127.0.0.1:1/jwks']) {
+        const verify = createExternalTokenVerifier({ jwks, issuer: ISSUER, audience: AUDIENCE });
+        const err = await verify(token).then(
+          () => null,
+          (e: unknown) => e,
+        );
+        expect(err, jwks).to.be.instanceOf(FerryError);
+        expect((err as FerryError).code, jwks).to.equal('UNAVAILABLE');
+      }
     });
 
     it('validates the body after the token', async function () {

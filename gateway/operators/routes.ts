@@ -138,7 +138,7 @@ export function operatorRoutes(deps: OperatorDeps): Router {
   router.use(function operatorProxy(req: Request, res: Response, next: NextFunction) {
     if (!isOperatorPath(req.path)) return next();
     // `/` is the clinician app for everyone else; only an operator's JSON call goes to CouchDB.
-    if (req.path === '/' && !req.accepts('json')) return next();
+    if (req.path === '/' && req.accepts(['html', 'json']) !== 'json') return next();
     platformAdminOf(req)
       .then((admin) => {
         if (!admin) {

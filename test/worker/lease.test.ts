@@ -91,9 +91,10 @@ describe('worker: leases and fencing', function () {
   });
 
   it('a standby takes over when the holder stops, and carries on where it left off', async () => {
-    const first = await env.startWorker({ workerId: 'holder', leaseTtlMs: 1_500 });
+    // A TTL well above event-loop pauses of a loaded CI machine, so the holder keeps its lease until it stops.
+    const first = await env.startWorker({ workerId: 'holder', leaseTtlMs: 6_000 });
     await waitUntil(async () => first.held().includes('north'));
-    const standby = await env.startWorker({ workerId: 'standby', leaseTtlMs: 1_500 });
+    const standby = await env.startWorker({ workerId: 'standby', leaseTtlMs: 6_000 });
     await new Promise((r) => setTimeout(r, 1_000));
     expect(standby.held()).to.not.include('north');
     expect(standby.metrics.lease.get({ tenant: 'north', state: 'standby' })).to.equal(1);
@@ -101,7 +102,7 @@ describe('worker: leases and fencing', function () {
     await env.push('north', [c]);
     await env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');
     await first.stop();
-    await waitUntil(async () => standby.held().includes('north'), 10_000);
+    await waitUntil(async () => standby.held().includes('north'), 30_000);
     const u = mutationDoc({ owner: 'ada', tenant: 'north', entity: c.entity, op: 'patient.update', after: c.mid, baseVersion: 1, payload: patientPayload() });
     await env.push('north', [u]);
     const s = await env.waitStatus('north', 'ada', u.mid, (x) => x.state === 'committed');

@@ -212,6 +212,19 @@ class SessionImpl implements Session {
     this.remote = guardRemoteInfo(new options.PouchDB(syncUrl, { skip_setup: true, fetch: this.authFetch } as PouchDB.Configuration.RemoteDatabaseConfiguration));
   }
 
+  /** What live sync and one-shot sync share: the stores, the owner and how outcomes come back. */
+  private replicationOf(db: Db) {
+    return {
+      db,
+      remote: this.remote,
+      owner: this.owner,
+      batchSize: this.options.batchSize ?? 100,
+      onDenied: (docId: string, reason: string) => void this.onDenied(docId, reason),
+      halted: () => this.halt,
+      reachable: () => this.reachable,
+    };
+  }
+
   get device(): string {
     return this.deviceId;
   }
@@ -251,15 +264,7 @@ class SessionImpl implements Session {
       const since = (await db.info()).update_seq;
       await this.load(db, index);
       const loop = new ConnectionLoop({
-        connect: replicationConnector({
-          db,
-          remote: this.remote,
-          owner: this.owner,
-          batchSize: this.options.batchSize ?? 100,
-          onDenied: (docId, reason) => void this.onDenied(docId, reason),
-          halted: () => this.halt,
-          reachable: () => this.reachable,
-        }),
+        connect: replicationConnector(this.replicationOf(db)),
         backoff: { ...DEFAULT_BACKOFF, ...this.options.backoff },
         scheduler: this.scheduler,
         online: this.options.online === undefined ? browserOnlineSource() : this.options.online,
@@ -572,15 +577,7 @@ class SessionImpl implements Session {
     once: async () => {
       const open = this.requireOpen();
       this.halt = null;
-      return syncOnce({
-        db: open.db,
-        remote: this.remote,
-        owner: this.owner,
-        batchSize: this.options.batchSize ?? 100,
-        onDenied: (docId, reason) => void this.onDenied(docId, reason),
-        halted: () => this.halt,
-        reachable: () => this.reachable,
-      });
+      return syncOnce(this.replicationOf(open.db));
     },
     kick: () => this.open?.loop.kick(),
   }))(this);

@@ -9,6 +9,7 @@ import {
   openDevice,
   recordingFetch,
   startAcceptanceStack,
+  demographics,
   syntheticPatient,
   v1,
   waitFor,
@@ -22,10 +23,6 @@ import { createTokenIssuer } from '../../identity/tokens.ts';
 import { requireNats } from '../support/services.ts';
 import type { TestStack } from '../support/stack.ts';
 
-const SYSTEM_FIELDS = ['id', 'tenant', 'version', 'createdAt', 'updatedAt'];
-function demographics(record: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(record).filter(([k]) => !SYSTEM_FIELDS.includes(k)));
-}
 
 describe('acceptance: spec §6 edge cases (full stack)', function () {
   this.timeout(90_000);

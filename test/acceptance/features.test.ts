@@ -12,6 +12,7 @@ import {
   recordingFetch,
   startAcceptanceStack,
   startDroppingProxy,
+  demographics,
   syntheticPatient,
   v1,
   waitFor,
@@ -28,11 +29,6 @@ import { streamEvents, streamLastSeq } from '../../harness/collect.ts';
 import { requireNats, TEST_NATS_URL } from '../support/services.ts';
 import type { TestStack } from '../support/stack.ts';
 
-const SYSTEM_FIELDS = ['id', 'tenant', 'version', 'createdAt', 'updatedAt'];
-/** A server record's demographics: what a full-representation update carries. */
-function demographics(record: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(record).filter(([k]) => !SYSTEM_FIELDS.includes(k)));
-}
 
 describe('acceptance (spec §7 Gherkin features, full stack)', function () {
   this.timeout(90_000);

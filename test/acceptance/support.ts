@@ -286,3 +286,9 @@ export async function v1(url: string, token: string, method: string, path: strin
   });
   return { status: res.status, body: ((await res.json().catch(() => ({}))) ?? {}) as Record<string, unknown>, headers: res.headers };
 }
+
+const SYSTEM_FIELDS = ['id', 'tenant', 'version', 'createdAt', 'updatedAt'];
+/** A server record's demographics: what a full-representation update carries. */
+export function demographics(record: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(record).filter(([k]) => !SYSTEM_FIELDS.includes(k)));
+}

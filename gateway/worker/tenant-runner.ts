@@ -189,13 +189,24 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     trackPending(row);
   };
 
+  /**
+   * Looks at a pending mutation again now. Until that look is over, and for a while if it fails,
+   * the tick leaves the row alone; after that it tries again, so a failed look is never lost.
+   */
+  const lookAgain = (row: PendingRow, now: number) => {
+    pendingRows.set(rowKey(row), { ...row, nextAttemptAt: now + Math.max(options.tickMs, 1_000) });
+    schedule(row.entity, { owner: row.owner, mid: row.mid, source: 'pending' }).catch((err: unknown) => {
+      if (!stopped && !(err instanceof LeaseLost)) logger.warn({ tenant, mid: row.mid, err: (err as Error).message }, 'pending mutation failed; will look again');
+    });
+  };
+
   /** Waiting mutations whose predecessor just settled (or arrived) are looked at again. */
   const wake = (mid: string) => {
     const set = waiters.get(mid);
     if (!set || set.size === 0) return;
     for (const w of [...set]) {
       const row = pendingRows.get(w);
-      if (row) void schedule(row.entity, { owner: row.owner, mid: row.mid, source: 'pending' }).catch(() => undefined);
+      if (row) lookAgain(row, clock());
     }
   };
 
@@ -434,18 +445,17 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     const now = clock();
     for (const row of pendingRows.values()) {
       if (row.nextAttemptAt > now) continue;
-      // Not picked again until this look is over or fails.
-      pendingRows.set(rowKey(row), { ...row, nextAttemptAt: now + Math.max(options.tickMs, 1_000) });
-      schedule(row.entity, { owner: row.owner, mid: row.mid, source: 'pending' }).catch((err: unknown) => {
-        if (!stopped && !(err instanceof LeaseLost)) logger.warn({ tenant, mid: row.mid, err: (err as Error).message }, 'pending mutation failed; will look again');
-      });
+      lookAgain(row, now);
     }
   };
 
   const run = async () => {
     try {
       await writer.healHead();
-      for (const row of await pending.list(tenant)) trackPending(row);
+      // A predecessor may have settled under the previous holder after the checkpoint passed it,
+      // with the wake-up lost: every waiting row is looked at once now, not only at its timeout.
+      const now = clock();
+      for (const row of await pending.list(tenant)) trackPending(row.state === 'waiting' ? { ...row, nextAttemptAt: Math.min(row.nextAttemptAt, now) } : row);
       reportDepth();
       tick = setInterval(onTick, options.tickMs);
       onTick();

@@ -1,0 +1,110 @@
+import { expect } from 'chai';
+import type { Worker } from '../../gateway/worker/worker.ts';
+import { requirePostgres } from '../support/services.ts';
+import { mutationDoc, newEntity, patientPayload, startEnv, waitUntil, type Env } from './fixture.ts';
+
+// A `waiting` mutation whose predecessor has settled must be looked at again soon, not only when the
+// waiting timeout (7 days by default) passes: neither when the look its predecessor woke failed,
+// nor when the worker that settled the predecessor stopped before that look was over.
+
+describe('worker: waking waiting mutations', function () {
+  this.timeout(120_000);
+  let env: Env;
+
+  before(async function () {
+    this.timeout(120_000);
+    await requirePostgres(this);
+    env = await startEnv({ tenants: ['north'] });
+  });
+  after(async () => {
+    await env?.close();
+  });
+
+  /** Answers the first create with 503 (so its successor waits), then passes through; `onCommitted` runs on the first 201. */
+  function flakyFetch(onCommitted: () => void): typeof fetch {
+    let first = true;
+    let committed = false;
+    return (async (input: RequestInfo | URL, init?: RequestInit) => {
+      if (init?.method === 'POST' && first) {
+        first = false;
+        return new Response(JSON.stringify({ code: 'UNAVAILABLE' }), { status: 503, headers: { 'content-type': 'application/json' } });
+      }
+      const res = await fetch(input, init);
+      if (init?.method === 'POST' && res.status === 201 && !committed) {
+        committed = true;
+        onCommitted();
+      }
+      return res;
+    }) as typeof fetch;
+  }
+
+  const pair = () => {
+    const c = mutationDoc({ owner: 'ada', tenant: 'north', entity: newEntity(), op: 'patient.create', payload: patientPayload() });
+    const u = mutationDoc({ owner: 'ada', tenant: 'north', entity: c.entity, op: 'patient.update', after: c.mid, baseVersion: 1, payload: patientPayload() });
+    return { c, u };
+  };
+
+  it('a woken look that fails is tried again at the next tick', async () => {
+    let failNext = false;
+    const memberships = Object.create(env.platform.memberships) as typeof env.platform.memberships;
+    memberships.rolesOf = async (tenant, user) => {
+      if (failNext) {
+        failNext = false;
+        throw new Error('platform database blip');
+      }
+      return env.platform.memberships.rolesOf(tenant, user);
+    };
+    const worker: Worker = await env.startWorker({
+      platform: { ...env.platform, memberships },
+      fetch: flakyFetch(() => (failNext = true)),
+      waitingTimeoutMs: 7 * 24 * 3600_000,
+    });
+    try {
+      const { c, u } = pair();
+      await env.push('north', [c, u]);
+      await env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');
+      const s = await env.waitStatus('north', 'ada', u.mid, (x) => x.state === 'committed', 10_000);
+      expect(s.attempts).to.equal(1);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('a worker that takes over looks at waiting mutations whose predecessor settled under its predecessor', async () => {
+    let hold = false;
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((r) => (release = r));
+    const memberships = Object.create(env.platform.memberships) as typeof env.platform.memberships;
+    memberships.rolesOf = async (tenant, user) => {
+      if (hold) {
+        hold = false;
+        await released; // the worker stops while the woken look is still under way
+        throw new Error('stopped');
+      }
+      return env.platform.memberships.rolesOf(tenant, user);
+    };
+    const first = await env.startWorker({
+      workerId: 'first',
+      platform: { ...env.platform, memberships },
+      fetch: flakyFetch(() => (hold = true)),
+      waitingTimeoutMs: 7 * 24 * 3600_000,
+    });
+    await waitUntil(async () => first.held().includes('north'));
+    const { c, u } = pair();
+    await env.push('north', [c, u]);
+    await env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');
+    await waitUntil(async () => !hold, 5_000); // the woken look of `u` is stuck in rolesOf
+    const stopping = first.stop();
+    release();
+    await stopping;
+    expect((await env.status('north', 'ada', u.mid))!.state).to.equal('waiting');
+
+    const second = await env.startWorker({ workerId: 'second', waitingTimeoutMs: 7 * 24 * 3600_000 });
+    try {
+      const s = await env.waitStatus('north', 'ada', u.mid, (x) => x.state === 'committed', 15_000);
+      expect(s.attempts).to.equal(1);
+    } finally {
+      await second.stop();
+    }
+  });
+});

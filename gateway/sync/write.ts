@@ -121,7 +121,15 @@ type BulkResult = { id?: string; rev?: string; ok?: boolean; error?: string; rea
  * only the accepted ones are written to the tenant inbox.
  */
 export function bulkDocs(deps: WriteDeps) {
-  return async function bulkDocsHandler(ctx: SyncContext): Promise<void> {
+  const serial = perKeySerializer();
+  // Load-then-decide-then-write is only sound one push at a time per user: two concurrent pushes of
+  // one id would both find it absent and write two roots (a real CouchDB's VDU sees no oldDoc for a
+  // new root, so nothing upstream would stop the second).
+  return function bulkDocsHandler(ctx: SyncContext): Promise<void> {
+    return serial(`${ctx.caller.tenant}\u0000${ctx.caller.owner}`, () => bulkDocsOnce(ctx));
+  };
+
+  async function bulkDocsOnce(ctx: SyncContext): Promise<void> {
     const body: unknown = ctx.req.body;
     if (!isRecord(body) || !Array.isArray(body.docs)) throw badRequest();
     if (body.new_edits !== undefined && typeof body.new_edits !== 'boolean') throw badRequest();
@@ -182,6 +190,25 @@ export function bulkDocs(deps: WriteDeps) {
       return written[i++] ?? { id: String(d.doc._id), error: 'unknown_error', reason: 'No answer from the database.' };
     });
     sendJson(ctx.res, 201, answer);
+  }
+}
+
+/** Runs the `fn`s of one key one after another (within this process); other keys are not held up. */
+function perKeySerializer() {
+  const tails = new Map<string, Promise<void>>();
+  return async function serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = tails.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const tail = prev.then(() => mine);
+    tails.set(key, tail);
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (tails.get(key) === tail) tails.delete(key);
+    }
   };
 }
 

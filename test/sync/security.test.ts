@@ -352,6 +352,23 @@ describe('sync: security suite', function () {
       expect(again.json).to.deep.equal([]);
     });
 
+    it('concurrent pushes of one id with different roots leave a single root (no check-then-write race)', async function () {
+      for (let round = 0; round < 5; round++) {
+        const doc = mutation('ada');
+        const roots = Array.from({ length: 8 }, (_, i) => `1-${String((i + round) % 10).repeat(32)}`);
+        // With and without the replicator's _revs_diff first (which remembers the id as absent).
+        if (round % 2) await call(`${base}/_revs_diff`, { token: ada, body: { [doc._id]: roots } });
+        const answers = await Promise.all(
+          roots.map((r, i) => call(`${base}/_bulk_docs`, { token: ada, body: { new_edits: false, docs: [{ ...doc, _rev: r, ...(i % 2 ? { payload: { n: i } } : {}) }] } })),
+        );
+        const leaves = (await inbox().get(doc._id, { open_revs: 'all' })) as unknown as Array<{ ok: { _rev: string } }>;
+        expect(leaves.map((l) => l.ok._rev), `round ${round}`).to.have.length(1);
+        // Exactly one push is accepted; every other one is refused by the gateway itself, not left to upstream.
+        expect(answers.filter((a) => Array.isArray(a.json) && (a.json as unknown[]).length === 0), `round ${round}`).to.have.length(1);
+        for (const a of answers.filter((x) => (x.json as unknown[]).length > 0)) expect(a.json).to.deep.equal([{ id: doc._id, error: 'forbidden', reason: 'Mutations are immutable once written.' }]);
+      }
+    });
+
     it('the other tenant’s inbox is unreachable with a north token, for reads and writes', async function () {
       for (const [method, path, body] of [
         ['GET', '', undefined],

@@ -56,6 +56,8 @@ export function v1Proxy(opts: V1ProxyOptions): Router {
     const collection = req.path.split('/')[1] ?? '';
     const base = byCollection.get(collection);
     if (!base) return next(new FerryError('NOT_FOUND'));
+    // The service's URL parser would resolve `..`/`.` segments (also as `%2e`) and `\`, leaving the collection.
+    if (!staysInPlace(req.originalUrl)) return next(new FerryError('NOT_FOUND'));
     // req.originalUrl is already percent-encoded; the path is re-based, never decoded and rebuilt.
     const url = `${base}${req.originalUrl}`;
     const headers: Record<string, string> = {};
@@ -84,4 +86,15 @@ export function v1Proxy(opts: V1ProxyOptions): Router {
       .catch(() => next(new FerryError('UNAVAILABLE')));
   });
   return router;
+}
+
+/** False when the raw path holds a `\\` or a segment that is `.` or `..` once decoded. */
+function staysInPlace(originalUrl: string): boolean {
+  const q = originalUrl.indexOf('?');
+  const path = q === -1 ? originalUrl : originalUrl.slice(0, q);
+  if (path.includes('\\')) return false;
+  return path.split('/').every((segment) => {
+    const s = segment.toLowerCase().replace(/%2e/g, '.');
+    return s !== '.' && s !== '..';
+  });
 }

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { createServer, type Server } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { v7 as uuidv7 } from 'uuid';
 import { createGatewayApp } from '../../gateway/app.ts';
@@ -15,6 +15,7 @@ describe('/v1 pass-through', function () {
   let echoUrl: string;
   let gateway: Listening;
   let token: string;
+  let issuer: ReturnType<typeof createTokenIssuer>;
 
   before(async function () {
     echo = createServer((req, res) => {
@@ -28,7 +29,7 @@ describe('/v1 pass-through', function () {
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
     echoUrl = `http://127.0.0.1:${(echo.address() as AddressInfo).port}`;
     const key = await generateSigningKey();
-    const issuer = createTokenIssuer({ key, issuer: 'ferry-test' });
+    issuer = createTokenIssuer({ key, issuer: 'ferry-test' });
     token = await issuer.mintAccess({ sub: 'ada', owner: 'ada', tid: 'north', roles: ['registrar'], sid: 's' });
     gateway = await listen(
       createGatewayApp({
@@ -83,6 +84,27 @@ describe('/v1 pass-through', function () {
     const anonymous = await fetch(`${gateway.url}/v1/patients/pat_y`);
     expect(anonymous.status).to.equal(401);
     expect(await anonymous.json()).to.include({ code: 'UNAUTHENTICATED' });
+  });
+
+  it('a path cannot climb out of its collection on the service (`..`, `%2e%2e`)', async function () {
+    // Raw request paths: fetch() would normalise `..` on the client side already.
+    const climber = await issuer.mintAccess({ sub: 'ben', owner: 'ben', tid: 'north', roles: ['registrar'], sid: 's' });
+    const rawGet = (path: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const u = new URL(gateway.url);
+        const req = request({ host: u.hostname, port: u.port, path, headers: { authorization: `Bearer ${climber}` } }, (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    for (const path of ['/v1/patients/../admin', '/v1/patients/%2e%2e/%2e%2e/internal', '/v1/patients\\..\\..\\admin']) {
+      const res = await rawGet(path);
+      expect(res.status, path).to.be.oneOf([200, 404]);
+      if (res.status === 200) expect((JSON.parse(res.body) as { url: string }).url, path).to.match(/^\/v1\/patients(\/|$)/);
+    }
   });
 
   it('limits each user with 429 and Retry-After', async function () {

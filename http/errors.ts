@@ -1,7 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { FerryError } from '../validators/codes.ts';
 import { correlationOf } from './correlation.ts';
-import type { Logger } from './log.ts';
+import { loggableError, type Logger } from './log.ts';
 
 /** Maps anything thrown to a FerryError; body-parser's own errors keep their meaning. */
 export function toFerryError(err: unknown): FerryError {
@@ -24,9 +24,7 @@ export function errorHandler(logger: Logger) {
     const ferry = toFerryError(err);
     const correlationId = correlationOf(res);
     if (ferry.status >= 500) {
-      // The error object may carry driver messages; log its name and stack, never request data.
-      const e = err as Error;
-      logger.error({ correlationId, method: req.method, route: req.route?.path, err: { name: e?.name, stack: e?.stack } }, 'request failed');
+      logger.error({ correlationId, method: req.method, route: req.route?.path, err: loggableError(err) }, 'request failed');
     }
     if (res.headersSent) {
       res.end();

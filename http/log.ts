@@ -34,3 +34,22 @@ export function createLogger(name: string, opts: LogOptions = {}): Logger {
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
+
+/**
+ * An error as it may be logged: its name, a driver code if any, and the stack frames without the
+ * message line. Driver messages can quote submitted values (`invalid input syntax … "…"`), so the
+ * message itself never reaches a log.
+ */
+export function loggableError(err: unknown): { name: string; code?: string; frames?: string } {
+  const e = err as { name?: unknown; code?: unknown; stack?: unknown } | null;
+  const name = typeof e?.name === 'string' ? e.name : 'Error';
+  const code = typeof e?.code === 'string' ? e.code : undefined;
+  const frames =
+    typeof e?.stack === 'string'
+      ? e.stack
+          .split('\n')
+          .filter((line) => /^\s+at /.test(line))
+          .join('\n')
+      : undefined;
+  return { name, ...(code ? { code } : {}), ...(frames ? { frames } : {}) };
+}

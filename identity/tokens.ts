@@ -70,6 +70,11 @@ export interface TokenVerifierOptions {
   issuer: string;
   audience?: string;
   clockToleranceSeconds?: number;
+  /**
+   * Delegated tokens (with `act`) are for services only: the worker calls them on a user's behalf.
+   * The gateway refuses them, so a service that sees one cannot replay it at the public edge.
+   */
+  delegated?: 'accept' | 'refuse';
 }
 
 /**
@@ -94,6 +99,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       });
       const parsed = accessClaimsSchema.safeParse(payload);
       if (!parsed.success) throw new Error('claims');
+      if (parsed.data.act && opts.delegated === 'refuse') throw new Error('delegated');
       return parsed.data;
     } catch {
       throw new FerryError('UNAUTHENTICATED');

@@ -69,7 +69,9 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
 
     const key = await loadOrCreateSigningKey(config.dataDir);
     const issuer = createTokenIssuer({ key, issuer: config.issuer, accessTtlSeconds: config.accessTtlSeconds });
-    const verifier = createTokenVerifier({ jwks: jwksOf([key]), issuer: config.issuer });
+    // The edge refuses delegated (worker → service) tokens; services accept them.
+    const verifier = createTokenVerifier({ jwks: jwksOf([key]), issuer: config.issuer, delegated: 'refuse' });
+    const serviceVerifier = createTokenVerifier({ jwks: jwksOf([key]), issuer: config.issuer });
     // Which identity mode is on (DESIGN §2); the entry points add the loud dev-IdP banner.
     if (config.externalAuth) logger.info({ component: 'auth', mode: 'external-oidc', issuer: config.externalAuth.issuer }, 'external identity provider on (POST /auth/exchange); dev IdP off');
     else logger.info({ component: 'auth', mode: 'dev-idp' }, 'dev identity provider on (POST /auth/token)');
@@ -91,7 +93,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       registration = await startRegistrationService({
         db,
         // In one process the service is handed the platform's public keys; run apart, it fetches the JWKS.
-        verifier,
+        verifier: serviceVerifier,
         logger,
         host: '127.0.0.1',
         port: config.registrationPort,

@@ -34,6 +34,15 @@ export function isOperatorPath(path: string): boolean {
   return COUCH_ENDPOINTS.has(first) || DB_NAME.test(first);
 }
 
+/** The host of an Origin header; null for `null` or anything unparsable. */
+function originHost(origin: string): string | null {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return null;
+  }
+}
+
 function decodeURIComponentSafe(s: string): string | null {
   try {
     return decodeURIComponent(s);
@@ -150,7 +159,7 @@ export function operatorRoutes(deps: OperatorDeps): Router {
         }
         // SameSite=Strict already blocks cross-site cookies; a foreign Origin on a write is refused too.
         const origin = req.get('origin');
-        if (origin && req.method !== 'GET' && req.method !== 'HEAD' && new URL(origin).host !== req.get('host')) throw new FerryError('FORBIDDEN');
+        if (origin && req.method !== 'GET' && req.method !== 'HEAD' && originHost(origin) !== req.get('host')) throw new FerryError('FORBIDDEN');
         if (req.path === '/_session' && req.method === 'DELETE') {
           const sid = cookieOf(req, ADMIN_COOKIE);
           if (sid) void deps.sessions.close(sid);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import { correlationOf } from '../../http/correlation.ts';
 import { toFerryError } from '../../http/errors.ts';
-import { silentLogger, type Logger } from '../../http/log.ts';
+import { loggableError, silentLogger, type Logger } from '../../http/log.ts';
 import { bearerToken, type TokenVerifier } from '../../identity/tokens.ts';
 import { FerryError } from '../../validators/codes.ts';
 import { changes } from './changes.ts';
@@ -63,8 +63,7 @@ export function syncErrors(opts: { logger?: Logger } = {}) {
     const ferry = toFerryError(err);
     const correlationId = correlationOf(res);
     if (ferry.status >= 500) {
-      const e = err as Error;
-      logger.error({ correlationId, method: req.method, route: 'sync', err: { name: e?.name, stack: e?.stack } }, 'sync request failed');
+      logger.error({ correlationId, method: req.method, route: 'sync', err: loggableError(err) }, 'sync request failed');
     }
     if (res.headersSent) {
       res.end();

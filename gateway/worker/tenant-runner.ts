@@ -1,3 +1,4 @@
+import { loggableError } from '../../http/log.ts';
 import { CouchError, type ChangeRow, type ChangesPage, type CouchDb } from '../../couchdb/client.ts';
 import type { Logger } from '../../http/log.ts';
 import { isTerminal, mutationDocId, parseInboxDocId, type StatusOutcome, type StatusState } from '../../validators/mutation.ts';
@@ -196,7 +197,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
   const lookAgain = (row: PendingRow, now: number) => {
     pendingRows.set(rowKey(row), { ...row, nextAttemptAt: now + Math.max(options.tickMs, 1_000) });
     schedule(row.entity, { owner: row.owner, mid: row.mid, source: 'pending' }).catch((err: unknown) => {
-      if (!stopped && !(err instanceof LeaseLost)) logger.warn({ tenant, mid: row.mid, err: (err as Error).message }, 'pending mutation failed; will look again');
+      if (!stopped && !(err instanceof LeaseLost)) logger.warn({ tenant, mid: row.mid, err: loggableError(err) }, 'pending mutation failed; will look again');
     });
   };
 
@@ -426,7 +427,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
           continue;
         }
         failures++;
-        logger.warn({ tenant, err: (err as Error).message, failures }, 'worker feed failed; resuming from the checkpoint');
+        logger.warn({ tenant, err: loggableError(err), failures }, 'worker feed failed; resuming from the checkpoint');
         // Start again from the durable checkpoint once queued work is over; terminal mutations
         // are skipped on the way.
         await Promise.race([queue.idle(), sleep(30_000)]);
@@ -461,7 +462,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       onTick();
       await feedLoop();
     } catch (err) {
-      if (!(err instanceof LeaseLost) && !stopped) logger.error({ tenant, err: (err as Error).message }, 'tenant runner failed');
+      if (!(err instanceof LeaseLost) && !stopped) logger.error({ tenant, err: loggableError(err) }, 'tenant runner failed');
       else logger.info({ tenant }, 'tenant runner stopping: lease lost');
     } finally {
       stopped = true;

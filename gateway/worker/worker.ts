@@ -1,7 +1,7 @@
 import type { CouchServer } from '../../couchdb/client.ts';
 import { inboxName } from '../../couchdb/provision.ts';
 import type { TokenIssuer } from '../../identity/tokens.ts';
-import { silentLogger, type Logger } from '../../http/log.ts';
+import { loggableError, silentLogger, type Logger } from '../../http/log.ts';
 import type { Platform } from '../platform/open.ts';
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from './backoff.ts';
 import { createLeaseStore, LeaseLost, type Fence } from './lease.ts';
@@ -148,7 +148,7 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
     try {
       await check();
     } catch (err) {
-      logger.warn({ err: (err as Error).message }, 'worker lease check failed');
+      logger.warn({ err: loggableError(err) }, 'worker lease check failed');
     }
     if (!stopping) timer = setTimeout(() => void loop(), checkEvery);
   };

@@ -33,6 +33,15 @@ describe('token verification refuses every forgery', function () {
     expect(delegated.act).to.deep.equal({ sub: WORKER_ACTOR });
   });
 
+  it('refuses delegated tokens where the edge asks it to, and only there', async function () {
+    const issuer = createTokenIssuer({ key, issuer: 'ferry-test' });
+    const delegated = await issuer.mintDelegated({ sub: 'ada', owner: 'ada', tid: 'north', roles: ['registrar'] });
+    const edge = createTokenVerifier({ jwks: jwksOf([key]), issuer: 'ferry-test', delegated: 'refuse' });
+    await rejects(edge(delegated));
+    expect(await edge(await issuer.mintAccess(grant))).to.include({ owner: 'ada' });
+    expect(await verify(delegated)).to.have.property('act');
+  });
+
   it('refuses alg: none', async function () {
     const header = base64url.encode(JSON.stringify({ alg: 'none', typ: 'JWT' }));
     const payload = base64url.encode(JSON.stringify({ ...grant, iss: 'ferry-test', aud: 'ferry', exp: Math.floor(Date.now() / 1000) + 60 }));

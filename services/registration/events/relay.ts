@@ -1,6 +1,6 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
-import { silentLogger, type Logger } from '../../../http/log.ts';
+import { loggableError, silentLogger, type Logger } from '../../../http/log.ts';
 import type { Queryable } from '../../../sql/database.ts';
 import { backoffDelay, type BackoffPolicy } from '../../../retry/backoff.ts';
 import type { PatientEvent } from './outbox.ts';
@@ -145,7 +145,7 @@ export function createOutboxRelay(opts: RelayOptions): OutboxRelay {
         // A stream lost with its server must be recreated, so check it again on the next try.
         streamReady = false;
         const e = err as Error;
-        if (failures === 1 || failures % 20 === 0) logger.warn({ component: 'registration-relay', failures, err: { name: e?.name, message: e?.message } }, 'relay cannot publish; events wait in the outbox');
+        if (failures === 1 || failures % 20 === 0) logger.warn({ component: 'registration-relay', failures, err: loggableError(e) }, 'relay cannot publish; events wait in the outbox');
         await sleep(backoffDelay(failures, backoff));
       }
     }

@@ -215,7 +215,8 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
 
   const lookupPredecessor = async (owner: string, after: string): Promise<Predecessor> => {
     const k = known.get(`${owner}:${after}`);
-    if (k && k.state !== null) return { kind: 'found', owner: k.owner, entity: k.entity, state: k.state };
+    // An entry cached without its entity cannot answer the "another entity" check: read the doc.
+    if (k && k.state !== null && k.entity !== null) return { kind: 'found', owner: k.owner, entity: k.entity, state: k.state };
     const doc = await inbox.get<Record<string, unknown>>(mutationDocId(owner, after));
     if (doc) {
       const st = await statuses.read(owner, after);

@@ -9,7 +9,7 @@ import { mutationDoc, newEntity, patientPayload, startEnv, waitUntil, type Env }
 
 describe('worker: waking waiting mutations', function () {
   // Each case is bounded well below this; a stall seen once in a full-suite CI run (not reproduced
-  // alone or in 10 further runs) is under investigation, so a case may run a second time.
+  // in five further runs, alone or with the suites before it) is under investigation, so a case may run a second time.
   this.timeout(90_000);
   this.retries(1);
   let env: Env;

@@ -479,7 +479,10 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     async stop() {
       stopped = true;
       abort.abort();
-      await done;
+      // Bounded: a runner stuck in a call with no deadline must not hold up a shutdown or a
+      // handover. Whatever it still does after this is fenced out once its lease is released.
+      const gaveUp = await Promise.race([done.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 15_000).unref())]);
+      if (gaveUp) logger.warn({ tenant }, 'tenant runner did not stop in time; its lease is released and it is fenced out');
     },
   };
 }

@@ -1,3 +1,4 @@
+import { requirePostgres } from '../support/services.ts';
 import { randomBytes } from 'node:crypto';
 import { v7 as uuidv7 } from 'uuid';
 import { createCouchServer, type CouchServer } from '../../couchdb/client.ts';
@@ -296,4 +297,26 @@ export async function serviceCounts(db: Database, entity?: string): Promise<{ pa
     data = r.rows[0]?.data ?? null;
   }
   return { patients: Number(p.rows[0]!.n), events: Number(e.rows[0]!.n), version, data };
+}
+
+/**
+ * One environment on PostgreSQL shared by a suite: registers its `before` (skips locally and
+ * fails in CI without PostgreSQL) and `after` hooks. Read `.env` inside tests.
+ */
+export function sharedEnv(opts: EnvOptions): { readonly env: Env } {
+  let env: Env | undefined;
+  before(async function () {
+    this.timeout(120_000);
+    await requirePostgres(this);
+    env = await startEnv(opts);
+  });
+  after(async () => {
+    await env?.close();
+  });
+  return {
+    get env(): Env {
+      if (!env) throw new Error('the shared environment is not started');
+      return env;
+    },
+  };
 }

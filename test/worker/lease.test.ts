@@ -5,8 +5,7 @@ import { createPositionStore } from '../../gateway/worker/position.ts';
 import { migrateWorker } from '../../gateway/worker/schema.ts';
 import { createStatusWriter } from '../../gateway/worker/status-writer.ts';
 import { statusDocFor } from '../../gateway/worker/status.ts';
-import { requirePostgres } from '../support/services.ts';
-import { mutationDoc, newEntity, newMid, patientPayload, startEnv, waitUntil, type Env } from './fixture.ts';
+import { mutationDoc, newEntity, newMid, patientPayload, sharedEnv, waitUntil } from './fixture.ts';
 
 // Leases and fencing: one holder per tenant, a standby that takes over, and a worker whose lease
 // lapsed can write nothing: not the pending table, not the checkpoint, not counters, not status
@@ -14,24 +13,15 @@ import { mutationDoc, newEntity, newMid, patientPayload, startEnv, waitUntil, ty
 
 describe('worker: leases and fencing', function () {
   this.timeout(120_000);
-  let env: Env;
+  const shared = sharedEnv({ tenants: ['north'] });
 
-  before(async function () {
-    this.timeout(120_000);
-    await requirePostgres(this);
-    env = await startEnv({ tenants: ['north'] });
-  });
-  after(async () => {
-    await env?.close();
-  });
-
-  const expire = (tenant: string) => env.platform.db.query(`UPDATE worker_leases SET expires_at = now() - interval '1 second' WHERE tenant = $1`, [tenant]);
+  const expire = (tenant: string) => shared.env.platform.db.query(`UPDATE worker_leases SET expires_at = now() - interval '1 second' WHERE tenant = $1`, [tenant]);
 
   it('a worker whose lease lapsed is fenced out of every write', async () => {
-    const leases = createLeaseStore(env.platform.db);
-    const pending = createPendingStore(env.platform.db);
-    const positions = createPositionStore(env.platform.db);
-    await migrateWorker(env.platform.db);
+    const leases = createLeaseStore(shared.env.platform.db);
+    const pending = createPendingStore(shared.env.platform.db);
+    const positions = createPositionStore(shared.env.platform.db);
+    await migrateWorker(shared.env.platform.db);
 
     const a = (await leases.acquire('fence-t', 'a', 60_000))!;
     expect(a.fence).to.equal(1);
@@ -59,9 +49,9 @@ describe('worker: leases and fencing', function () {
   });
 
   it('the inbox refuses status docs and feed:head from a lower fence', async () => {
-    const leases = createLeaseStore(env.platform.db);
-    const positions = createPositionStore(env.platform.db);
-    const inbox = env.workerCouch.db('inbox_north');
+    const leases = createLeaseStore(shared.env.platform.db);
+    const positions = createPositionStore(shared.env.platform.db);
+    const inbox = shared.env.workerCouch.db('inbox_north');
     const old: Fence = (await leases.acquire('north', 'old', 60_000))!;
     await expire('north');
     const current: Fence = (await leases.acquire('north', 'new', 60_000))!;
@@ -92,21 +82,21 @@ describe('worker: leases and fencing', function () {
 
   it('a standby takes over when the holder stops, and carries on where it left off', async () => {
     // A TTL well above event-loop pauses of a loaded CI machine, so the holder keeps its lease until it stops.
-    const first = await env.startWorker({ workerId: 'holder', leaseTtlMs: 6_000 });
+    const first = await shared.env.startWorker({ workerId: 'holder', leaseTtlMs: 6_000 });
     await waitUntil(async () => first.held().includes('north'));
-    const standby = await env.startWorker({ workerId: 'standby', leaseTtlMs: 6_000 });
+    const standby = await shared.env.startWorker({ workerId: 'standby', leaseTtlMs: 6_000 });
     await new Promise((r) => setTimeout(r, 1_000));
     expect(standby.held()).to.not.include('north');
     expect(standby.metrics.lease.get({ tenant: 'north', state: 'standby' })).to.equal(1);
     const c = mutationDoc({ owner: 'ada', tenant: 'north', entity: newEntity(), op: 'patient.create', payload: patientPayload() });
-    await env.push('north', [c]);
-    await env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');
+    await shared.env.push('north', [c]);
+    await shared.env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');
     await first.stop();
     await waitUntil(async () => standby.held().includes('north'), 30_000);
     const u = mutationDoc({ owner: 'ada', tenant: 'north', entity: c.entity, op: 'patient.update', after: c.mid, baseVersion: 1, payload: patientPayload() });
-    await env.push('north', [u]);
-    const s = await env.waitStatus('north', 'ada', u.mid, (x) => x.state === 'committed');
-    const lease = await createLeaseStore(env.platform.db).holderOf('north');
+    await shared.env.push('north', [u]);
+    const s = await shared.env.waitStatus('north', 'ada', u.mid, (x) => x.state === 'committed');
+    const lease = await createLeaseStore(shared.env.platform.db).holderOf('north');
     expect(lease).to.include({ holder: 'standby', live: true });
     expect(s.fence).to.equal(lease!.fence);
     await standby.stop();

@@ -1,7 +1,6 @@
 import { expect } from 'chai';
 import type { Worker } from '../../gateway/worker/worker.ts';
-import { requirePostgres } from '../support/services.ts';
-import { mutationDoc, newEntity, patientPayload, startEnv, waitUntil, type Env } from './fixture.ts';
+import { mutationDoc, newEntity, patientPayload, sharedEnv, waitUntil } from './fixture.ts';
 
 // A `waiting` mutation whose predecessor has settled must be looked at again soon, not only when the
 // waiting timeout (7 days by default) passes: neither when the look its predecessor woke failed,
@@ -12,16 +11,7 @@ describe('worker: waking waiting mutations', function () {
   // in five further runs, alone or with the suites before it) is under investigation, so a case may run a second time.
   this.timeout(90_000);
   this.retries(1);
-  let env: Env;
-
-  before(async function () {
-    this.timeout(120_000);
-    await requirePostgres(this);
-    env = await startEnv({ tenants: ['north'] });
-  });
-  after(async () => {
-    await env?.close();
-  });
+  const shared = sharedEnv({ tenants: ['north'] });
 
   /** Answers the first create with 503 (so its successor waits), then passes through; `onCommitted` runs on the first 201. */
   function flakyFetch(onCommitted: () => void): typeof fetch {
@@ -49,24 +39,24 @@ describe('worker: waking waiting mutations', function () {
 
   it('a woken look that fails is tried again at the next tick', async () => {
     let failNext = false;
-    const memberships = Object.create(env.platform.memberships) as typeof env.platform.memberships;
+    const memberships = Object.create(shared.env.platform.memberships) as typeof shared.env.platform.memberships;
     memberships.rolesOf = async (tenant, user) => {
       if (failNext) {
         failNext = false;
         throw new Error('platform database blip');
       }
-      return env.platform.memberships.rolesOf(tenant, user);
+      return shared.env.platform.memberships.rolesOf(tenant, user);
     };
-    const worker: Worker = await env.startWorker({
-      platform: { ...env.platform, memberships },
+    const worker: Worker = await shared.env.startWorker({
+      platform: { ...shared.env.platform, memberships },
       fetch: flakyFetch(() => (failNext = true)),
       waitingTimeoutMs: 7 * 24 * 3600_000,
     });
     try {
       const { c, u } = pair();
-      await env.push('north', [c, u]);
-      await env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');
-      const s = await env.waitStatus('north', 'ada', u.mid, (x) => x.state === 'committed', 10_000);
+      await shared.env.push('north', [c, u]);
+      await shared.env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');
+      const s = await shared.env.waitStatus('north', 'ada', u.mid, (x) => x.state === 'committed', 10_000);
       expect(s.attempts).to.equal(1);
     } finally {
       await worker.stop();
@@ -77,34 +67,34 @@ describe('worker: waking waiting mutations', function () {
     let hold = false;
     let release: () => void = () => undefined;
     const released = new Promise<void>((r) => (release = r));
-    const memberships = Object.create(env.platform.memberships) as typeof env.platform.memberships;
+    const memberships = Object.create(shared.env.platform.memberships) as typeof shared.env.platform.memberships;
     memberships.rolesOf = async (tenant, user) => {
       if (hold) {
         hold = false;
         await released; // the worker stops while the woken look is still under way
         throw new Error('stopped');
       }
-      return env.platform.memberships.rolesOf(tenant, user);
+      return shared.env.platform.memberships.rolesOf(tenant, user);
     };
-    const first = await env.startWorker({
+    const first = await shared.env.startWorker({
       workerId: 'first',
-      platform: { ...env.platform, memberships },
+      platform: { ...shared.env.platform, memberships },
       fetch: flakyFetch(() => (hold = true)),
       waitingTimeoutMs: 7 * 24 * 3600_000,
     });
     await waitUntil(async () => first.held().includes('north'));
     const { c, u } = pair();
-    await env.push('north', [c, u]);
-    await env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');
+    await shared.env.push('north', [c, u]);
+    await shared.env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');
     await waitUntil(async () => !hold, 5_000); // the woken look of `u` is stuck in rolesOf
     const stopping = first.stop();
     release();
     await stopping;
-    expect((await env.status('north', 'ada', u.mid))!.state).to.equal('waiting');
+    expect((await shared.env.status('north', 'ada', u.mid))!.state).to.equal('waiting');
 
-    const second = await env.startWorker({ workerId: 'second', waitingTimeoutMs: 7 * 24 * 3600_000 });
+    const second = await shared.env.startWorker({ workerId: 'second', waitingTimeoutMs: 7 * 24 * 3600_000 });
     try {
-      const s = await env.waitStatus('north', 'ada', u.mid, (x) => x.state === 'committed', 15_000);
+      const s = await shared.env.waitStatus('north', 'ada', u.mid, (x) => x.state === 'committed', 15_000);
       expect(s.attempts).to.equal(1);
     } finally {
       await second.stop();

@@ -23,6 +23,8 @@ export interface HarnessOptions {
   natsUrl: string | undefined;
   /** Progress display: 'auto' (TTY line or periodic lines), 'lines', or 'none'. */
   progress: 'auto' | 'lines' | 'none';
+  /** CPU starvation: keep every core busy for this long from the start of capture (0: off). */
+  starveMs: number;
 }
 
 export const DEFAULTS: Omit<HarnessOptions, 'seed'> = {
@@ -39,6 +41,7 @@ export const DEFAULTS: Omit<HarnessOptions, 'seed'> = {
   databaseUrl: undefined,
   natsUrl: undefined,
   progress: 'auto',
+  starveMs: 0,
 };
 
 export class UsageError extends Error {
@@ -60,6 +63,7 @@ export const USAGE = `usage: npm run harness -- [options]
   --database-url URL   PostgreSQL (default TEST_DATABASE_URL or postgres://postgres@127.0.0.1:5432/postgres)
   --nats-url URL       NATS JetStream (default TEST_NATS_URL or nats://127.0.0.1:4222)
   --progress MODE      auto | lines | none (default auto: one updating line on a TTY, periodic lines otherwise)
+  --starve S           keep every core busy with CPU hogs for S seconds from the start of capture (default 0: off)
   --help               this text`;
 
 function int(name: string, raw: string | undefined, min: number, max: number): number {
@@ -128,6 +132,9 @@ export function parseArgs(argv: readonly string[], randomSeed: () => number): Ha
         break;
       case '--nats-url':
         o.natsUrl = value();
+        break;
+      case '--starve':
+        o.starveMs = int(flag, value(), 0, 3_600) * 1000;
         break;
       case '--progress': {
         const v = value();

@@ -48,6 +48,8 @@ export interface Report {
       offlineRefused: number;
     };
     offlineSpells: number;
+    /** How long every core was kept busy by CPU hogs (`--starve`), 0 when off. */
+    starvedCpuMs: number;
     processes: ProcessFault[];
     tokens: { expiredHanded: number; refreshedAfter401: number; refreshes: number; reLogins: number };
     tenantSwitch: { device: string; from: string; to: string; queuedInFrom: number; leftQueued: number; completed: boolean; error?: string } | null;
@@ -113,6 +115,7 @@ export function renderReport(r: Report): string {
       ['network', n.enabled ? `${n.requests} requests; latency ${n.latencyMs[0]}–${n.latencyMs[1]} ms (${n.addedLatencyMsTotal} ms added); cap ${n.bandwidthBytesPerSec} B/s on ${n.throttledResponses} responses` : `off (${n.requests} requests)`],
       ['  reset / dropped after commit / duplicated', `${n.reset} / ${n.dropResponse} / ${n.duplicate}`],
       ['offline spells (refused requests)', `${r.faults.offlineSpells} (${n.offlineRefused})`],
+      ['CPU starvation', r.faults.starvedCpuMs > 0 ? `every core busy for ${r.faults.starvedCpuMs / 1000} s from the start of capture` : 'off'],
       ['worker', proc('worker')],
       ['gateway', proc('gateway')],
       ['expired tokens (401 → refresh)', `${r.faults.tokens.expiredHanded} handed, ${r.faults.tokens.refreshedAfter401} refreshed; ${r.faults.tokens.reLogins} re-logins`],

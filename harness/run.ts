@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { startFaultProxy, type FaultProxy } from './fault-proxy.ts';
 import { forkRandom, type Random } from './random.ts';
+import { starveCpu, type Starvation } from './starvation.ts';
 import { buildSchedule, type Schedule } from './schedule.ts';
 import { editedPatient, phiNeedles, syntheticPatient, type SyntheticPatient } from './synthetic.ts';
 import { checkAll, type Facts, type MutationRecord } from './invariants.ts';
@@ -82,6 +83,8 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
   let proxy: FaultProxy | null = null;
   const timers: Array<ReturnType<typeof setTimeout>> = [];
   const devices: SimDevice[] = [];
+  let starvation: Starvation | null = null;
+  let starvedFor = 0;
   try {
     const tenants = infra.tenants;
     const startSeq = await streamLastSeq(infra.natsUrl);
@@ -291,6 +294,11 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
     });
     if (schedule.contested) work.push(contestedFlow());
     const kills = [killChain('worker'), killChain('gateway')];
+    if (o.starveMs > 0) {
+      starvation = starveCpu(o.starveMs);
+      starvedFor = o.starveMs;
+      note(`harness: starving the CPU (every core busy) for ${o.starveMs / 1000} s`);
+    }
     const results = await Promise.allSettled([...work, ...kills]);
     const failed = results.filter((x): x is PromiseRejectedResult => x.status === 'rejected');
     for (const f of failed) note(`harness: a device flow failed: ${(f.reason as Error).message}`);
@@ -369,7 +377,7 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
       { expiredHanded: 0, refreshedAfter401: 0, refreshes: 0, reLogins: 0 },
     );
     const { databaseUrl: _d, natsUrl: _n, report: _r, ...shown } = o;
-    const reproduce = ['npm run harness --', `--devices ${o.devices}`, `--tenants ${o.tenants}`, `--mutations ${o.mutations}`, o.chaos ? '--chaos' : '', `--kills ${o.kills}`, `--think-ms ${o.thinkMs.join(',')}`, `--seed ${o.seed}`]
+    const reproduce = ['npm run harness --', `--devices ${o.devices}`, `--tenants ${o.tenants}`, `--mutations ${o.mutations}`, o.chaos ? '--chaos' : '', `--kills ${o.kills}`, `--think-ms ${o.thinkMs.join(',')}`, o.starveMs > 0 ? `--starve ${o.starveMs / 1000}` : '', `--seed ${o.seed}`]
       .filter(Boolean)
       .join(' ');
     const report: ReportFile = {
@@ -396,6 +404,7 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
           offlineRefused: c['offline-refused'],
         },
         offlineSpells,
+        starvedCpuMs: starvedFor,
         processes: processFaults,
         tokens,
         tenantSwitch,
@@ -415,6 +424,7 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
     };
     return report;
   } finally {
+    starvation?.stop();
     for (const t of timers) clearTimeout(t);
     clearInterval(timers[0] as unknown as ReturnType<typeof setInterval>);
     for (const d of devices) await d.close().catch(() => undefined);

@@ -29,6 +29,8 @@ export interface WorkerProcessConfig {
   retryBaseMs: number;
   retryMaxMs: number;
   tickMs: number;
+  /** Mutations per round, i.e. per service batch. */
+  batchSize: number;
 }
 
 export function readWorkerConfig(config: FerryConfig, env: Env = process.env): WorkerProcessConfig {
@@ -50,6 +52,7 @@ export function readWorkerConfig(config: FerryConfig, env: Env = process.env): W
     retryBaseMs: positiveOf(env, 'FERRY_WORKER_RETRY_BASE_MS', DEFAULT_RETRY_POLICY.baseMs),
     retryMaxMs: positiveOf(env, 'FERRY_WORKER_RETRY_MAX_MS', DEFAULT_RETRY_POLICY.maxMs),
     tickMs: positiveOf(env, 'FERRY_WORKER_TICK_MS', 1_000),
+    batchSize: positiveOf(env, 'FERRY_WORKER_BATCH_SIZE', 200),
   };
 }
 
@@ -70,6 +73,7 @@ async function main(config: FerryConfig, wc: WorkerProcessConfig): Promise<void>
     waitingTimeoutMs: config.waitingTimeoutMs,
     retry: { ...DEFAULT_RETRY_POLICY, baseMs: wc.retryBaseMs, maxMs: wc.retryMaxMs },
     tickMs: wc.tickMs,
+    batchSize: wc.batchSize,
   });
   logger.info({ workerId: wc.workerId }, 'worker started');
   process.stdout.write(`${JSON.stringify({ event: 'ready', workerId: wc.workerId, pid: process.pid })}\n`);

@@ -3,6 +3,8 @@ import type { Queryable } from '../../sql/database.ts';
 /** Who belongs to which tenant, with which roles. Consulted at login, refresh and commit time. */
 export interface MembershipDirectory {
   rolesOf(tenant: string, userId: string): Promise<string[] | null>;
+  /** Roles of many users in one query; a user who is not a member maps to null. */
+  rolesOfMany(tenant: string, userIds: readonly string[]): Promise<Map<string, string[] | null>>;
   set(tenant: string, userId: string, roles: readonly string[]): Promise<void>;
   remove(tenant: string, userId: string): Promise<void>;
   tenantsOf(userId: string): Promise<string[]>;
@@ -17,6 +19,13 @@ export function createMembershipDirectory(db: Queryable): MembershipDirectory {
     async rolesOf(tenant, userId) {
       const { rows } = await db.query<{ roles: string[] }>('SELECT roles FROM memberships WHERE tenant_id = $1 AND user_id = $2', [tenant, userId]);
       return rows[0] ? rows[0].roles : null;
+    },
+    async rolesOfMany(tenant, userIds) {
+      const out = new Map<string, string[] | null>(userIds.map((u) => [u, null]));
+      if (userIds.length === 0) return out;
+      const { rows } = await db.query<{ user_id: string; roles: string[] }>('SELECT user_id, roles FROM memberships WHERE tenant_id = $1 AND user_id = ANY($2::text[])', [tenant, [...new Set(userIds)]]);
+      for (const r of rows) out.set(r.user_id, r.roles);
+      return out;
     },
     async set(tenant, userId, roles) {
       await db.query(

@@ -3,37 +3,43 @@ import { CouchError, type ChangeRow, type ChangesPage, type CouchDb } from '../.
 import type { Logger } from '../../http/log.ts';
 import { isTerminal, mutationDocId, parseInboxDocId, type StatusOutcome, type StatusState } from '../../validators/mutation.ts';
 import type { RetryPolicy } from './backoff.ts';
-import { backoffDelay } from '../../retry/backoff.ts';
-import { commitMutation, type CommitDeps } from './commit.ts';
-import { createEntityQueue } from './entity-queue.ts';
+import { commitBatch, type CommitDeps } from './commit.ts';
 import { LeaseLost, type Fence } from './lease.ts';
 import type { WorkerMetrics } from './metrics.ts';
-import { decideOrder, type Predecessor } from './order.ts';
-import { outcomeOf } from './outcome.ts';
+import type { Predecessor } from './order.ts';
 import type { PendingRow, PendingStore } from './pending.ts';
+import { planRound, settleCommits, type CommitAnswer, type JobDecision, type MutationDocRaw, type RoundJob } from './plan.ts';
 import type { PositionStore } from './position.ts';
-import { screen } from './screen.ts';
 import { shouldWrite, statusDocFor } from './status.ts';
 import { createStatusReader, type CurrentStatus } from './status-reader.ts';
 import { createStatusWriter, StatusConflict } from './status-writer.ts';
 
-// One tenant's work while this worker holds its lease: follow the inbox feed from the durable
-// checkpoint, take each mutation to a terminal status or into the pending table, and only then
-// move the checkpoint (DESIGN §4 "Exactly once"). Pending mutations come back on their own: a
-// retry when its delay is up, a waiting one when its predecessor settles or its timeout passes.
+// One tenant's work while this worker holds its lease (DESIGN §4 "Exactly once"). The feed loop
+// reads the inbox from the durable checkpoint and queues each mutation under its entity. Rounds
+// take the queued chains of entities not already in a round, gather what the decision needs in a
+// few bulk reads, let `planRound` (pure) decide, send the commits as one service batch, let
+// `settleCommits` (pure) read the answers, and carry out the effects. An entity is released as
+// soon as the service has answered, so its next link goes in the next round while the status
+// docs of this one are still being written (in batches). The checkpoint moves only over pages
+// whose every mutation is terminal or recorded in the pending table. Every await in a round has a
+// deadline: a step that hangs fails the round, whose mutations are looked at again shortly.
 
 export interface TenantRunnerOptions {
   pageSize: number;
-  /** Feed pauses while more tasks than this are queued or running (backpressure). */
+  /** Feed pauses while more mutations than this are queued or in rounds (backpressure). */
   maxInFlight: number;
-  /** Service calls and status decisions running at once. */
-  concurrency: number;
+  /** Mutations in one round, and so in one service batch. */
+  batchSize: number;
+  /** Rounds under way at once. */
+  rounds: number;
   waitingTimeoutMs: number;
   retry: RetryPolicy;
   /** How often pending mutations are looked at. */
   tickMs: number;
   /** Longpoll timeout sent to CouchDB. */
   pollTimeoutMs: number;
+  /** Deadline of each I/O step of a round other than the service call (which has `commit.timeoutMs`). */
+  stepTimeoutMs: number;
 }
 
 export interface TenantRunnerDeps {
@@ -58,17 +64,35 @@ export interface TenantRunner {
   stop(): Promise<void>;
 }
 
-type MutationDocRaw = Record<string, unknown> & { _id: string; _rev?: string; _conflicts?: string[]; _deleted?: boolean };
+/** A step of a round that outlived its deadline. */
+export class StepTimeout extends Error {
+  override name = 'StepTimeout';
+  constructor(readonly step: string) {
+    super(`worker step "${step}" timed out`);
+  }
+}
 
-interface Job {
+/** `work`, or a StepTimeout once `ms` have passed; the work itself may still finish later (harmless: every effect is fenced and idempotent). */
+export function within<T>(ms: number, step: string, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StepTimeout(step)), ms);
+    timer.unref();
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A mutation queued for a look; `done` callbacks fire once what stands for it is durable. */
+interface Slot {
+  key: string;
   owner: string;
   mid: string;
-  /** The doc as the feed delivered it; fetched again when absent. */
+  entityKey: string;
+  /** The doc as the feed delivered it; undefined means "read it". */
   doc?: MutationDocRaw | null;
-  deleted?: boolean;
-  /** Prefetched status; undefined means "read it". */
-  status?: CurrentStatus | null;
+  deleted: boolean;
   source: 'feed' | 'pending';
+  done: Array<() => void>;
 }
 
 interface Known {
@@ -110,29 +134,128 @@ export function orderByAfter<T extends { mid: string; after: string | null }>(it
 export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
   const { tenant, lease, inbox, positions, pending, metrics, logger, clock, options } = deps;
   const abort = new AbortController();
-  const queue = createEntityQueue(options.concurrency);
   const writer = createStatusWriter({ db: inbox, lease, positions, assertLease: deps.assertLease });
   const statuses = createStatusReader(inbox, lease.fence, () => writer);
+  const step = <T>(name: string, work: Promise<T>) => within(options.stepTimeoutMs, name, work);
+
   const known = new Map<string, Known>();
   /** Keyed by `owner:mid`. */
   const pendingRows = new Map<string, PendingRow>();
   /** after-mid → `owner:mid` keys of the mutations waiting for it. */
   const waiters = new Map<string, Set<string>>();
-  const rowKey = (r: { owner: string; mid: string }) => `${r.owner}:${r.mid}`;
+  /** Entity → its queued slots in order; Map order is the order entities get their turn. */
+  const queues = new Map<string, Slot[]>();
+  const queued = new Map<string, Slot>();
+  const activeEntities = new Set<string>();
+  /** Keys in a round now, and those of them woken meanwhile (looked at again after the round). */
+  const inRound = new Set<string>();
+  const wokenInRound = new Set<string>();
+  /** Status writes under way, so "terminal already" waits until that status is durable. */
+  const durable = new Map<string, Promise<unknown>>();
+  let inRoundCount = 0;
+  let roundsRunning = 0;
+  let roundFailures = 0;
   let stopped = false;
+  let failure: unknown = null;
   let tick: NodeJS.Timeout | undefined;
+  const retryTimers = new Set<NodeJS.Timeout>();
+  let roomWatchers: Array<() => void> = [];
+  let roundsIdle: Array<() => void> = [];
 
-  // Keyed by `owner:mid`: a mid is only unique within its owner's ids.
+  const rowKey = (r: { owner: string; mid: string }) => `${r.owner}:${r.mid}`;
   const remember = (key: string, k: Known) => {
     known.delete(key);
     known.set(key, k);
     if (known.size > KNOWN_LIMIT) known.delete(known.keys().next().value!);
   };
-  const setKnownState = (key: string, state: StatusState) => {
-    const k = known.get(key);
-    if (k) k.state = state;
-  };
   const reportDepth = () => metrics.queueDepth.set({ tenant }, pendingRows.size);
+
+  /** Stops the runner for good (lease lost, or a failure it cannot work around). */
+  const fail = (err: unknown) => {
+    if (stopped) return;
+    failure = err;
+    stopped = true;
+    abort.abort();
+  };
+
+  // ---- the queue -------------------------------------------------------------------------
+
+  const load = () => queued.size + inRoundCount;
+  const notifyRoom = () => {
+    if (load() > options.maxInFlight) return;
+    const w = roomWatchers;
+    roomWatchers = [];
+    for (const r of w) r();
+  };
+  const room = (): Promise<void> => (load() <= options.maxInFlight || stopped ? Promise.resolve() : new Promise((r) => roomWatchers.push(r)));
+
+  const enqueue = (slot: Slot): void => {
+    if (stopped) return;
+    const there = queued.get(slot.key);
+    if (there) {
+      there.done.push(...slot.done);
+      if (there.doc === undefined && slot.doc !== undefined) {
+        there.doc = slot.doc;
+        there.deleted = slot.deleted;
+      }
+      if (slot.source === 'pending') there.source = 'pending';
+      return;
+    }
+    queued.set(slot.key, slot);
+    const q = queues.get(slot.entityKey);
+    if (q) q.push(slot);
+    else queues.set(slot.entityKey, [slot]);
+  };
+
+  /** Takes the queued chains of entities not in a round, up to a batch. */
+  const take = (): Slot[] => {
+    const out: Slot[] = [];
+    for (const [entityKey, q] of queues) {
+      if (out.length >= options.batchSize) break;
+      if (activeEntities.has(entityKey)) continue;
+      const n = Math.min(q.length, options.batchSize - out.length);
+      const taken = q.splice(0, n);
+      if (q.length === 0) queues.delete(entityKey);
+      activeEntities.add(entityKey);
+      for (const s of taken) {
+        queued.delete(s.key);
+        out.push(s);
+      }
+    }
+    return out;
+  };
+
+  const pump = (): void => {
+    while (!stopped && roundsRunning < options.rounds) {
+      const slots = take();
+      if (slots.length === 0) break;
+      roundsRunning++;
+      inRoundCount += slots.length;
+      for (const s of slots) inRound.add(s.key);
+      void runRound(slots).finally(() => {
+        roundsRunning--;
+        if (roundsRunning === 0) {
+          const w = roundsIdle;
+          roundsIdle = [];
+          for (const r of w) r();
+        }
+        pump();
+      });
+    }
+  };
+
+  /** Ends a slot's part in a round: its entity may go again, and it is looked at again if woken meanwhile. */
+  const leaveRound = (slots: readonly Slot[]) => {
+    for (const s of slots) {
+      if (!inRound.delete(s.key)) continue;
+      inRoundCount--;
+      activeEntities.delete(s.entityKey);
+      if (wokenInRound.delete(s.key)) lookAgain(s.key);
+    }
+    notifyRoom();
+  };
+
+  // ---- pending rows and waking ----------------------------------------------------------
 
   const trackPending = (row: PendingRow) => {
     const key = rowKey(row);
@@ -149,200 +272,269 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
   const untrackPending = (key: string) => {
     const old = pendingRows.get(key);
     if (!old) return;
-    if (old.after) waiters.get(old.after)?.delete(key);
+    if (old.after) {
+      const set = waiters.get(old.after);
+      set?.delete(key);
+      if (set?.size === 0) waiters.delete(old.after);
+    }
     pendingRows.delete(key);
     reportDepth();
   };
 
-  // ---- status writes ----------------------------------------------------------------------
-
-  /** Writes `outcome` unless the standing status forbids it; returns the state that stands. */
-  const settleStatus = async (job: Job, status: CurrentStatus | null, outcome: StatusOutcome, attempts: number): Promise<StatusState> => {
-    let cur = status;
-    for (let i = 0; i < 5; i++) {
-      if (!shouldWrite(cur?.state ?? null, outcome.state)) return cur!.state;
-      deps.assertLease();
-      try {
-        const doc = statusDocFor({ tenant, owner: job.owner, mid: job.mid }, outcome, attempts, clock());
-        await writer.write(cur ? { ...doc, _rev: cur.rev } : doc);
-        metrics.outcomes.inc({ tenant, state: outcome.state, code: outcome.code ?? 'none' });
-        return outcome.state;
-      } catch (err) {
-        if (!(err instanceof StatusConflict)) throw err;
-        cur = await statuses.read(job.owner, job.mid);
-      }
+  /** Queues a pending mutation for a look now (or after its round, if it is in one). */
+  const lookAgain = (key: string) => {
+    const row = pendingRows.get(key);
+    if (!row) return;
+    if (inRound.has(key)) {
+      wokenInRound.add(key);
+      return;
     }
-    throw new Error('status doc kept changing');
-  };
-
-  const finishTerminal = async (job: Job, state: StatusState) => {
-    setKnownState(`${job.owner}:${job.mid}`, state);
-    if (pendingRows.has(rowKey(job))) {
-      await pending.remove(lease, job.owner, job.mid);
-      untrackPending(rowKey(job));
-    }
-  };
-
-  const recordPending = async (row: PendingRow) => {
-    const old = pendingRows.get(rowKey(row));
-    if (old && old.state === row.state && old.attempts === row.attempts && old.nextAttemptAt === row.nextAttemptAt && old.after === row.after) return;
-    await pending.put(lease, row);
-    trackPending(row);
-  };
-
-  /**
-   * Looks at a pending mutation again now. Until that look is over, and for a while if it fails,
-   * the tick leaves the row alone; after that it tries again, so a failed look is never lost.
-   */
-  const lookAgain = (row: PendingRow, now: number) => {
-    pendingRows.set(rowKey(row), { ...row, nextAttemptAt: now + Math.max(options.tickMs, 1_000) });
-    schedule(row.entity, { owner: row.owner, mid: row.mid, source: 'pending' }).catch((err: unknown) => {
-      if (!stopped && !(err instanceof LeaseLost)) logger.warn({ tenant, mid: row.mid, err: loggableError(err) }, 'pending mutation failed; will look again');
-    });
+    enqueue({ key, owner: row.owner, mid: row.mid, entityKey: row.entity, deleted: false, source: 'pending', done: [] });
   };
 
   /** Waiting mutations whose predecessor just settled (or arrived) are looked at again. */
   const wake = (mid: string) => {
     const set = waiters.get(mid);
     if (!set || set.size === 0) return;
-    for (const w of [...set]) {
-      const row = pendingRows.get(w);
-      if (row) lookAgain(row, clock());
-    }
+    for (const w of [...set]) lookAgain(w);
   };
 
-  // ---- one mutation ------------------------------------------------------------------------
+  // ---- effects ---------------------------------------------------------------------------
 
-  const lookupPredecessor = async (owner: string, after: string): Promise<Predecessor> => {
-    const k = known.get(`${owner}:${after}`);
-    // An entry cached without its entity cannot answer the "another entity" check: read the doc.
-    if (k && k.state !== null && k.entity !== null) return { kind: 'found', owner: k.owner, entity: k.entity, state: k.state };
-    const doc = await inbox.get<Record<string, unknown>>(mutationDocId(owner, after));
-    if (doc) {
-      const st = await statuses.read(owner, after);
-      const found = { owner, entity: entityOf(doc), state: st?.state ?? null };
-      remember(`${owner}:${after}`, found);
-      return { kind: 'found', ...found };
+  /** Writes `outcome` unless the standing status forbids it; returns the state that stands. */
+  const writeStatus = async (owner: string, mid: string, status: CurrentStatus | null, outcome: StatusOutcome, attempts: number): Promise<StatusState> => {
+    let cur = status;
+    for (let i = 0; i < 5; i++) {
+      if (!shouldWrite(cur?.state ?? null, outcome.state)) return cur!.state;
+      deps.assertLease();
+      try {
+        const doc = statusDocFor({ tenant, owner, mid }, outcome, attempts, clock());
+        await step('status write', writer.write(cur ? { ...doc, _rev: cur.rev } : doc));
+        metrics.outcomes.inc({ tenant, state: outcome.state, code: outcome.code ?? 'none' });
+        return outcome.state;
+      } catch (err) {
+        if (!(err instanceof StatusConflict)) throw err;
+        cur = await step('status read', statuses.read(owner, mid));
+      }
     }
-    const seen = await deps.positions.seen(tenant, after);
-    if (seen) return { kind: 'found', owner: seen.owner, entity: seen.entity, state: null };
-    return { kind: 'missing' };
+    throw new Error('status doc kept changing');
   };
 
-  const processMutation = async (job: Job): Promise<void> => {
-    const { owner, mid } = job;
-    const key = `${owner}:${mid}`;
-    const k = known.get(key);
-    if (k?.state && isTerminal(k.state)) return finishTerminal(job, k.state);
-    const status = job.status !== undefined ? job.status : await statuses.read(owner, mid);
-    if (status && isTerminal(status.state)) {
-      if (!k) remember(key, { owner, entity: null, state: status.state });
-      return finishTerminal(job, status.state);
-    }
-    const row = pendingRows.get(key) ?? null;
-    let doc = job.doc;
-    let deleted = job.deleted ?? false;
-    if (doc === undefined || doc === null) {
-      doc = await inbox.get<MutationDocRaw>(mutationDocId(owner, mid), { conflicts: true });
-      deleted = doc === null;
-    }
-    const attemptsSoFar = row?.attempts ?? status?.attempts ?? 0;
-    const screened = screen({ inboxTenant: tenant, owner, mid, doc, conflicted: (doc?._conflicts?.length ?? 0) > 0, deleted });
-    remember(key, { owner, entity: entityOf(doc), state: status?.state ?? null });
-    if (screened.kind === 'reject') {
-      const state = await settleStatus(job, status, screened.outcome, attemptsSoFar);
-      await finishTerminal(job, state);
-      wake(mid);
-      return;
-    }
-    const m = screened.mutation;
-    const now = clock();
-    const firstSeenAt = row?.firstSeenAt ?? now;
-    const predecessor = m.after ? await lookupPredecessor(owner, m.after) : null;
-    const order = decideOrder({ owner, entity: m.entity, after: m.after, resolves: m.resolves, predecessor, firstSeenAt, now, waitingTimeoutMs: options.waitingTimeoutMs });
-    if (order.kind === 'reject') {
-      const state = await settleStatus(job, status, order.outcome, attemptsSoFar);
-      await finishTerminal(job, state);
-      wake(mid);
-      return;
-    }
-    if (order.kind === 'wait') {
-      // A missing predecessor is looked at again when its timeout passes; a present one wakes us.
-      const nextAttemptAt = predecessor?.kind === 'missing' ? firstSeenAt + options.waitingTimeoutMs : now + options.waitingTimeoutMs;
-      await recordPending({ mid, owner, entity: m.entity, state: 'waiting', after: m.after, attempts: attemptsSoFar, nextAttemptAt, firstSeenAt });
-      setKnownState(key, await settleStatus(job, status, { state: 'waiting', code: null }, attemptsSoFar));
-      return;
-    }
-    if (job.source === 'feed' && row?.state === 'retrying' && row.nextAttemptAt > now) return; // its retry is scheduled
-
+  const leavePending = async (key: string) => {
+    const row = pendingRows.get(key);
+    if (!row) return;
     deps.assertLease();
-    const attempts = attemptsSoFar + 1;
-    const started = performance.now();
-    const result = await commitMutation(deps.commit, tenant, owner, mid, m, screened.op);
-    metrics.commitLatency.observe({ tenant, module: screened.op.module }, (performance.now() - started) / 1000);
-    const outcome: StatusOutcome = result.kind === 'not-member' ? { state: 'rejected', code: 'TENANT_MISMATCH', errors: [{ path: 'owner', message: 'is not a member of the tenant' }] } : outcomeOf(result.answer);
-
-    if (outcome.state === 'retrying') {
-      metrics.retries.inc({ tenant });
-      const delay = backoffDelay(attempts, options.retry, deps.random);
-      await recordPending({ mid, owner, entity: m.entity, state: 'retrying', after: m.after, attempts, nextAttemptAt: clock() + delay, firstSeenAt });
-      setKnownState(key, await settleStatus(job, status, outcome, attempts));
-      return;
-    }
-    const state = await settleStatus(job, status, outcome, attempts);
-    await finishTerminal(job, state);
-    wake(mid);
+    await step('pending remove', pending.remove(lease, row.owner, row.mid));
+    untrackPending(key);
   };
 
-  const schedule = (entity: string, job: Job): Promise<void> =>
-    queue.run(entity, async () => {
-      if (stopped) throw new Error('stopped');
-      await processMutation(job);
-    });
+  const recordPending = async (row: PendingRow) => {
+    const old = pendingRows.get(rowKey(row));
+    if (old && old.state === row.state && old.attempts === row.attempts && old.nextAttemptAt === row.nextAttemptAt && old.after === row.after) return;
+    deps.assertLease();
+    await step('pending put', pending.put(lease, row));
+    trackPending(row);
+  };
+
+  /** Makes an outcome durable: pending row first for a non-terminal one, status doc first for a terminal one. */
+  const settle = async (job: RoundJob, outcome: StatusOutcome, attempts: number, row: PendingRow | null, wakeAfter: boolean): Promise<void> => {
+    const entity = entityOf(job.doc);
+    const write = (async () => {
+      if (row) await recordPending(row);
+      return writeStatus(job.owner, job.mid, job.status, outcome, attempts);
+    })();
+    durable.set(job.key, write);
+    let state: StatusState;
+    try {
+      state = await write;
+    } catch (err) {
+      // Not durable: forget the decision, so the next look reads what stands and decides again.
+      known.delete(job.key);
+      throw err;
+    } finally {
+      if (durable.get(job.key) === write) durable.delete(job.key);
+    }
+    remember(job.key, { owner: job.owner, entity, state });
+    if (isTerminal(state)) {
+      await leavePending(job.key);
+      if (wakeAfter) wake(job.mid);
+    }
+  };
+
+  const finish = async (job: RoundJob, state: StatusState): Promise<void> => {
+    // A status this runner decided counts only once it is durable; if its write fails, so does this.
+    await durable.get(job.key);
+    if (!known.get(job.key)?.state) remember(job.key, { owner: job.owner, entity: entityOf(job.doc), state });
+    await leavePending(job.key);
+  };
+
+  // ---- one round -------------------------------------------------------------------------
+
+  const readDocs = async (slots: readonly Slot[]): Promise<Map<string, { doc: MutationDocRaw | null; deleted: boolean }>> => {
+    const out = new Map<string, { doc: MutationDocRaw | null; deleted: boolean }>();
+    const missing = slots.filter((s) => s.doc === undefined);
+    if (missing.length === 0) return out;
+    const res = await inbox.request('POST', '/_all_docs', { keys: missing.map((s) => mutationDocId(s.owner, s.mid)) }, { include_docs: 'true', conflicts: 'true' });
+    if (!res.ok) throw new CouchError(res.status, 'read_failed', 'mutation read failed');
+    const body = (await res.json()) as { rows: Array<{ key: string; doc?: MutationDocRaw | null; value?: { deleted?: boolean } }> };
+    for (const row of body.rows) {
+      const ref = parseInboxDocId(row.key);
+      if (!ref) continue;
+      out.set(`${ref.owner}:${ref.mid}`, { doc: row.doc ?? null, deleted: row.value?.deleted === true });
+    }
+    return out;
+  };
+
+  /** Predecessors named by `after` outside the round: from what this runner knows, else two bulk reads, else the seen index. */
+  const lookupPredecessors = async (jobs: readonly RoundJob[]): Promise<Map<string, Predecessor>> => {
+    const out = new Map<string, Predecessor>();
+    const inRoundKeys = new Set(jobs.map((j) => j.key));
+    const wanted: Array<{ owner: string; mid: string; key: string }> = [];
+    for (const j of jobs) {
+      const after = afterOf(j.doc);
+      if (!after) continue;
+      const key = `${j.owner}:${after}`;
+      if (inRoundKeys.has(key) || out.has(key) || wanted.some((w) => w.key === key)) continue;
+      const k = known.get(key);
+      // An entry cached without its entity cannot answer the "another entity" check: read the doc.
+      if (k && k.state !== null && k.entity !== null) out.set(key, { kind: 'found', owner: k.owner, entity: k.entity, state: k.state });
+      else wanted.push({ owner: j.owner, mid: after, key });
+    }
+    if (wanted.length === 0) return out;
+    const docs = await readDocs(wanted.map((w) => ({ key: w.key, owner: w.owner, mid: w.mid, entityKey: '', deleted: false, source: 'pending', done: [] })));
+    const present = wanted.filter((w) => docs.get(w.key)?.doc);
+    const sts = present.length ? await statuses.readMany(present) : new Map<string, CurrentStatus | null>();
+    for (const w of wanted) {
+      const doc = docs.get(w.key)?.doc;
+      if (doc) {
+        const found = { owner: w.owner, entity: entityOf(doc), state: known.get(w.key)?.state ?? sts.get(`s:${w.owner}:${w.mid}`)?.state ?? null };
+        remember(w.key, found);
+        out.set(w.key, { kind: 'found', ...found });
+        continue;
+      }
+      const seen = await positions.seen(tenant, w.mid);
+      out.set(w.key, seen ? { kind: 'found', owner: seen.owner, entity: seen.entity, state: null } : { kind: 'missing' });
+    }
+    return out;
+  };
+
+  const runRound = async (slots: Slot[]): Promise<void> => {
+    const completed = new Set<string>();
+    const complete = (key: string) => {
+      if (completed.has(key)) return;
+      completed.add(key);
+      for (const s of slots) if (s.key === key) for (const d of s.done.splice(0)) d();
+    };
+    try {
+      if (stopped) return;
+      deps.assertLease();
+      const docs = await step('mutation read', readDocs(slots));
+      for (const s of slots) {
+        const d = docs.get(s.key);
+        if (d) {
+          s.doc = d.doc;
+          s.deleted = d.deleted || d.doc === null;
+        }
+      }
+      const statusById = await step('status read', statuses.readMany(slots));
+      const jobs: RoundJob[] = slots.map((s) => ({
+        key: s.key,
+        owner: s.owner,
+        mid: s.mid,
+        doc: s.doc ?? null,
+        deleted: s.deleted,
+        status: statusById.get(`s:${s.owner}:${s.mid}`) ?? null,
+        decided: ((st) => (st && isTerminal(st) ? st : null))(known.get(s.key)?.state ?? null),
+        pending: pendingRows.get(s.key) ?? null,
+        source: s.source,
+      }));
+      const predecessors = await step('predecessor read', lookupPredecessors(jobs));
+      // Roles once per round, at commit time (DESIGN §3): a removed member commits nothing more.
+      const roles = await step('roles read', deps.commit.memberships.rolesOfMany(tenant, [...new Set(jobs.map((j) => j.owner))]));
+      const now = clock();
+      const plan = planRound({ tenant, jobs, predecessors, roles, now, waitingTimeoutMs: options.waitingTimeoutMs });
+      const jobByKey = new Map(jobs.map((j) => [j.key, j]));
+
+      // Decisions that need no service answer go first, alongside the service call.
+      const effects: Array<Promise<void>> = [];
+      const deferred: Slot[] = [];
+      for (const [key, d] of plan.decisions as Map<string, JobDecision>) {
+        const job = jobByKey.get(key)!;
+        if (d.kind === 'finish') effects.push(finish(job, d.state).then(() => complete(key)));
+        else if (d.kind === 'settle') effects.push(settle(job, d.outcome, d.attempts, d.pending, true).then(() => complete(key)));
+        else if (d.kind === 'hold') complete(key); // its retry is already recorded
+        else if (d.kind === 'defer') deferred.push(...slots.filter((s) => s.key === key));
+      }
+      let answers: CommitAnswer[] = [];
+      if (plan.commits.length > 0) {
+        deps.assertLease();
+        const started = performance.now();
+        answers = await within(deps.commit.timeoutMs + 5_000, 'service batch', commitBatch(deps.commit, tenant, plan.commits));
+        const seconds = (performance.now() - started) / 1000;
+        for (const c of plan.commits) metrics.commitLatency.observe({ tenant, module: c.op.module }, seconds);
+      }
+      const settled = settleCommits(plan.commits, answers, { now: clock(), waitingTimeoutMs: options.waitingTimeoutMs, retry: options.retry, random: deps.random });
+      // What the service answered is known now: the chain's next link may go in the next round
+      // while these statuses are written.
+      for (const s of settled) {
+        const job = jobByKey.get(s.key)!;
+        remember(s.key, { owner: job.owner, entity: entityOf(job.doc), state: s.outcome.state });
+        if (s.outcome.state === 'retrying' && s.called) metrics.retries.inc({ tenant });
+      }
+      effects.push(...settled.map((s) => settle(jobByKey.get(s.key)!, s.outcome, s.attempts, s.pending, false).then(() => complete(s.key))));
+      for (const s of settled) if (isTerminal(s.outcome.state)) wake(jobByKey.get(s.key)!.mid);
+      leaveRound(slots);
+      for (const s of deferred) enqueue({ ...s, done: s.done.splice(0) });
+      const results = await Promise.allSettled(effects);
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      roundFailures = 0;
+    } catch (err) {
+      leaveRound(slots);
+      if (err instanceof LeaseLost || (err instanceof CouchError && err.status === 403)) {
+        fail(err instanceof LeaseLost ? err : new LeaseLost(tenant));
+        return;
+      }
+      if (stopped) return;
+      roundFailures++;
+      logger.warn({ tenant, err: loggableError(err), mutations: slots.length, failures: roundFailures }, 'worker round failed; its mutations are looked at again');
+      // Whatever was not made durable is looked at again after a pause; a later look finds what
+      // did land (terminal statuses are never written twice, commits replay).
+      const again = slots.filter((s) => !completed.has(s.key));
+      const t = setTimeout(() => {
+        retryTimers.delete(t);
+        for (const s of again) enqueue({ ...s, doc: undefined, done: s.done.splice(0) });
+        pump();
+      }, Math.min(10_000, 200 * 2 ** Math.min(roundFailures, 6)));
+      t.unref();
+      retryTimers.add(t);
+    } finally {
+      pump();
+    }
+  };
 
   // ---- the feed ----------------------------------------------------------------------------
 
-  /** Reads what a page needs and queues its work in feed order; `done` settles when all of it has. */
-  const processPage = async (rows: ReadonlyArray<ChangeRow<Record<string, unknown>>>): Promise<{ done: Promise<void> }> => {
-    const items = rows.flatMap((row) => {
-      const ref = parseInboxDocId(row.id);
-      if (!ref || ref.kind !== 'mutation') return [];
-      const doc = (row.doc ?? null) as MutationDocRaw | null;
-      return [{ owner: ref.owner, mid: ref.mid, doc, deleted: row.deleted === true || doc?._deleted === true, entity: entityOf(doc), after: afterOf(doc) }];
-    });
-    if (items.length === 0) return { done: Promise.resolve() };
-    metrics.received.inc({ tenant }, items.length);
-    await positions.recordSeen(
-      tenant,
-      items.map((i) => ({ mid: i.mid, owner: i.owner, entity: i.entity })),
-    );
-    const statusById = await statuses.readMany(items);
-    const groups = new Map<string, typeof items>();
-    for (const item of items) {
-      const key = item.entity ?? `id:${item.mid}`;
-      const g = groups.get(key);
-      if (g) g.push(item);
-      else groups.set(key, [item]);
-      const knownKey = `${item.owner}:${item.mid}`;
-      if (!known.has(knownKey) || known.get(knownKey)!.state === null) {
-        const st = statusById.get(`s:${item.owner}:${item.mid}`)?.state ?? null;
-        remember(knownKey, { owner: item.owner, entity: item.entity, state: st });
-      }
-    }
-    const work: Promise<void>[] = [];
-    for (const [key, group] of groups) {
-      for (const item of orderByAfter(group)) {
-        const job: Job = { owner: item.owner, mid: item.mid, doc: item.deleted ? null : item.doc, deleted: item.deleted, status: statusById.get(`s:${item.owner}:${item.mid}`) ?? null, source: 'feed' };
-        work.push(schedule(key, job));
-      }
-    }
-    // Rows arriving now can settle other owners' or entities' waiters (DEPENDENCY_FAILED).
-    for (const item of items) wake(item.mid);
-    const done = Promise.allSettled(work).then((results) => {
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed) throw failed.reason;
-    });
-    return { done };
+  interface Page {
+    seq: string;
+    remaining: number;
+  }
+  const pages: Page[] = [];
+  let saving: Promise<void> = Promise.resolve();
+  const advance = (): void => {
+    saving = saving
+      .then(async () => {
+        let last: string | null = null;
+        while (pages[0] && pages[0].remaining === 0) last = pages.shift()!.seq;
+        if (last !== null && !stopped) {
+          deps.assertLease();
+          await step('checkpoint save', positions.saveCheckpoint(lease, last));
+        }
+      })
+      .catch((err: unknown) => {
+        if (err instanceof LeaseLost) fail(err);
+        else logger.warn({ tenant, err: loggableError(err) }, 'checkpoint save failed; the next page moves it');
+      });
   };
 
   const sleep = (ms: number) =>
@@ -354,42 +546,55 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       }, { once: true });
     });
 
-  // Pages are fetched ahead while earlier ones are still being worked on (up to maxInFlight
-  // tasks); the checkpoint only moves over a prefix of pages whose work has all settled.
-  interface PageInFlight {
-    seq: string;
-    state: 'running' | 'ok' | 'failed';
-    error?: unknown;
-  }
-  let pages: PageInFlight[] = [];
-  let pageFailure: unknown = null;
-  let saving: Promise<void> = Promise.resolve();
-  const advance = (): Promise<void> => {
-    const current = pages;
-    saving = saving
-      .then(async () => {
-        let last: string | null = null;
-        while (current[0]?.state === 'ok') last = current.shift()!.seq;
-        if (current[0]?.state === 'failed') pageFailure ??= current[0].error;
-        if (last !== null && !stopped) {
-          deps.assertLease();
-          await positions.saveCheckpoint(lease, last);
-        }
-      })
-      .catch((err: unknown) => {
-        pageFailure ??= err;
-      });
-    return saving;
+  const takePage = async (rows: ReadonlyArray<ChangeRow<Record<string, unknown>>>, seq: string): Promise<void> => {
+    const items = rows.flatMap((row) => {
+      const ref = parseInboxDocId(row.id);
+      if (!ref || ref.kind !== 'mutation') return [];
+      const doc = (row.doc ?? null) as MutationDocRaw | null;
+      const deleted = row.deleted === true || doc?._deleted === true;
+      return [{ owner: ref.owner, mid: ref.mid, doc: deleted ? null : doc, deleted, entity: deleted ? null : entityOf(doc), after: afterOf(doc) }];
+    });
+    if (items.length > 0) {
+      metrics.received.inc({ tenant }, items.length);
+      await step(
+        'seen record',
+        positions.recordSeen(
+          tenant,
+          items.map((i) => ({ mid: i.mid, owner: i.owner, entity: i.entity })),
+        ),
+      );
+    }
+    const page: Page = { seq, remaining: items.length };
+    pages.push(page);
+    const groups = new Map<string, typeof items>();
+    for (const item of items) {
+      const key = item.entity ?? `id:${item.mid}`;
+      const g = groups.get(key);
+      if (g) g.push(item);
+      else groups.set(key, [item]);
+    }
+    const oneDone = () => {
+      page.remaining--;
+      if (page.remaining === 0) advance();
+    };
+    for (const [entityKey, group] of groups) {
+      for (const item of orderByAfter(group)) {
+        enqueue({ key: `${item.owner}:${item.mid}`, owner: item.owner, mid: item.mid, entityKey, doc: item.doc, deleted: item.deleted, source: 'feed', done: [oneDone] });
+      }
+    }
+    // Rows arriving now can settle other owners' or entities' waiters (DEPENDENCY_FAILED).
+    for (const item of items) wake(item.mid);
+    if (page.remaining === 0) advance();
+    pump();
   };
 
   const feedLoop = async () => {
-    let since: string | number = (await positions.checkpoint(tenant)) ?? 0;
+    let since: string | number = (await step('checkpoint read', positions.checkpoint(tenant))) ?? 0;
     let longpoll = false;
     let failures = 0;
     while (!stopped) {
       try {
-        if (pageFailure !== null) throw pageFailure;
-        await queue.below(options.maxInFlight);
+        await room();
         if (stopped) break;
         const page: ChangesPage<Record<string, unknown>> = await inbox.changes<Record<string, unknown>>({
           since,
@@ -399,22 +604,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
           ...(longpoll ? { feed: 'longpoll' as const, timeout: options.pollTimeoutMs } : {}),
           signal: abort.signal,
         });
-        const { done } = await processPage(page.results);
-        if (page.results.length > 0) {
-          const entry: PageInFlight = { seq: String(page.last_seq), state: 'running' };
-          pages.push(entry);
-          done.then(
-            () => {
-              entry.state = 'ok';
-              void advance();
-            },
-            (err: unknown) => {
-              entry.state = 'failed';
-              entry.error = err;
-              void advance();
-            },
-          );
-        }
+        if (page.results.length > 0) await takePage(page.results, String(page.last_seq));
         since = page.last_seq;
         longpoll = page.results.length < options.pageSize;
         failures = 0;
@@ -422,21 +612,12 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
         if (stopped) break;
         if (err instanceof LeaseLost) throw err;
         if (err instanceof CouchError && err.status === 403) throw new LeaseLost(tenant);
-        const name = (err as Error).name;
-        if (name === 'TimeoutError' && pageFailure === null) {
+        if ((err as Error).name === 'TimeoutError') {
           longpoll = false; // a longpoll that outlived the client timeout: just ask again
           continue;
         }
         failures++;
-        logger.warn({ tenant, err: loggableError(err), failures }, 'worker feed failed; resuming from the checkpoint');
-        // Start again from the durable checkpoint once queued work is over; terminal mutations
-        // are skipped on the way.
-        await Promise.race([queue.idle(), sleep(30_000)]);
-        await saving;
-        if (pageFailure instanceof LeaseLost) throw pageFailure;
-        pages = [];
-        pageFailure = null;
-        since = (await positions.checkpoint(tenant).catch(() => null)) ?? 0;
+        logger.warn({ tenant, err: loggableError(err), failures }, 'worker feed failed; asking again');
         longpoll = false;
         await sleep(Math.min(5_000, 100 * 2 ** Math.min(failures, 6)));
       }
@@ -445,31 +626,33 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
 
   const onTick = () => {
     const now = clock();
-    for (const row of pendingRows.values()) {
-      if (row.nextAttemptAt > now) continue;
-      lookAgain(row, now);
-    }
+    for (const [key, row] of pendingRows) if (row.nextAttemptAt <= now && !queued.has(key)) lookAgain(key);
+    pump();
   };
 
   const run = async () => {
     try {
-      await writer.healHead();
+      await step('head heal', writer.healHead());
       // A predecessor may have settled under the previous holder after the checkpoint passed it,
       // with the wake-up lost: every waiting row is looked at once now, not only at its timeout.
       const now = clock();
-      for (const row of await pending.list(tenant)) trackPending(row.state === 'waiting' ? { ...row, nextAttemptAt: Math.min(row.nextAttemptAt, now) } : row);
+      for (const row of await step('pending list', pending.list(tenant))) trackPending(row.state === 'waiting' ? { ...row, nextAttemptAt: Math.min(row.nextAttemptAt, now) } : row);
       reportDepth();
       tick = setInterval(onTick, options.tickMs);
       onTick();
       await feedLoop();
+      if (failure !== null) throw failure;
     } catch (err) {
       if (!(err instanceof LeaseLost) && !stopped) logger.error({ tenant, err: loggableError(err) }, 'tenant runner failed');
-      else logger.info({ tenant }, 'tenant runner stopping: lease lost');
+      else if (err instanceof LeaseLost || failure instanceof LeaseLost) logger.info({ tenant }, 'tenant runner stopping: lease lost');
     } finally {
       stopped = true;
       if (tick) clearInterval(tick);
+      for (const t of retryTimers) clearTimeout(t);
       abort.abort();
-      await Promise.race([queue.idle().then(() => writer.settled()), new Promise((r) => setTimeout(r, 10_000).unref())]);
+      for (const r of roomWatchers.splice(0)) r();
+      const idle = roundsRunning === 0 ? Promise.resolve() : new Promise<void>((r) => roundsIdle.push(r));
+      await Promise.race([idle.then(() => writer.settled()), new Promise((r) => setTimeout(r, 10_000).unref())]);
     }
   };
 

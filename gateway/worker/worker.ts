@@ -32,7 +32,12 @@ export interface WorkerOptions {
   leaseCheckMs?: number;
   pageSize?: number;
   maxInFlight?: number;
-  concurrency?: number;
+  /** Mutations per round (one service batch). */
+  batchSize?: number;
+  /** Rounds under way at once per tenant. */
+  rounds?: number;
+  /** Deadline of each I/O step of a round. */
+  stepTimeoutMs?: number;
   tickMs?: number;
   pollTimeoutMs?: number;
   commitTimeoutMs?: number;
@@ -65,7 +70,9 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   const runnerOptions: TenantRunnerOptions = {
     pageSize: opts.pageSize ?? 500,
     maxInFlight: opts.maxInFlight ?? 2_000,
-    concurrency: opts.concurrency ?? 64,
+    batchSize: opts.batchSize ?? 200,
+    rounds: opts.rounds ?? 4,
+    stepTimeoutMs: opts.stepTimeoutMs ?? 30_000,
     waitingTimeoutMs: opts.waitingTimeoutMs ?? DEFAULT_WAITING_TIMEOUT_MS,
     retry: opts.retry ?? DEFAULT_RETRY_POLICY,
     tickMs: opts.tickMs ?? 1_000,

@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createLeaseStore } from '../../gateway/worker/lease.ts';
 import { requirePostgres } from '../support/services.ts';
 import { mutationDoc, newEntity, patientPayload, serviceCounts, startEnv, waitUntil, type Env, type MutationFixture } from './fixture.ts';
@@ -81,6 +83,57 @@ describe('worker: crash safety', function () {
     const after = await serviceCounts(env.serviceDb);
     expect(after.patients - before.patients).to.equal(30);
     expect(after.events - before.events).to.equal(docs.length);
+  });
+
+  it('kill -9 after the service committed a batch but before the worker read its answer: the next worker replays it, exactly once', async () => {
+    const before = await serviceCounts(env.serviceDb);
+    const { docs, entities } = chains('south', 'cy', 12, 4);
+    // Between the worker and the service: passes every call on, but swallows the answer to the
+    // first batch, which the service has committed by then.
+    let signalHeld!: () => void;
+    const held = new Promise<void>((r) => (signalHeld = r));
+    let holding = true;
+    let heldMids: string[] = [];
+    const proxy = createServer((req, res) => {
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (c: string) => (body += c));
+      req.on('end', async () => {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'host' && k !== 'content-length' && k !== 'connection') headers[k] = v;
+        const answer = await fetch(`${env.service.url}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers, ...(body ? { body } : {}) });
+        const text = await answer.text();
+        if (holding && req.url === '/v1/batch') {
+          holding = false;
+          heldMids = (JSON.parse(body) as { items: Array<{ idempotencyKey: string }> }).items.map((i) => i.idempotencyKey);
+          signalHeld();
+          return; // never answered
+        }
+        res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' });
+        res.end(text);
+      });
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    try {
+      const a = await spawnWorker(env, 'mid-batch-a', { FERRY_REGISTRATION_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, FERRY_WORKER_BATCH_SIZE: '20' });
+      await env.push('south', docs);
+      await held;
+      await a.kill();
+      expect(heldMids).to.have.length.above(0);
+      const { rows } = await env.serviceDb.query<{ n: string }>('SELECT count(*) AS n FROM idempotency_keys WHERE key = ANY($1::text[])', [heldMids]);
+      expect(Number(rows[0]!.n), 'the service committed the held batch').to.equal(heldMids.length);
+      const states = await statesOf(env, 'south');
+      expect(heldMids.filter((m) => states.get(`s:cy:${m}`)?.state === 'committed'), 'no status for what the worker never heard').to.deep.equal([]);
+      await spawnWorker(env, 'mid-batch-b');
+      await waitUntil(() => allCommitted(env, 'south', docs), 120_000, 200);
+      await expectExactlyOnce(env, 'south', docs, entities, 4);
+      const after = await serviceCounts(env.serviceDb);
+      expect(after.patients - before.patients).to.equal(12);
+      expect(after.events - before.events).to.equal(docs.length);
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise<void>((r) => proxy.close(() => r()));
+    }
   });
 
   it('two workers: one holds each lease, the other stands by and takes over when the holder dies; exactly once', async () => {

@@ -5,7 +5,6 @@ import { screen } from '../../gateway/worker/screen.ts';
 import { pickStatusWinner, shouldWrite, statusDocFor } from '../../gateway/worker/status.ts';
 import { backoffDelay as nextDelay } from '../../retry/backoff.ts';
 import { orderByAfter } from '../../gateway/worker/tenant-runner.ts';
-import { createEntityQueue } from '../../gateway/worker/entity-queue.ts';
 import { statusDocSchema, type StatusState } from '../../validators/mutation.ts';
 import { mutationDoc, newMid, newEntity, patientPayload } from './fixture.ts';
 
@@ -173,25 +172,12 @@ describe('worker: status writes', () => {
   });
 });
 
-describe('worker: backoff and queue', () => {
+describe('worker: backoff', () => {
   it('grows exponentially, is capped, and jitters within bounds', () => {
     const p = { baseMs: 100, maxMs: 1_000, jitter: 0.5 };
     expect(nextDelay(1, p, () => 1)).to.equal(100);
     expect(nextDelay(3, p, () => 1)).to.equal(400);
     expect(nextDelay(30, p, () => 1)).to.equal(1_000);
     expect(nextDelay(3, p, () => 0)).to.equal(200);
-  });
-  it('runs one key in sequence and keys in parallel', async () => {
-    const q = createEntityQueue(4);
-    const log: string[] = [];
-    const step = (k: string, i: number, ms: number) => q.run(k, async () => {
-      log.push(`${k}${i}+`);
-      await new Promise((r) => setTimeout(r, ms));
-      log.push(`${k}${i}-`);
-    });
-    await Promise.all([step('a', 1, 20), step('a', 2, 1), step('b', 1, 1)]);
-    expect(log.indexOf('a1-')).to.be.lessThan(log.indexOf('a2+'));
-    expect(log.indexOf('b1-')).to.be.lessThan(log.indexOf('a1-'));
-    expect(q.size).to.equal(0);
   });
 });

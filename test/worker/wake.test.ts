@@ -7,13 +7,10 @@ import { mutationDoc, newEntity, patientPayload, sharedEnv, waitUntil } from './
 // nor when the worker that settled the predecessor stopped before that look was over.
 
 describe('worker: waking waiting mutations', function () {
-  // Each case is bounded well below this; a stall seen once in a full-suite CI run (not reproduced
-  // in five further runs, alone or with the suites before it) is under investigation, so a case may run a second time.
-  this.timeout(90_000);
-  this.retries(1);
+  this.timeout(60_000);
   const shared = sharedEnv({ tenants: ['north'] });
 
-  /** Answers the first create with 503 (so its successor waits), then passes through; `onCommitted` runs on the first 201. */
+  /** Answers the first service batch with 503 (so the create retries and its successor waits), then passes through; `onCommitted` runs on the first 201 inside a batch answer. */
   function flakyFetch(onCommitted: () => void): typeof fetch {
     let first = true;
     let committed = false;
@@ -23,9 +20,12 @@ describe('worker: waking waiting mutations', function () {
         return new Response(JSON.stringify({ code: 'UNAVAILABLE' }), { status: 503, headers: { 'content-type': 'application/json' } });
       }
       const res = await fetch(input, init);
-      if (init?.method === 'POST' && res.status === 201 && !committed) {
-        committed = true;
-        onCommitted();
+      if (init?.method === 'POST' && res.status === 200 && !committed) {
+        const body = (await res.clone().json()) as { items?: Array<{ status?: number }> };
+        if (body.items?.some((i) => i.status === 201)) {
+          committed = true;
+          onCommitted();
+        }
       }
       return res;
     }) as typeof fetch;
@@ -40,12 +40,12 @@ describe('worker: waking waiting mutations', function () {
   it('a woken look that fails is tried again at the next tick', async () => {
     let failNext = false;
     const memberships = Object.create(shared.env.platform.memberships) as typeof shared.env.platform.memberships;
-    memberships.rolesOf = async (tenant, user) => {
+    memberships.rolesOfMany = async (tenant, users) => {
       if (failNext) {
         failNext = false;
         throw new Error('platform database blip');
       }
-      return shared.env.platform.memberships.rolesOf(tenant, user);
+      return shared.env.platform.memberships.rolesOfMany(tenant, users);
     };
     const worker: Worker = await shared.env.startWorker({
       platform: { ...shared.env.platform, memberships },
@@ -68,13 +68,13 @@ describe('worker: waking waiting mutations', function () {
     let release: () => void = () => undefined;
     const released = new Promise<void>((r) => (release = r));
     const memberships = Object.create(shared.env.platform.memberships) as typeof shared.env.platform.memberships;
-    memberships.rolesOf = async (tenant, user) => {
+    memberships.rolesOfMany = async (tenant, users) => {
       if (hold) {
         hold = false;
         await released; // the worker stops while the woken look is still under way
         throw new Error('stopped');
       }
-      return shared.env.platform.memberships.rolesOf(tenant, user);
+      return shared.env.platform.memberships.rolesOfMany(tenant, users);
     };
     const first = await shared.env.startWorker({
       workerId: 'first',
@@ -86,7 +86,7 @@ describe('worker: waking waiting mutations', function () {
     const { c, u } = pair();
     await shared.env.push('north', [c, u]);
     await shared.env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');
-    await waitUntil(async () => !hold, 5_000); // the woken look of `u` is stuck in rolesOf
+    await waitUntil(async () => !hold, 5_000); // the woken look of `u` is stuck reading roles
     const stopping = first.stop();
     release();
     await stopping;

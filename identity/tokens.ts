@@ -107,6 +107,42 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
   };
 }
 
+export interface CachingVerifierOptions {
+  /** Most tokens remembered; the oldest is forgotten first. */
+  maxEntries?: number;
+  now?: () => number;
+}
+
+/**
+ * Remembers what `verify` said about a token, keyed by the exact token string, until the token's
+ * `exp`: a batch of one user's items (or a burst of their requests) verifies once, not per item.
+ * Past `exp` the token goes back to `verify`, which refuses it exactly as it would uncached.
+ * Failures are not remembered. Concurrent first uses share one verification.
+ */
+export function cachingVerifier(verify: TokenVerifier, opts: CachingVerifierOptions = {}): TokenVerifier {
+  const maxEntries = opts.maxEntries ?? 10_000;
+  const now = opts.now ?? (() => Date.now());
+  const cache = new Map<string, { claims: Promise<AccessClaims>; expMs: number }>();
+  return async function verifyCached(token: string): Promise<AccessClaims> {
+    const hit = cache.get(token);
+    if (hit && now() < hit.expMs) return hit.claims;
+    if (hit) cache.delete(token);
+    const claims = verify(token);
+    // Until it settles nothing is known about exp; an in-flight entry serves concurrent callers.
+    const entry = { claims, expMs: Number.POSITIVE_INFINITY };
+    cache.set(token, entry);
+    if (cache.size > maxEntries) cache.delete(cache.keys().next().value!);
+    try {
+      const verified = await claims;
+      entry.expMs = verified.exp * 1000;
+      return verified;
+    } catch (err) {
+      if (cache.get(token) === entry) cache.delete(token);
+      throw err;
+    }
+  };
+}
+
 /** The token of an `Authorization: Bearer …` header, or null. */
 export function bearerToken(header: string | undefined): string | null {
   if (!header) return null;

@@ -2,15 +2,15 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { correlationId, correlationOf } from '../../http/correlation.ts';
 import { errorHandler, notFound } from '../../http/errors.ts';
 import { silentLogger, type Logger } from '../../http/log.ts';
-import type { TokenVerifier } from '../../identity/tokens.ts';
-import type { Database } from '../../sql/database.ts';
+import { bearerToken, cachingVerifier, type TokenVerifier } from '../../identity/tokens.ts';
+import type { Database, Queryable } from '../../sql/database.ts';
 import { FerryError } from '../../validators/codes.ts';
-import { authenticate, callerFrom, decideAccess } from './access.ts';
-import { DEFAULT_RETENTION_MS, IDEMPOTENCY_KEY } from './idempotency/decision.ts';
-import { requestFingerprint } from './idempotency/fingerprint.ts';
-import { runIdempotent, type Answer, type IdempotentResult } from './idempotency/store.ts';
+import { authenticate, callerFrom, callerOf, decideAccess, type Caller } from './access.ts';
+import { prepareMutation, readBatchEnvelope, type MutationRequest } from './batch/items.ts';
+import type { ItemAnswer } from './batch/plan.ts';
+import { runMutations, type BatchResult } from './batch/run.ts';
+import { DEFAULT_RETENTION_MS } from './idempotency/decision.ts';
 import { createLicensing, type Licensing } from './licensing.ts';
-import { createPatient, RaceLost, updatePatient, type CommandContext } from './patients/commands.ts';
 import { readPatientQuery } from './patients/query.ts';
 import { loadPatient, searchPatients } from './patients/store.ts';
 import { etagOf } from './patients/versions.ts';
@@ -24,12 +24,17 @@ export interface RegistrationAppDeps {
   idempotencyRetentionMs?: number;
   /** Called after every commit that wrote an event, e.g. to wake the relay. */
   onCommit?: () => void;
+  /** Per request of the single routes, and per item of a batch (64 KB). */
   bodyLimit?: string;
+  /** The whole of a `POST /v1/batch` request (8 MB). */
+  batchBodyLimit?: string;
+  /** Test hook: wraps the mutation transaction, e.g. to fail a chosen statement. */
+  wrapTransaction?: (tx: Queryable) => Queryable;
   searchLimit?: number;
   now?: () => Date;
 }
 
-/** The registration service's HTTP app: `/v1/patients` (DESIGN §6). */
+/** The registration service's HTTP app: `/v1/patients` (DESIGN §6) and `/v1/batch` (README.md). */
 export function createRegistrationApp(deps: RegistrationAppDeps): Express {
   const logger = deps.logger ?? silentLogger();
   const licensing = deps.licensing ?? createLicensing(deps.db);
@@ -41,45 +46,53 @@ export function createRegistrationApp(deps: RegistrationAppDeps): Express {
   app.set('trust proxy', false);
   app.use(correlationId());
   app.use(requestLog(logger));
-  app.use(authenticate(deps.verifier));
+  // One verification per token string until it expires: a batch of one user's items verifies once.
+  const verify = cachingVerifier(deps.verifier);
+  app.use(authenticate(verify));
+  // Registered first, so the 64 KB parser below finds the batch's body already read.
+  app.use('/v1/batch', express.json({ limit: deps.batchBodyLimit ?? '8mb', strict: true }));
   app.use(express.json({ limit: deps.bodyLimit ?? '64kb', strict: true }));
 
-  const serialised = deps.db.kind === 'pglite';
-  const mutate = async (res: Response, req: Request, work: (ctx: CommandContext) => Promise<Answer>): Promise<IdempotentResult> => {
-    const caller = callerFrom(res);
-    const key = idempotencyKeyOf(req);
-    const body = jsonBodyOf(req);
-    const fingerprint = requestFingerprint({ method: req.method, path: pathOf(req), owner: caller.owner, ifMatch: req.get('if-match') ?? null, body });
-    const attempt = () =>
-      runIdempotent(deps.db, { tenant: caller.tenant, key, fingerprint }, idempotency, async (tx) =>
-        work({ tx, caller, licensed: await licensing.isLicensed(caller.tenant, tx), correlationId: correlationOf(res) ?? null, now: now(), serialised }),
-      );
-    // A lost race rolls everything back; the rerun's checks see the winner and answer 409.
-    for (let tries = 1; ; tries++) {
-      try {
-        return await attempt();
-      } catch (err) {
-        if (!(err instanceof RaceLost) || tries >= 3) throw err;
-      }
-    }
-  };
-  const answer = (res: Response, result: IdempotentResult) => {
-    if (result.replayed) res.setHeader('Idempotent-Replayed', 'true');
-    if (result.status < 300) {
-      const record = JSON.parse(result.body) as { id: string; version: number };
-      res.setHeader('ETag', etagOf(record.version));
-      if (result.status === 201) res.setHeader('Location', `/v1/patients/${encodeURIComponent(record.id)}`);
-      if (!result.replayed) deps.onCommit?.();
-    }
-    res.status(result.status).type('application/json').send(result.body);
+  const mutations = { db: deps.db, licensing, now, retentionMs: idempotency.retentionMs, ...(deps.wrapTransaction ? { wrapTransaction: deps.wrapTransaction } : {}) };
+  const committed = (result: BatchResult) => {
+    if (result.events > 0) deps.onCommit?.();
   };
 
-  app.post('/v1/patients', async (req, res) => {
-    answer(res, await mutate(res, req, (ctx) => createPatient(ctx, req.body)));
-  });
-  app.put('/v1/patients/:id', async (req, res) => {
-    const id = String(req.params.id);
-    answer(res, await mutate(res, req, (ctx) => updatePatient(ctx, id, req.get('if-match'), req.body)));
+  // The single routes are a batch of one through the same decisions as POST /v1/batch.
+  const single = async (req: Request, res: Response) => {
+    const caller = callerFrom(res);
+    const request: MutationRequest = {
+      method: req.method === 'PUT' ? 'PUT' : 'POST',
+      path: pathOf(req),
+      idempotencyKey: req.get('idempotency-key'),
+      ifMatch: req.get('if-match'),
+      correlationId: correlationOf(res),
+      authorization: undefined,
+      requires: null,
+      body: req.body as unknown,
+    };
+    // express.json has enforced the body limit on the bytes as sent.
+    const result = await runMutations(mutations, caller.tenant, [prepareMutation(request, caller, Infinity)]);
+    committed(result);
+    const answer = result.answers[0]!;
+    for (const [name, value] of Object.entries(answerHeaders(answer))) res.setHeader(name, value);
+    res.status(answer.status).type('application/json').send(answer.body);
+  };
+  app.post('/v1/patients', single);
+  app.put('/v1/patients/:id', single);
+
+  app.post('/v1/batch', async (req, res) => {
+    const outer = callerFrom(res);
+    const requests = readBatchEnvelope(req.body);
+    const callers = await Promise.all(requests.map((r) => (r.authorization === undefined ? outer : itemCaller(verify, r.authorization, outer.tenant))));
+    const prepared = requests.map((r, i) => prepareMutation(r, callers[i]!));
+    const result = await runMutations(mutations, outer.tenant, prepared);
+    committed(result);
+    // Each answer's body is spliced in as its JSON text, so a replay stays byte-identical.
+    const items = result.answers.map(
+      (a) => `{"status":${a.status},"headers":${JSON.stringify(answerHeaders(a))},"body":${a.body}${a.skipped ? ',"skipped":true' : ''}}`,
+    );
+    res.status(200).type('application/json').send(`{"items":[${items.join(',')}]}`);
   });
   app.get('/v1/patients/:id', async (req, res) => {
     const caller = callerFrom(res);
@@ -107,17 +120,28 @@ async function requireAccess(licensing: Licensing, caller: ReturnType<typeof cal
   if (decision.kind === 'deny') throw new FerryError(decision.code);
 }
 
-function idempotencyKeyOf(req: Request): string | null {
-  const key = req.get('idempotency-key');
-  if (key === undefined) return null;
-  if (!IDEMPOTENCY_KEY.test(key)) throw new FerryError('MALFORMED_REQUEST', { errors: [{ path: 'Idempotency-Key', message: 'has an invalid format' }] });
-  return key;
+/** An item's own caller: its token verified like any other, and of the batch's tenant. */
+async function itemCaller(verify: TokenVerifier, authorization: string, tenant: string): Promise<Caller | FerryError> {
+  const token = bearerToken(authorization);
+  if (!token) return new FerryError('UNAUTHENTICATED');
+  try {
+    const caller = callerOf(await verify(token));
+    return caller.tenant === tenant ? caller : new FerryError('TENANT_MISMATCH');
+  } catch {
+    return new FerryError('UNAUTHENTICATED');
+  }
 }
 
-/** express.json leaves the body undefined unless a JSON body came; that is malformed, not invalid. */
-function jsonBodyOf(req: Request): unknown {
-  if (req.body === undefined) throw new FerryError('MALFORMED_REQUEST');
-  return req.body as unknown;
+/** The headers the single route sets with an answer, lower-case. */
+function answerHeaders(answer: ItemAnswer): Record<string, string> {
+  const headers: Record<string, string> = {};
+  if (answer.status >= 200 && answer.status < 300 && !answer.skipped) {
+    const record = JSON.parse(answer.body) as { id: string; version: number };
+    headers.etag = etagOf(record.version);
+    if (answer.status === 201) headers.location = `/v1/patients/${encodeURIComponent(record.id)}`;
+  }
+  if (answer.replayed) headers['idempotent-replayed'] = 'true';
+  return headers;
 }
 
 function pathOf(req: Request): string {

@@ -44,26 +44,39 @@ export interface AuditRecord {
   at: Date;
 }
 
-/** The event and its audit record in one statement (one round trip fewer on the commit path). */
-export async function appendEventAndAudit(tx: Queryable, event: PatientEvent, record: AuditRecord): Promise<void> {
+/**
+ * Events and their audit records for a whole batch in one statement. Outbox `seq` follows the
+ * order given (the batch's item order), so an entity's events are published in the order its
+ * changes were made.
+ */
+export async function appendEventsAndAudits(tx: Queryable, entries: readonly { event: PatientEvent; audit: AuditRecord }[]): Promise<void> {
+  if (entries.length === 0) return;
+  const rows = entries.map(({ event, audit }) => ({
+    event_id: event.eventId,
+    subject: subjectOf(event.type),
+    payload: event,
+    audit_id: uuidv7(),
+    tenant: audit.tenant,
+    action: audit.action,
+    patient_id: audit.patientId,
+    version: audit.version,
+    acting_user: audit.actingUser,
+    actor: audit.actor,
+    correlation_id: audit.correlationId,
+    details: audit.details ?? {},
+    at: audit.at.toISOString(),
+  }));
   await tx.query(
-    `WITH event AS (INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3))
+    `WITH r AS (
+       SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
+         event_id uuid, subject text, payload jsonb, audit_id uuid, tenant text, action text, patient_id text, version integer,
+         acting_user text, actor text, correlation_id text, details jsonb, at timestamptz)) WITH ORDINALITY AS r (
+         event_id, subject, payload, audit_id, tenant, action, patient_id, version, acting_user, actor, correlation_id, details, at, n)
+     ), event AS (
+       INSERT INTO outbox (event_id, subject, payload) SELECT event_id, subject, payload FROM r ORDER BY n
+     )
      INSERT INTO audit_log (id, tenant, action, patient_id, version, acting_user, actor, correlation_id, details, at)
-     VALUES ($4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-    [
-      event.eventId,
-      subjectOf(event.type),
-      JSON.stringify(event),
-      uuidv7(),
-      record.tenant,
-      record.action,
-      record.patientId,
-      record.version,
-      record.actingUser,
-      record.actor,
-      record.correlationId,
-      JSON.stringify(record.details ?? {}),
-      record.at,
-    ],
+     SELECT audit_id, tenant, action, patient_id, version, acting_user, actor, correlation_id, details, at FROM r`,
+    [JSON.stringify(rows)],
   );
 }

@@ -6,8 +6,9 @@ import { backoffDelay, type BackoffPolicy } from '../../../retry/backoff.ts';
 import type { PatientEvent } from './outbox.ts';
 import { ensureStream } from './stream.ts';
 
-// Publishes the outbox to JetStream in outbox order, one event at a time: publish, wait for the
-// stream's ack, then mark it sent. A crash between the two publishes the event again on restart;
+// Publishes the outbox to JetStream in outbox order, many at once: publishes are issued in seq
+// order on one connection, up to 100 awaiting their acks, and each round marks what was acked
+// sent in one statement. A crash between the two publishes the events again on restart;
 // the stream drops the copy because `Nats-Msg-Id` is the event id (duplicate window ≥ 2 h) and
 // consumers can dedupe beyond that on `eventId`. While NATS is away nothing is lost: events
 // wait in the outbox and the loop retries with backoff, reconnecting by itself.
@@ -26,7 +27,10 @@ export interface RelayOptions {
   db: Queryable;
   natsUrl: string;
   logger?: Logger;
+  /** Events read per round. */
   batchSize?: number;
+  /** Publishes awaiting their ack at once (default 100). */
+  inFlight?: number;
   /** Safety-net poll; `notify()` wakes the relay at once after a commit. */
   pollMs?: number;
   backoff?: BackoffPolicy;
@@ -58,7 +62,8 @@ export interface OutboxRelay {
 
 export function createOutboxRelay(opts: RelayOptions): OutboxRelay {
   const logger = opts.logger ?? silentLogger();
-  const batchSize = opts.batchSize ?? 100;
+  const batchSize = opts.batchSize ?? 500;
+  const inFlight = opts.inFlight ?? 100;
   const pollMs = opts.pollMs ?? 1000;
   const backoff = opts.backoff ?? { baseMs: 200, maxMs: 10_000 };
   const publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
@@ -115,19 +120,47 @@ export function createOutboxRelay(opts: RelayOptions): OutboxRelay {
       'SELECT seq, event_id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1',
       [batchSize],
     );
-    for (const row of rows) {
-      if (stopped) break;
-      const event: OutboxEvent = {
-        seq: Number(row.seq),
-        eventId: row.event_id,
-        subject: row.subject,
-        payload: typeof row.payload === 'string' ? (JSON.parse(row.payload) as PatientEvent) : row.payload,
-      };
+    const events: OutboxEvent[] = rows.map((row) => ({
+      seq: Number(row.seq),
+      eventId: row.event_id,
+      subject: row.subject,
+      payload: typeof row.payload === 'string' ? (JSON.parse(row.payload) as PatientEvent) : row.payload,
+    }));
+    const publishOne = async (event: OutboxEvent) => {
       await client.publish(event.subject, JSON.stringify(event.payload), { msgID: event.eventId, timeout: publishTimeoutMs });
       await opts.afterPublish?.(event);
-      await opts.db.query('UPDATE outbox SET published_at = now() WHERE seq = $1', [event.seq]);
-      published++;
+      return event.seq;
+    };
+    // Issued in seq order on one connection, up to `inFlight` at once. An event waits for the
+    // ack of its entity's previous event, so a lost publish can never let a later change of the
+    // same patient reach the stream first. The first failure stops the round.
+    const sent: number[] = [];
+    const inFlightSet = new Set<Promise<unknown>>();
+    const lastOfEntity = new Map<string, Promise<unknown>>();
+    let failure: unknown = null;
+    const track = (event: OutboxEvent) => {
+      const p = publishOne(event).then(
+        (seq) => void sent.push(seq),
+        (err: unknown) => void (failure ??= err),
+      );
+      inFlightSet.add(p);
+      void p.finally(() => inFlightSet.delete(p));
+      lastOfEntity.set(event.payload.patientId, p);
+    };
+    for (const event of events) {
+      if (stopped || failure !== null) break;
+      const previous = lastOfEntity.get(event.payload.patientId);
+      if (previous) await previous;
+      while (inFlightSet.size >= inFlight && failure === null) await Promise.race(inFlightSet);
+      if (stopped || failure !== null) break;
+      track(event);
     }
+    await Promise.all(inFlightSet);
+    // Everything acked is marked, in one statement; what failed is read again next round, from
+    // the first unmarked seq. A crash before this UPDATE republishes: the stream drops the copies.
+    if (sent.length > 0) await opts.db.query('UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])', [sent]);
+    published += sent.length;
+    if (failure !== null) throw failure;
     return rows.length;
   }
 

@@ -1,45 +1,91 @@
 import { v7 as uuidv7 } from 'uuid';
-import type { Queryable } from '../../../sql/database.ts';
 import { FerryError, type ErrorCode, type FieldError } from '../../../validators/codes.ts';
-import { parseWith } from '../../../validators/issues.ts';
-import { createPatientRequestSchema, PATIENT_ID, updatePatientRequestSchema, type Patient } from '../../../validators/patient.ts';
+import { parseWith, type Parsed } from '../../../validators/issues.ts';
+import {
+  createPatientRequestSchema,
+  PATIENT_ID,
+  updatePatientRequestSchema,
+  type CreatePatientRequest,
+  type Patient,
+  type PatientRecord,
+  type UpdatePatientRequest,
+} from '../../../validators/patient.ts';
 import { decideAccess, type Caller } from '../access.ts';
-import { appendEventAndAudit, newPatientEvent, type AuditRecord } from '../events/outbox.ts';
+import { newPatientEvent, type AuditRecord, type PatientEvent } from '../events/outbox.ts';
 import type { Answer } from '../idempotency/store.ts';
-import { duplicateCandidates, identifierKey, nameKey } from './matching.ts';
-import { idTaken, identifierHolders, insertPatient, loadPatient, possibleDuplicates, recordOf, updatePatientRow, writeIdentifiers } from './store.ts';
-import { checkVersion, readPrecondition } from './versions.ts';
+import { duplicateCandidates, identifierKey, type ExistingPatient } from './matching.ts';
+import { recordOf } from './store.ts';
+import { checkVersion, readPrecondition, type Precondition } from './versions.ts';
 
-// The business logic of the two mutating routes. Each runs inside the idempotency transaction:
-// answers it returns (2xx, 403, 404, 409, 422) are stored under the key; FerryErrors it throws
-// (428, malformed If-Match) are answers given before the request runs and are not.
+// The business logic of the two mutating routes, as pure decisions over what the set-based reads
+// of the batch returned plus the effects of earlier items (a PatientView). Outcomes are a tagged
+// union: answers that are stored under the key (2xx, 403, 404, 409, 422), and refusals given
+// before the request runs (428, malformed If-Match), which are not.
 
 export interface CommandContext {
-  tx: Queryable;
   caller: Caller;
   licensed: boolean;
   correlationId: string | null;
   now: Date;
-  /** True on PGlite, which runs one transaction at a time: no concurrent writer can race us. */
-  serialised: boolean;
 }
 
-/**
- * A concurrent writer took the id or an identifier between our checks and our writes. The whole
- * transaction is rolled back and the request run again; the second run sees the winner in its
- * checks and stores the matching 409 under the key.
- */
-export class RaceLost extends Error {
-  override name = 'RaceLost';
+/** What a command may ask about the database, as it stands after the batch's earlier items. */
+export interface PatientView {
+  /** Ids are global (device-minted UUIDv7s), so a clash with another tenant's id is still a clash. */
+  idTaken(id: string): boolean;
+  /** The caller's tenant's patient, as GET would show it; null when absent or another tenant's. */
+  current(id: string): PatientRecord | null;
+  /** Same name key + birth date + sex, and holders of the same identifiers (DESIGN §6). */
+  possibleDuplicates(p: Patient): ExistingPatient[];
+  /** Ids of other patients of the tenant holding any of these identifiers, sorted. */
+  identifierHolders(identifiers: Patient['identifiers'], exceptId: string | null): string[];
 }
 
-function errorAnswer(code: ErrorCode, ctx: CommandContext, opts: { errors?: FieldError[]; details?: Record<string, unknown> } = {}): Answer {
+/** The row a create writes; `version` 1. */
+export interface NewPatient {
+  id: string;
+  tenant: string;
+  patient: Patient;
+  by: string;
+  at: Date;
+  overrideReason: string | null;
+}
+
+/** The row an update writes. */
+export interface UpdatedPatient {
+  id: string;
+  tenant: string;
+  version: number;
+  patient: Patient;
+  by: string;
+  at: Date;
+}
+
+export type CommandOutcome =
+  | { kind: 'answered'; answer: Answer }
+  | { kind: 'refused'; error: FerryError }
+  | { kind: 'created'; answer: Answer; record: PatientRecord; row: NewPatient; event: PatientEvent; audit: AuditRecord }
+  | { kind: 'updated'; answer: Answer; record: PatientRecord; row: UpdatedPatient; event: PatientEvent; audit: AuditRecord };
+
+/** A create's body, read once: the batch needs its id, name key and identifiers before deciding. */
+export type CreateInput = Parsed<CreatePatientRequest>;
+export type UpdateInput = { precondition: Precondition; parsed: Parsed<UpdatePatientRequest> };
+
+export function readCreate(body: unknown): CreateInput {
+  return parseWith(createPatientRequestSchema, body);
+}
+
+export function readUpdate(ifMatch: string | undefined, body: unknown): UpdateInput {
+  return { precondition: readPrecondition(ifMatch, body), parsed: parseWith(updatePatientRequestSchema, body) };
+}
+
+function errorAnswer(code: ErrorCode, ctx: CommandContext, opts: { errors?: FieldError[]; details?: Record<string, unknown> } = {}): CommandOutcome {
   const err = new FerryError(code, opts);
-  return { status: err.status, body: err.toBody(ctx.correlationId ?? undefined) };
+  return { kind: 'answered', answer: { status: err.status, body: err.toBody(ctx.correlationId ?? undefined) } };
 }
 
 /** A request naming the same identifier twice would clash with itself. */
-function repeatedIdentifiers(p: Patient): FieldError[] {
+export function repeatedIdentifiers(p: Patient): FieldError[] {
   const seen = new Set<string>();
   const errors: FieldError[] = [];
   (p.identifiers ?? []).forEach((i, n) => {
@@ -54,7 +100,7 @@ function audit(ctx: CommandContext, action: AuditRecord['action'], patientId: st
   return { tenant: ctx.caller.tenant, action, patientId, version, actingUser: ctx.caller.owner, actor: ctx.caller.actor, correlationId: ctx.correlationId, details, at: ctx.now };
 }
 
-function event(ctx: CommandContext, type: 'patient.created' | 'patient.updated', patientId: string, version: number) {
+function event(ctx: CommandContext, type: 'patient.created' | 'patient.updated', patientId: string, version: number): PatientEvent {
   return newPatientEvent({
     type,
     tenant: ctx.caller.tenant,
@@ -67,63 +113,64 @@ function event(ctx: CommandContext, type: 'patient.created' | 'patient.updated',
   });
 }
 
-export async function createPatient(ctx: CommandContext, body: unknown): Promise<Answer> {
-  const { tx, caller } = ctx;
+export function decideCreate(ctx: CommandContext, view: PatientView, input: CreateInput): CommandOutcome {
+  const { caller } = ctx;
   const access = decideAccess(caller, 'write', ctx.licensed);
   if (access.kind === 'deny') return errorAnswer(access.code, ctx);
-  const parsed = parseWith(createPatientRequestSchema, body);
-  if (!parsed.ok) return errorAnswer('VALIDATION_FAILED', ctx, { errors: parsed.errors });
-  const { id: requestedId, confirmNotDuplicate, ...patient } = parsed.value;
+  if (!input.ok) return errorAnswer('VALIDATION_FAILED', ctx, { errors: input.errors });
+  const { id: requestedId, confirmNotDuplicate, ...patient } = input.value;
   const repeated = repeatedIdentifiers(patient);
   if (repeated.length > 0) return errorAnswer('VALIDATION_FAILED', ctx, { errors: repeated });
   const id = requestedId ?? `pat_${uuidv7()}`;
 
-  if (!ctx.serialised) {
-    // Two registrations of the same person racing on different keys must not both pass detection.
-    const lock = `dup:${caller.tenant}:${nameKey(patient.givenName, patient.familyName)}|${patient.birthDate}|${patient.sex}`;
-    await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lock]);
-  }
-  if (await idTaken(tx, id)) return errorAnswer('ID_CONFLICT', ctx);
-  const candidates = duplicateCandidates(patient, await possibleDuplicates(tx, caller.tenant, patient));
+  if (view.idTaken(id)) return errorAnswer('ID_CONFLICT', ctx);
+  const candidates = duplicateCandidates(patient, view.possibleDuplicates(patient));
   if (candidates.length > 0 && !confirmNotDuplicate) return errorAnswer('DUPLICATE_DETECTED', ctx, { details: { candidates } });
   // A confirmed "not a duplicate" still cannot share an identifier: uniqueness is not overridable.
   // (Without the confirmation a shared identifier has already made it a candidate above.)
-  if (confirmNotDuplicate && (await identifierHolders(tx, caller.tenant, patient.identifiers, null)).length > 0) return errorAnswer('IDENTIFIER_CONFLICT', ctx);
-
-  const inserted = await insertPatient(tx, { id, tenant: caller.tenant, patient, by: caller.owner, at: ctx.now, overrideReason: confirmNotDuplicate?.reason ?? null });
-  if (!inserted || !(await writeIdentifiers(tx, caller.tenant, id, patient.identifiers, false))) throw new RaceLost();
+  if (confirmNotDuplicate && view.identifierHolders(patient.identifiers, null).length > 0) return errorAnswer('IDENTIFIER_CONFLICT', ctx);
 
   const created = event(ctx, 'patient.created', id, 1);
   const override = confirmNotDuplicate ? { duplicateOverride: true as const, candidates } : {};
-  await appendEventAndAudit(tx, created, audit(ctx, 'patient.create', id, 1, { eventId: created.eventId, ...override }));
-  return { status: 201, body: { ...recordOf({ id, tenant: caller.tenant, version: 1, patient, createdAt: ctx.now, updatedAt: ctx.now }) } };
+  const record = recordOf({ id, tenant: caller.tenant, version: 1, patient, createdAt: ctx.now, updatedAt: ctx.now });
+  return {
+    kind: 'created',
+    answer: { status: 201, body: { ...record } },
+    record,
+    row: { id, tenant: caller.tenant, patient, by: caller.owner, at: ctx.now, overrideReason: confirmNotDuplicate?.reason ?? null },
+    event: created,
+    audit: audit(ctx, 'patient.create', id, 1, { eventId: created.eventId, ...override }),
+  };
 }
 
-export async function updatePatient(ctx: CommandContext, id: string, ifMatch: string | undefined, body: unknown): Promise<Answer> {
-  const { tx, caller } = ctx;
+export function decideUpdate(ctx: CommandContext, view: PatientView, id: string, input: UpdateInput): CommandOutcome {
+  const { caller } = ctx;
   const access = decideAccess(caller, 'write', ctx.licensed);
   if (access.kind === 'deny') return errorAnswer(access.code, ctx);
-  const precondition = readPrecondition(ifMatch, body);
-  if (precondition.kind === 'missing') throw new FerryError('PRECONDITION_REQUIRED');
-  if (precondition.kind === 'malformed') throw new FerryError('MALFORMED_REQUEST', { errors: [{ path: 'If-Match', message: 'has an invalid format' }] });
+  const { precondition, parsed } = input;
+  if (precondition.kind === 'missing') return { kind: 'refused', error: new FerryError('PRECONDITION_REQUIRED') };
+  if (precondition.kind === 'malformed') return { kind: 'refused', error: new FerryError('MALFORMED_REQUEST', { errors: [{ path: 'If-Match', message: 'has an invalid format' }] }) };
   if (precondition.kind === 'mismatch') return errorAnswer('VALIDATION_FAILED', ctx, { errors: [{ path: 'baseVersion', message: 'does not match If-Match' }] });
-  const parsed = parseWith(updatePatientRequestSchema, body);
   if (!parsed.ok) return errorAnswer('VALIDATION_FAILED', ctx, { errors: parsed.errors });
   if (precondition.kind !== 'expects') return errorAnswer('VALIDATION_FAILED', ctx, { errors: [{ path: 'baseVersion', message: 'is invalid' }] });
   const { baseVersion: _base, ...patient } = parsed.value;
   const repeated = repeatedIdentifiers(patient);
   if (repeated.length > 0) return errorAnswer('VALIDATION_FAILED', ctx, { errors: repeated });
 
-  const current = PATIENT_ID.test(id) ? await loadPatient(tx, caller.tenant, id, { forUpdate: true }) : null;
+  const current = PATIENT_ID.test(id) ? view.current(id) : null;
   if (!current) return errorAnswer('NOT_FOUND', ctx);
   if (checkVersion(current.version, precondition.version).kind === 'stale') return errorAnswer('VERSION_CONFLICT', ctx, { details: { current } });
-  if ((await identifierHolders(tx, caller.tenant, patient.identifiers, id)).length > 0) return errorAnswer('IDENTIFIER_CONFLICT', ctx);
+  if (view.identifierHolders(patient.identifiers, id).length > 0) return errorAnswer('IDENTIFIER_CONFLICT', ctx);
 
   const version = current.version + 1;
-  await updatePatientRow(tx, { id, tenant: caller.tenant, version, patient, by: caller.owner, at: ctx.now });
-  if (!(await writeIdentifiers(tx, caller.tenant, id, patient.identifiers, true))) throw new RaceLost();
-
   const updated = event(ctx, 'patient.updated', id, version);
-  await appendEventAndAudit(tx, updated, audit(ctx, 'patient.update', id, version, { eventId: updated.eventId }));
-  return { status: 200, body: { ...recordOf({ id, tenant: caller.tenant, version, patient, createdAt: current.createdAt, updatedAt: ctx.now }) } };
+  const record = recordOf({ id, tenant: caller.tenant, version, patient, createdAt: current.createdAt, updatedAt: ctx.now });
+  return {
+    kind: 'updated',
+    answer: { status: 200, body: { ...record } },
+    record,
+    row: { id, tenant: caller.tenant, version, patient, by: caller.owner, at: ctx.now },
+    event: updated,
+    audit: audit(ctx, 'patient.update', id, version, { eventId: updated.eventId }),
+  };
 }

@@ -24,7 +24,17 @@ export function patientFields(p: Patient): Patient {
     ...(p.identifiers ? { identifiers: p.identifiers.map((i) => ({ system: i.system, value: i.value })) } : {}),
     ...(p.phone !== undefined ? { phone: p.phone } : {}),
     facility: p.facility,
-    ...(p.address ? { address: p.address } : {}),
+    // Fixed key order: jsonb reorders keys, and a record read back must be byte-identical to the one answered.
+    ...(p.address ? { address: addressFields(p.address) } : {}),
+  };
+}
+
+function addressFields(a: NonNullable<Patient['address']>): NonNullable<Patient['address']> {
+  return {
+    ...(a.line !== undefined ? { line: a.line } : {}),
+    ...(a.city !== undefined ? { city: a.city } : {}),
+    ...(a.district !== undefined ? { district: a.district } : {}),
+    ...(a.country !== undefined ? { country: a.country } : {}),
   };
 }
 
@@ -60,92 +70,155 @@ export async function loadPatient(tx: Queryable, tenant: string, id: string, opt
   return rows[0] ? toRecord(rows[0]) : null;
 }
 
-export async function idTaken(tx: Queryable, id: string): Promise<boolean> {
-  // Ids are global (device-minted UUIDv7s), so a clash with another tenant's id is still a clash.
-  const { rows } = await tx.query('SELECT 1 FROM patients WHERE id = $1', [id]);
-  return rows.length > 0;
-}
-
 function searchKeys(p: Patient) {
   return { name_key: nameKey(p.givenName, p.familyName), given_key: normaliseName(p.givenName), family_key: normaliseName(p.familyName) };
 }
 
-/** Inserts the row; false when the id was taken meanwhile (a concurrent create). */
-export async function insertPatient(
-  tx: Queryable,
-  row: { id: string; tenant: string; patient: Patient; by: string; at: Date; overrideReason: string | null },
-): Promise<boolean> {
-  const k = searchKeys(row.patient);
-  const { rows } = await tx.query(
-    `INSERT INTO patients (id, tenant, version, data, name_key, given_key, family_key, birth_date, sex, duplicate_override_reason, created_by, updated_by, created_at, updated_at)
-     VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $11)
-     ON CONFLICT (id) DO NOTHING RETURNING id`,
-    [row.id, row.tenant, JSON.stringify(patientFields(row.patient)), k.name_key, k.given_key, k.family_key, row.patient.birthDate, row.patient.sex, row.overrideReason, row.by, row.at],
+// Statements below are set-based: one per batch whatever its size, each parameter an array or a
+// jsonb record set.
+
+export async function lockPatientsForUpdate(tx: Queryable, tenant: string, ids: readonly string[]): Promise<PatientRecord[]> {
+  if (ids.length === 0) return [];
+  // ORDER BY id: two batches locking overlapping patients take them in the same order.
+  const { rows } = await tx.query<PatientRow>(
+    'SELECT id, tenant, version, data, created_at, updated_at FROM patients WHERE tenant = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE',
+    [tenant, ids],
   );
-  return rows.length === 1;
+  return rows.map(toRecord);
 }
 
-export async function updatePatientRow(tx: Queryable, row: { id: string; tenant: string; version: number; patient: Patient; by: string; at: Date }): Promise<void> {
-  const k = searchKeys(row.patient);
-  await tx.query(
-    `UPDATE patients SET version = $3, data = $4, name_key = $5, given_key = $6, family_key = $7, birth_date = $8, sex = $9, updated_by = $10, updated_at = $11
-     WHERE id = $1 AND tenant = $2`,
-    [row.id, row.tenant, row.version, JSON.stringify(patientFields(row.patient)), k.name_key, k.given_key, k.family_key, row.patient.birthDate, row.patient.sex, row.by, row.at],
-  );
+/** Which of these ids exist, in any tenant. */
+export async function takenIds(tx: Queryable, ids: readonly string[]): Promise<string[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await tx.query<{ id: string }>('SELECT id FROM patients WHERE id = ANY($1::text[])', [ids]);
+  return rows.map((r) => r.id);
+}
+
+/** A duplicate-detection key: normalised name key, birth date, sex. */
+export interface DuplicateKey {
+  nameKey: string;
+  birthDate: string;
+  sex: string;
+}
+
+export function duplicateKeyOf(p: Patient): DuplicateKey {
+  return { nameKey: nameKey(p.givenName, p.familyName), birthDate: p.birthDate, sex: p.sex };
 }
 
 /**
- * Writes the patient's identifiers (replacing earlier ones on update). False when one is held by
- * another patient: a concurrent writer got there after our check.
+ * Serialises creates of the same person (same tenant and key) across transactions, so two of them
+ * racing on different keys cannot both pass detection. One statement, locks taken in sorted order
+ * so two batches cannot deadlock on each other's keys. PostgreSQL only (PGlite is serialised).
  */
-export async function writeIdentifiers(tx: Queryable, tenant: string, patientId: string, identifiers: Patient['identifiers'], replace: boolean): Promise<boolean> {
-  if (replace) await tx.query('DELETE FROM patient_identifiers WHERE patient_id = $1', [patientId]);
-  const list = identifiers ?? [];
+export async function lockDuplicateKeys(tx: Queryable, tenant: string, keys: readonly DuplicateKey[]): Promise<void> {
+  if (keys.length === 0) return;
+  const names = [...new Set(keys.map((k) => `dup:${tenant}:${k.nameKey}|${k.birthDate}|${k.sex}`))];
+  await tx.query(
+    `SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(n, 0) AS h FROM unnest($1::text[]) AS n ORDER BY h) AS sorted`,
+    [names],
+  );
+}
+
+/** The tenant's patients with any of these name key + birth date + sex (at most 100 per key, as before). */
+export async function nameMatches(tx: Queryable, tenant: string, keys: readonly DuplicateKey[]): Promise<ExistingPatient[]> {
+  if (keys.length === 0) return [];
+  const { rows } = await tx.query<{ id: string; name_key: string; birth_date: string; sex: string }>(
+    `SELECT DISTINCT p.id, p.name_key, p.birth_date, p.sex
+       FROM (SELECT DISTINCT * FROM unnest($2::text[], $3::text[], $4::text[]) AS k (n, b, s)) AS k
+       CROSS JOIN LATERAL (SELECT id, name_key, birth_date, sex FROM patients
+                            WHERE tenant = $1 AND name_key = k.n AND birth_date = k.b AND sex = k.s LIMIT 100) AS p`,
+    [tenant, keys.map((k) => k.nameKey), keys.map((k) => k.birthDate), keys.map((k) => k.sex)],
+  );
+  return rows.map((r) => ({ id: r.id, nameKey: r.name_key, birthDate: r.birth_date, sex: r.sex, identifiers: [] }));
+}
+
+/** Holders of any of these (system, value key) pairs in the tenant. */
+export async function identifierHolderRows(tx: Queryable, tenant: string, pairs: readonly { system: string; valueKey: string }[]) {
+  if (pairs.length === 0) return [];
+  const { rows } = await tx.query<{ patient_id: string; system: string; value_key: string }>(
+    `SELECT i.patient_id, i.system, i.value_key FROM patient_identifiers i
+       JOIN (SELECT DISTINCT * FROM unnest($2::text[], $3::text[]) AS k (s, v)) AS k ON i.system = k.s AND i.value_key = k.v
+      WHERE i.tenant = $1`,
+    [tenant, pairs.map((p) => p.system), pairs.map((p) => p.valueKey)],
+  );
+  return rows.map((r) => ({ system: r.system, valueKey: r.value_key, patientId: r.patient_id }));
+}
+
+/** One patient's row as the batch leaves it (a create then updates of it in one batch write once). */
+export interface PatientWrite {
+  id: string;
+  tenant: string;
+  version: number;
+  patient: Patient;
+  createdBy: string;
+  updatedBy: string;
+  createdAt: Date;
+  updatedAt: Date;
+  overrideReason: string | null;
+}
+
+function rowJson(w: PatientWrite) {
+  const k = searchKeys(w.patient);
+  return {
+    id: w.id,
+    tenant: w.tenant,
+    version: w.version,
+    data: patientFields(w.patient),
+    ...k,
+    birth_date: w.patient.birthDate,
+    sex: w.patient.sex,
+    duplicate_override_reason: w.overrideReason,
+    created_by: w.createdBy,
+    updated_by: w.updatedBy,
+    created_at: w.createdAt.toISOString(),
+    updated_at: w.updatedAt.toISOString(),
+  };
+}
+
+const ROW_COLUMNS = `id text, tenant text, version integer, data jsonb, name_key text, given_key text, family_key text, birth_date text, sex text,
+  duplicate_override_reason text, created_by text, updated_by text, created_at timestamptz, updated_at timestamptz`;
+
+/** Inserts new patients; returns how many went in (fewer: a concurrent create took an id meanwhile). */
+export async function insertPatients(tx: Queryable, writes: readonly PatientWrite[]): Promise<number> {
+  if (writes.length === 0) return 0;
+  const { rows } = await tx.query(
+    `INSERT INTO patients (id, tenant, version, data, name_key, given_key, family_key, birth_date, sex, duplicate_override_reason, created_by, updated_by, created_at, updated_at)
+     SELECT id, tenant, version, data, name_key, given_key, family_key, birth_date, sex, duplicate_override_reason, created_by, updated_by, created_at, updated_at
+       FROM jsonb_to_recordset($1::jsonb) AS r (${ROW_COLUMNS})
+     ON CONFLICT (id) DO NOTHING RETURNING id`,
+    [JSON.stringify(writes.map(rowJson))],
+  );
+  return rows.length;
+}
+
+/** Updates patients this transaction holds FOR UPDATE; returns how many rows changed. */
+export async function updatePatients(tx: Queryable, writes: readonly PatientWrite[]): Promise<number> {
+  if (writes.length === 0) return 0;
+  const { rows } = await tx.query(
+    `UPDATE patients AS p SET version = r.version, data = r.data, name_key = r.name_key, given_key = r.given_key, family_key = r.family_key,
+            birth_date = r.birth_date, sex = r.sex, updated_by = r.updated_by, updated_at = r.updated_at
+       FROM jsonb_to_recordset($1::jsonb) AS r (${ROW_COLUMNS})
+      WHERE p.id = r.id AND p.tenant = r.tenant RETURNING p.id`,
+    [JSON.stringify(writes.map(rowJson))],
+  );
+  return rows.length;
+}
+
+/**
+ * Replaces the identifiers of `replaced` patients and writes those of all `writes`. Returns false
+ * when one is held by another patient: a concurrent writer got there after our check.
+ */
+export async function writeIdentifiers(tx: Queryable, tenant: string, replaced: readonly string[], writes: readonly PatientWrite[]): Promise<boolean> {
+  if (replaced.length > 0) await tx.query('DELETE FROM patient_identifiers WHERE patient_id = ANY($1::text[])', [replaced]);
+  const list = writes.flatMap((w) => (w.patient.identifiers ?? []).map((i) => ({ id: w.id, system: i.system, valueKey: identifierKey(i.value) })));
   if (list.length === 0) return true;
   const { rows } = await tx.query(
     `INSERT INTO patient_identifiers (tenant, system, value_key, patient_id)
-     SELECT $1, s, v, $2 FROM unnest($3::text[], $4::text[]) AS i (s, v)
+     SELECT $1, s, v, p FROM unnest($2::text[], $3::text[], $4::text[]) AS i (s, v, p)
      ON CONFLICT (tenant, system, value_key) DO NOTHING RETURNING 1`,
-    [tenant, patientId, list.map((i) => i.system), list.map((i) => identifierKey(i.value))],
+    [tenant, list.map((i) => i.system), list.map((i) => i.valueKey), list.map((i) => i.id)],
   );
   return rows.length === list.length;
-}
-
-// PGlite plans every statement afresh and planning dominates a join-heavy query, so the lookups
-// below stay small: each is one index probe per key.
-
-/** Ids of other patients of the tenant holding any of these identifiers. */
-export async function identifierHolders(tx: Queryable, tenant: string, identifiers: Patient['identifiers'], exceptId: string | null): Promise<string[]> {
-  const rows = await identifierRows(tx, tenant, identifiers);
-  return [...new Set(rows.filter((r) => r.patient_id !== exceptId).map((r) => r.patient_id))].sort();
-}
-
-async function identifierRows(tx: Queryable, tenant: string, identifiers: Patient['identifiers']) {
-  if (!identifiers || identifiers.length === 0) return [];
-  const wanted = new Set(identifiers.map((i) => `${i.system}|${identifierKey(i.value)}`));
-  // ANY over each column probes the primary key; the exact (system, value) pairs are kept below.
-  const { rows } = await tx.query<{ patient_id: string; system: string; value_key: string }>(
-    'SELECT patient_id, system, value_key FROM patient_identifiers WHERE tenant = $1 AND system = ANY($2::text[]) AND value_key = ANY($3::text[])',
-    [tenant, identifiers.map((i) => i.system), identifiers.map((i) => identifierKey(i.value))],
-  );
-  return rows.filter((r) => wanted.has(`${r.system}|${r.value_key}`));
-}
-
-/** What duplicate detection needs: patients with the same name key, birth date and sex, and holders of the same identifiers. */
-export async function possibleDuplicates(tx: Queryable, tenant: string, p: Patient): Promise<ExistingPatient[]> {
-  const { rows } = await tx.query<{ id: string; name_key: string; birth_date: string; sex: string }>(
-    'SELECT id, name_key, birth_date, sex FROM patients WHERE tenant = $1 AND name_key = $2 AND birth_date = $3 AND sex = $4 LIMIT 100',
-    [tenant, nameKey(p.givenName, p.familyName), p.birthDate, p.sex],
-  );
-  const byName: ExistingPatient[] = rows.map((r) => ({ id: r.id, nameKey: r.name_key, birthDate: r.birth_date, sex: r.sex, identifiers: [] }));
-  const byIdentifier: ExistingPatient[] = (await identifierRows(tx, tenant, p.identifiers)).map((r) => ({
-    id: r.patient_id,
-    nameKey: null,
-    birthDate: null,
-    sex: null,
-    identifiers: [{ system: r.system, valueKey: r.value_key }],
-  }));
-  return [...byName, ...byIdentifier];
 }
 
 export interface PatientSummary {

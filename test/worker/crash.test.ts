@@ -71,7 +71,8 @@ describe('worker: crash safety', function () {
   it('kill -9 mid-batch, restart: every mutation committed once, correct status docs', async () => {
     const before = await serviceCounts(env.serviceDb);
     const { docs, entities } = chains('north', 'ada', 30, 9);
-    const a = await spawnWorker(env, 'crash-a');
+    // Small batches, so the kill lands while the chains are still being committed.
+    const a = await spawnWorker(env, 'crash-a', { FERRY_WORKER_BATCH_SIZE: '10' });
     await env.push('north', docs);
     await waitUntil(async () => (await serviceCounts(env.serviceDb)).events - before.events >= 40, 60_000, 20);
     await a.kill();

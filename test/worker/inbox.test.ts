@@ -41,7 +41,7 @@ describe('worker: inbox to status docs', function () {
     expect(s.attempts).to.equal(1);
     expect(s.counter).to.be.a('number');
     expect(s.fence).to.be.a('number');
-    await waitUntil(async () => (await env.workerCouch.db('inbox_north').get<{ counter: number }>('feed:head'))!.counter >= s.counter!, 5_000);
+    await waitUntil(async () => ((await env.workerCouch.db('inbox_north').get<{ counter: number }>('feed:head'))?.counter ?? 0) >= s.counter!, 5_000);
     const view = await env.workerCouch.db('inbox_north').view<null>('ferry', 'feed', { startkey: ['ada', 0], endkey: ['ada', {}] });
     expect(view.rows.map((r) => r.id)).to.include(`s:ada:${c.mid}`);
   });

@@ -5,9 +5,9 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 // The embedded CouchDB child runs as plain JavaScript: `server.ts` and its own imports are bundled
-// once per source version into `.tmp/embedded-couch/server-{hash}.mjs` (packages stay external and
-// resolve from the repository's node_modules), so the child carries no TypeScript loader and no
-// per-module transpile at start. One bundle per process; a changed source gets a new file name.
+// once per source version into `.tmp/embedded-couch/server-{hash}.bundle.js` (ESM, the package
+// being `"type": "module"`; packages stay external and resolve from the repository's node_modules),
+// so the child carries no TypeScript loader and no per-module transpile. One bundle per process; a changed source gets a new file name.
 
 const SERVER_ENTRY = fileURLToPath(new URL('./server.ts', import.meta.url));
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -27,7 +27,7 @@ async function bundleOnce(): Promise<string> {
     logLevel: 'silent',
   });
   const code = result.outputFiles[0]!.contents;
-  const file = join(OUT_DIR, `server-${createHash('sha256').update(code).digest('hex').slice(0, 16)}.mjs`);
+  const file = join(OUT_DIR, `server-${createHash('sha256').update(code).digest('hex').slice(0, 16)}.bundle.js`);
   if (!existsSync(file)) {
     mkdirSync(OUT_DIR, { recursive: true });
     // Written aside and renamed, so a concurrent start never runs a half-written file.

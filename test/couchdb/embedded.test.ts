@@ -85,7 +85,7 @@ describe('couchdb/embedded: the supervised express-pouchdb server', function () 
 
   it('runs the child as plain JavaScript (a bundle), without a TypeScript loader', () => {
     const cmdline = readFileSync(`/proc/${server().pid()}/cmdline`, 'utf8').split('\0');
-    expect(cmdline.some((a) => /embedded-couch\/server-[0-9a-f]{16}\.mjs$/.test(a))).to.equal(true);
+    expect(cmdline.some((a) => /embedded-couch\/server-[0-9a-f]{16}\.bundle\.js$/.test(a))).to.equal(true);
     expect(cmdline.join(' ')).not.to.match(/tsx/);
   });
 

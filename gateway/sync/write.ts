@@ -197,7 +197,7 @@ export function bulkDocs(deps: WriteDeps) {
 }
 
 /** Mutation ids of `docs` the inbox did not refuse (`new_edits:false` answers only the failures). */
-function acceptedMids(docs: ReadonlyArray<Record<string, unknown>>, results: readonly BulkResult[], owner: string): string[] {
+export function acceptedMids(docs: ReadonlyArray<Record<string, unknown>>, results: readonly BulkResult[], owner: string): string[] {
   const failed = new Set(results.flatMap((r) => (r.error !== undefined && typeof r.id === 'string' ? [r.id] : [])));
   const prefix = `m:${owner}:`;
   return docs.flatMap((d) => (typeof d._id === 'string' && d._id.startsWith(prefix) && !failed.has(d._id) ? [d._id.slice(prefix.length)] : []));

@@ -7,7 +7,7 @@ import { createHeadWatchers, type HeadWatchers } from '../../gateway/sync/feed.t
 import { createLocalStore, migrateSync } from '../../gateway/sync/local-store.ts';
 import type { SyncQuotas } from '../../gateway/sync/quotas.ts';
 import { createUpstream } from '../../gateway/sync/upstream.ts';
-import { createLeaseStore } from '../../gateway/worker/lease.ts';
+import { createLeaseStore, type Fence } from '../../gateway/worker/lease.ts';
 import { createPositionStore, type PositionStore } from '../../gateway/worker/position.ts';
 import { migrateWorker } from '../../gateway/worker/schema.ts';
 import { createStatusWriter, type StatusWrite, type StatusWriter } from '../../gateway/worker/status-writer.ts';
@@ -42,7 +42,10 @@ export interface SyncStack {
   token(owner: string, tenant?: string): Promise<string>;
   /** Writes status docs with the worker's status writer; resolves with the head once it has moved. */
   writeStatuses(tenant: string, docs: Array<Record<string, unknown>>): Promise<number>;
-  /** A status writer of the tenant's lease over `db` (default: the inbox as `ferry-worker`). */
+  /**
+   * A status writer of the tenant's lease over `db` (default: the inbox as `ferry-worker`). Like the
+   * worker, use one writer per tenant at a time: each orders only its own batches before the head.
+   */
   statusWriter(tenant: string, db?: CouchDb): Promise<StatusWriter>;
   close(): Promise<void>;
 }
@@ -85,9 +88,17 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
     const leases = createLeaseStore(platform.db);
     const positions = createPositionStore(platform.db);
     const writers = new Map<string, StatusWriter>();
+    const held = new Map<string, Fence>();
+    // One lease per tenant for the stack's life: taking it again would bump the fence and fence out
+    // the writers made before.
     const statusWriter = async (tenant: string, db?: CouchDb): Promise<StatusWriter> => {
-      const lease = await leases.acquire(tenant, 'sync-test-worker', 3_600_000);
-      if (!lease) throw new Error('sync test stack: lease not acquired');
+      let lease = held.get(tenant);
+      if (!lease) {
+        const got = await leases.acquire(tenant, 'sync-test-worker', 3_600_000);
+        if (!got) throw new Error('sync test stack: lease not acquired');
+        held.set(tenant, got);
+        lease = got;
+      }
       return createStatusWriter({ db: db ?? worker.db(`inbox_${tenant}`), lease, positions, assertLease: () => undefined });
     };
     const p = platform;

@@ -162,7 +162,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
           metricsToken: config.metricsToken,
           openToLoopback: !config.production && !config.couchdbUrl,
         },
-        sync: { upstream, verifyToken: verifier, local: createLocalStore(platform.db), watchers, logger },
+        sync: { upstream, verifyToken: verifier, local: createLocalStore(platform.db), db: platform.db, watchers, logger },
         operators: config.fauxton
           ? {
               couch: { url: couch.identities.url, admin: couch.identities.admin },

@@ -1,15 +1,14 @@
 import { validateDocUpdateSource } from './validate.ts';
-import { BY_ENTITY_MAP, FEED_MAP, PENDING_MAP } from './views.ts';
+import { BY_ENTITY_MAP } from './views.ts';
 
 export { GATEWAY_ROLE, WORKER_ROLE, VDU_MESSAGES, validateDocUpdateSource } from './validate.ts';
 
 export const DESIGN_DOC_ID = '_design/ferry';
 /** Design doc name, for `CouchDb.view('ferry', …)`. */
 export const DESIGN_NAME = 'ferry';
-/** Status docs by `[owner, counter]`: the per-user pull feed (DESIGN §4). */
-export const FEED_VIEW = 'feed';
-/** `_sum` of a user's mutations not yet terminal: the pending quota. */
-export const PENDING_VIEW = 'pending';
+// The pull feed and the pending quota are indexed in the platform database, not by views
+// (docs/SYNC.md): a view maps every inbox doc, and PouchDB pays a `vm` context per doc mapped.
+/** An entity's mutation chain, for operators; nothing on the hot path queries it (so it is never built). */
 export const BY_ENTITY_VIEW = 'by_entity';
 /** The worker's high-water mark of counters written; readers never pass it. */
 export const FEED_HEAD_ID = 'feed:head';
@@ -32,8 +31,6 @@ export function ferryDesignDoc(tenant: string): FerryDesignDoc {
     ferry: { tenant },
     validate_doc_update: validateDocUpdateSource(tenant),
     views: {
-      [FEED_VIEW]: { map: FEED_MAP },
-      [PENDING_VIEW]: { map: PENDING_MAP, reduce: '_sum' },
       [BY_ENTITY_VIEW]: { map: BY_ENTITY_MAP },
     },
   };

@@ -1,7 +1,8 @@
+import { readdir, stat } from 'node:fs/promises';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import PouchDB from 'pouchdb';
-import expressPouchDB, { type ExpressPouchApp, type Middleware } from 'express-pouchdb';
+import expressPouchDB, { type ExpressPouchApp, type Middleware, type WrappedDb } from 'express-pouchdb';
 import type { CouchCredentials } from '../client.ts';
 import { ensurePrivateDir } from '../secrets.ts';
 import { decideAfterAuth, decideBeforeAuth, type AccessDecision, type UserCtx } from './access.ts';
@@ -25,7 +26,9 @@ export interface EmbeddedAppOptions {
  * - `replicator` and `routes/replicate` make the server fetch arbitrary URLs (Ferry never needs it);
  * - `routes/http-log` writes request headers, Basic credentials included, at debug level;
  * - `routes/vhosts`, `routes/rewrite`, `routes/cluster-rewrite` rewrite paths behind the guards' back;
- * - `routes/db-updates` is only a 400 "TODO" (STACK-NOTES trap 6).
+ * - `routes/db-updates` is only a 400 "TODO" (STACK-NOTES trap 6);
+ * - `disk-size` walks the database's directory on every `GET /{db}` (the gateway and the worker ask
+ *   often); `installCachedDiskSize` reports a size computed at most once a minute, off the request.
  */
 const EXCLUDED_PARTS = [
   'routes/special-test-auth',
@@ -36,7 +39,58 @@ const EXCLUDED_PARTS = [
   'routes/rewrite',
   'routes/cluster-rewrite',
   'routes/db-updates',
+  'disk-size',
 ];
+
+const DISK_SIZE_MAX_AGE_MS = 60_000;
+
+/** Bytes of the files of one leveldb directory (flat: leveldb keeps no subdirectories). */
+async function directoryBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const name of await readdir(dir)) {
+    total += await stat(join(dir, name)).then(
+      (s) => (s.isFile() ? s.size : 0),
+      () => 0,
+    );
+  }
+  return total;
+}
+
+/**
+ * `disk_size` in db info without a walk per request: the last size measured, refreshed in the
+ * background when older than a minute (absent until first measured). CouchDB clients do not read it;
+ * Fauxton shows it.
+ */
+function installCachedDiskSize(app: ExpressPouchApp, dbDir: string): void {
+  const sizes = new Map<string, { bytes: number | null; at: number; running: boolean }>();
+  const refresh = (name: string) => {
+    const entry = sizes.get(name) ?? { bytes: null, at: 0, running: false };
+    sizes.set(name, entry);
+    if (entry.running || Date.now() - entry.at < DISK_SIZE_MAX_AGE_MS) return entry;
+    entry.running = true;
+    directoryBytes(join(dbDir, name))
+      .then((bytes) => (entry.bytes = bytes))
+      .catch(() => undefined)
+      .finally(() => {
+        entry.running = false;
+        entry.at = Date.now();
+      });
+    return entry;
+  };
+  app.dbWrapper.registerWrapper((name: string, db: WrappedDb, next: () => unknown) => {
+    const info = db.info.bind(db);
+    db.info = (...args: unknown[]) => {
+      const callback = typeof args[args.length - 1] === 'function' ? (args.pop() as (err: unknown, info?: unknown) => void) : null;
+      const promise = info(...args).then((value) => {
+        const { bytes } = refresh(name);
+        return bytes === null ? value : { ...value, disk_size: bytes };
+      });
+      if (callback) promise.then((v) => callback(null, v), (err: unknown) => callback(err));
+      return promise;
+    };
+    return next();
+  });
+}
 
 type CouchRequest = IncomingMessage & { couchSession?: { userCtx?: UserCtx } };
 
@@ -108,6 +162,7 @@ export async function createEmbeddedApp(opts: EmbeddedAppOptions): Promise<Reque
     send(res, decision);
   };
   insertAfterAuthentication(app, afterAuth);
+  installCachedDiskSize(app, dbDir);
 
   await setConfig(app, 'log', 'level', 'warning');
   await setConfig(app, 'couch_httpd_auth', 'secret', opts.cookieSecret);

@@ -17,10 +17,17 @@ declare module 'express-pouchdb' {
     handle: Middleware;
   }
 
+  /** The part of a wrapped PouchDB database Ferry's own wrapper touches (callback or promise `info`). */
+  export interface WrappedDb {
+    info(...args: unknown[]): Promise<Record<string, unknown>>;
+  }
+
   export interface ExpressPouchApp {
     (req: IncomingMessage, res: ServerResponse): void;
     use(fn: Middleware): unknown;
     couchConfig: CouchConfig;
+    /** Per-database wrappers, applied when a database is first opened. */
+    dbWrapper: { registerWrapper(wrapper: (name: string, db: WrappedDb, next: () => unknown) => unknown): void };
     /** express 4 internals: the ordered middleware stack. */
     _router: { stack: RouterLayer[] };
   }

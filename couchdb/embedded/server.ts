@@ -7,7 +7,8 @@ import { loadEmbeddedAdmin, loadServerSecrets } from './files.ts';
 // express-pouchdb runs standalone under `http.createServer`, in its own process, so that a crash
 // on a bad `_changes` filter takes down only this process; the parent restarts it.
 //
-//   node --import tsx couchdb/embedded/server.ts '{"couchDir":"…","port":0}'
+//   node .tmp/embedded-couch/server-{hash}.bundle.js '{"couchDir":"…","port":0}'   (bundle.ts; plain JS)
+//   node --import tsx couchdb/embedded/server.ts '{"couchDir":"…","port":0}'  (the same, from source)
 //
 // Prints one JSON line `{"event":"ready","port":N}` on stdout once it accepts authenticated
 // traffic, and exits when stdin closes (the parent is gone) or on SIGTERM.

@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { CouchCredentials } from '../client.ts';
 import { couchDir as couchDirOf, ensurePrivateDir } from '../secrets.ts';
+import { embeddedServerBundle } from './bundle.ts';
 import { loadEmbeddedAdmin } from './files.ts';
 
 // Starts the embedded server in a child process and keeps it running: an unexpected exit (for
@@ -58,8 +59,19 @@ interface Running {
   port: number;
 }
 
-function spawnServer(couchDir: string, port: number, timeoutMs: number, logger: SupervisorLogger): Promise<Running> {
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, SERVER_ENTRY, JSON.stringify({ couchDir, port })], {
+/** How the child is run: the bundled plain-JS entry, or under tsx when bundling is impossible (read-only checkout). */
+async function serverCommand(logger: SupervisorLogger): Promise<string[]> {
+  try {
+    return [await embeddedServerBundle()];
+  } catch (err) {
+    logger.warn({ component: 'couchdb', err: { name: (err as Error).name } }, 'embedded CouchDB bundle failed; running it under tsx');
+    return ['--import', TSX_LOADER, SERVER_ENTRY];
+  }
+}
+
+async function spawnServer(couchDir: string, port: number, timeoutMs: number, logger: SupervisorLogger): Promise<Running> {
+  const command = await serverCommand(logger);
+  const child = spawn(process.execPath, [...command, JSON.stringify({ couchDir, port })], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, NODE_OPTIONS: '' },
   });

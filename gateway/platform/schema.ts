@@ -43,6 +43,27 @@ export const PLATFORM_MIGRATIONS: readonly string[] = [
      created_at timestamptz NOT NULL DEFAULT now(),
      expires_at timestamptz NOT NULL
    );`,
+  // The pull feed's index (docs/SYNC.md "The pull side"): each status doc once, at the latest
+  // per-tenant counter the worker allocated for it, so a user's `_changes` is a range read of
+  // (tenant, owner, counter) instead of a CouchDB view. And each user's mutations with whether the
+  // worker made them terminal, for the pending quota. The worker writes both in the statement that
+  // allocates a batch's counters; the gateway adds the mutations it wrote. Shared by both, so here.
+  `CREATE TABLE feed_index (
+     tenant text NOT NULL,
+     doc_id text NOT NULL,
+     owner text NOT NULL,
+     counter bigint NOT NULL,
+     PRIMARY KEY (tenant, doc_id)
+   );
+   CREATE INDEX feed_index_owner ON feed_index (tenant, owner, counter);
+   CREATE TABLE pending_mutations (
+     tenant text NOT NULL,
+     owner text NOT NULL,
+     mid text NOT NULL,
+     terminal boolean NOT NULL,
+     PRIMARY KEY (tenant, owner, mid)
+   );
+   CREATE INDEX pending_mutations_open ON pending_mutations (tenant, owner) WHERE NOT terminal;`,
 ];
 
 export async function migratePlatform(db: Database): Promise<void> {

@@ -1,13 +1,15 @@
 import type { Response } from 'express';
-import { badRequest, flatQuery, isRecord, type SyncContext } from './context.ts';
-import { ownLatest, queryFeed, readHead, type FeedRow, type HeadWatchers } from './feed.ts';
+import { badRequest, flatQuery, type SyncContext } from './context.ts';
+import { docsOfRows, readFeed, readHead, type FeedPage, type FeedRow, type HeadWatchers } from './feed.ts';
 import { scopeChangesQuery, type ChangesRequest } from './policy.ts';
 
-// `_changes` of /sync, answered from the view-backed feed (docs/SYNC.md): normal, longpoll and
+// `_changes` of /sync, answered from the feed index (docs/SYNC.md): normal, longpoll and
 // continuous (the CouchDB replicator's live mode). A waiting longpoll streams heartbeat newlines
 // (trap 18), shares one upstream watcher per tenant, and stops all work when the client leaves.
 
 const NORMAL_PAGE = 500;
+/** Rows per answer of a longpoll/continuous request without `limit`; the client asks again from `last_seq`. */
+const LIVE_PAGE = 1000;
 
 type ChangeRow = { seq: number; id: string; changes: Array<{ rev: string }>; doc?: Record<string, unknown> };
 
@@ -18,30 +20,20 @@ function toChange(row: FeedRow): ChangeRow {
 }
 
 /** Rows for `filter=_doc_ids`: only the caller's own status ids were kept; bounded by their number. */
-async function docIdRows(ctx: SyncContext, r: ChangesRequest, after: number, upto: number): Promise<FeedRow[]> {
+async function docIdRows(ctx: SyncContext, r: ChangesRequest, after: number, upto: number, limit: number): Promise<FeedPage> {
   const ids = r.docIds ?? [];
-  if (ids.length === 0 || upto <= after) return [];
-  const { rows } = await ctx.inbox.json<{ rows: Array<{ key: string; doc?: Record<string, unknown> | null }> }>({
-    method: 'POST',
-    path: ['_all_docs'],
-    query: { include_docs: true, conflicts: r.conflicts || undefined },
-    body: { keys: ids },
-    signal: ctx.signal,
-  });
-  const out: FeedRow[] = [];
-  for (const row of rows) {
-    const doc = row.doc;
-    if (!isRecord(doc) || doc.owner !== ctx.caller.owner || typeof doc.counter !== 'number' || typeof doc._rev !== 'string') continue;
-    if (doc.counter <= after || doc.counter > upto) continue;
-    out.push({ seq: doc.counter, id: row.key, rev: doc._rev, ...(r.includeDocs ? { doc } : {}) });
-  }
-  out.sort((a, b) => (r.descending ? b.seq - a.seq : a.seq - b.seq));
-  return r.limit === null ? out : out.slice(0, r.limit);
+  const found = await ctx.feed.ofIds(ctx.caller.tenant, ctx.caller.owner, ids, after, upto);
+  found.sort((a, b) => (r.descending ? b.counter - a.counter : a.counter - b.counter));
+  const rows = await docsOfRows(ctx.inbox, ctx.caller.owner, found, { includeDocs: r.includeDocs, conflicts: r.conflicts, signal: ctx.signal });
+  // Cut only after the absent docs are gone, so a short page really is the end.
+  const page = rows.slice(0, limit);
+  return { rows: page, scanned: page.length > 0 ? page[page.length - 1]!.seq : null };
 }
 
-function fetchRows(ctx: SyncContext, r: ChangesRequest, after: number, upto: number, limit: number | null): Promise<FeedRow[]> {
-  if (r.docIds) return docIdRows(ctx, { ...r, limit }, after, upto);
-  return queryFeed(ctx.inbox, {
+function fetchRows(ctx: SyncContext, r: ChangesRequest, after: number, upto: number, limit: number): Promise<FeedPage> {
+  if (r.docIds) return docIdRows(ctx, r, after, upto, limit);
+  return readFeed(ctx.feed, ctx.inbox, {
+    tenant: ctx.caller.tenant,
     owner: ctx.caller.owner,
     after,
     upto,
@@ -51,6 +43,16 @@ function fetchRows(ctx: SyncContext, r: ChangesRequest, after: number, upto: num
     conflicts: r.conflicts,
     signal: ctx.signal,
   });
+}
+
+/**
+ * `last_seq` of an answer: the last row, or past the caller's own rows that had no doc to show;
+ * with nothing of the caller's, the `since` asked for (the tenant's head is never revealed).
+ */
+function lastSeqOf(page: FeedPage, since: number, descending: boolean): number {
+  const last = page.rows.length > 0 ? page.rows[page.rows.length - 1]!.seq : since;
+  if (descending || page.scanned === null) return last;
+  return Math.max(last, page.scanned);
 }
 
 function startStream(res: Response): void {
@@ -66,7 +68,7 @@ export function changes(watchers: HeadWatchers) {
     if (decision.kind !== 'ok') throw badRequest();
     const r = decision.request;
     let head = await readHead(ctx.inbox, ctx.signal);
-    const since = r.since === 'now' ? await ownLatest(ctx.inbox, ctx.caller.owner, head) : r.since;
+    const since = r.since === 'now' ? await ctx.feed.latest(ctx.caller.tenant, ctx.caller.owner, head) : r.since;
     const { res } = ctx;
 
     if (r.feed === 'normal' && r.limit === null && !r.docIds) {
@@ -74,25 +76,27 @@ export function changes(watchers: HeadWatchers) {
       return;
     }
 
-    let rows = await fetchRows(ctx, r, since, head, r.limit);
-    if (r.feed !== 'normal' && rows.length === 0 && r.limit !== 0) {
+    const limit = r.limit ?? (r.feed === 'normal' ? Number.MAX_SAFE_INTEGER : LIVE_PAGE);
+    let page: FeedPage = r.limit === 0 ? { rows: [], scanned: null } : await fetchRows(ctx, r, since, head, limit);
+    if (r.feed !== 'normal' && page.rows.length === 0 && r.limit !== 0) {
       // Wait for the tenant's head to move past what we have read, then look again.
       startStream(res);
       const deadline = AbortSignal.any([ctx.signal, AbortSignal.timeout(r.timeoutMs)]);
       const beat = r.heartbeatMs ? setInterval(() => res.write('\n'), r.heartbeatMs) : null;
       try {
-        while (rows.length === 0) {
+        while (page.rows.length === 0) {
           const next = await watchers.next(ctx.caller.tenant, head, deadline);
           if (next === null) break;
           head = next;
-          rows = await fetchRows(ctx, r, since, head, r.limit);
+          page = await fetchRows(ctx, r, since, head, limit);
         }
       } finally {
         if (beat) clearInterval(beat);
       }
     }
     if (ctx.signal.aborted) return;
-    const lastSeq = rows.length > 0 ? rows[rows.length - 1]!.seq : since;
+    const rows = page.rows;
+    const lastSeq = lastSeqOf(page, since, r.descending);
     if (r.feed === 'continuous') {
       if (!res.headersSent) startStream(res);
       for (const row of rows) res.write(`${JSON.stringify(toChange(row))}\n`);
@@ -120,15 +124,16 @@ async function streamAll(ctx: SyncContext, r: ChangesRequest, since: number, hea
   let first = true;
   let last = since;
   for (;;) {
-    const rows = r.descending ? await fetchRows(ctx, r, since, upto, NORMAL_PAGE) : await fetchRows(ctx, r, after, head, NORMAL_PAGE);
-    for (const row of rows) {
+    const page = await fetchRows(ctx, r, r.descending ? since : after, r.descending ? upto : head, NORMAL_PAGE);
+    for (const row of page.rows) {
       res.write(`${first ? '' : ','}${JSON.stringify(toChange(row))}`);
       first = false;
-      last = row.seq;
     }
-    if (rows.length < NORMAL_PAGE || ctx.signal.aborted) break;
-    if (r.descending) upto = last - 1;
-    else after = last;
+    if (page.scanned === null || ctx.signal.aborted) break;
+    if (r.descending) upto = page.scanned - 1;
+    else after = page.scanned;
+    last = r.descending ? (page.rows.length > 0 ? page.rows[page.rows.length - 1]!.seq : last) : Math.max(last, page.scanned);
+    if (page.rows.length < NORMAL_PAGE) break;
   }
   res.end(`],"last_seq":${last},"pending":0}`);
 }

@@ -1,14 +1,17 @@
 import type { Request, Response } from 'express';
 import { FerryError, type ErrorCode } from '../../validators/codes.ts';
 import type { Caller } from './policy.ts';
+import type { FeedIndex } from './feed.ts';
 import type { Inbox } from './upstream.ts';
 
-// What every /sync handler gets: the caller (from the verified token), its tenant inbox, and the
-// request. Handlers are thin: load, decide with a pure policy function, answer.
+// What every /sync handler gets: the caller (from the verified token), its tenant inbox, the feed
+// index, and the request. Handlers are thin: load, decide with a pure policy function, answer.
 
 export interface SyncContext {
   caller: Caller;
   inbox: Inbox;
+  /** The tenant's pull-feed index (platform database). */
+  feed: FeedIndex;
   req: Request;
   res: Response;
   /** Aborts when the client goes away, so upstream work stops with it. */

@@ -1,26 +1,24 @@
+import type { Queryable } from '../../sql/database.ts';
 import { FerryError } from '../../validators/codes.ts';
+import { isRecord } from './context.ts';
+import { ownDocId } from './policy.ts';
 import type { Inbox, Upstream } from './upstream.ts';
 import { upstreamFailure } from './upstream.ts';
 
-// The pull side: a view-backed feed (DESIGN §4, second design; docs/SYNC.md).
-// The worker stamps each status doc with a per-tenant `counter` and then raises `feed:head`.
-// A user's `_changes?since=N` is the range [owner, N+1] … [owner, head] of view `_design/ferry/feed`,
-// so a pull costs O(log n + the user's own rows). Longpolls wait on one watcher per tenant.
+// The pull side (DESIGN §4, second design; docs/SYNC.md "The pull side").
+// The worker stamps each status doc with a per-tenant counter and, in the statement that allocates
+// it, lists the doc in the platform table `feed_index` at that counter (once, at its latest); after
+// the batch's `_bulk_docs` it raises `feed:head`. A user's `_changes?since=N` is the index range
+// owner = caller, N < counter <= head, then the docs by key (`_all_docs?keys`): O(log n + the
+// user's own rows), and no CouchDB view to build. Longpolls wait on one watcher per tenant.
 
-import { DESIGN_NAME as DESIGN_DOC, FEED_HEAD_ID, FEED_VIEW, PENDING_VIEW } from '../../couchdb/design/index.ts';
+import { FEED_HEAD_ID } from '../../couchdb/design/index.ts';
 
 export interface FeedRow {
   seq: number;
   id: string;
   rev: string;
   doc?: Record<string, unknown>;
-}
-
-interface ViewRow {
-  id: string;
-  key: [string, number];
-  value: unknown;
-  doc?: Record<string, unknown> & { _rev?: string };
 }
 
 /** The counter in `feed:head`, 0 before the worker has written any. */
@@ -40,64 +38,139 @@ export async function readHead(inbox: Inbox, signal?: AbortSignal): Promise<numb
   return typeof doc.counter === 'number' && Number.isSafeInteger(doc.counter) ? doc.counter : 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The feed index (platform database, written by the worker: gateway/worker/position.ts)
+
+export interface IndexRow {
+  id: string;
+  counter: number;
+}
+
+export interface FeedIndex {
+  /** The owner's rows with after < counter <= upto, in counter order, at most `limit`. */
+  range(tenant: string, owner: string, after: number, upto: number, limit: number, descending: boolean): Promise<IndexRow[]>;
+  /** The owner's rows for `ids` with after < counter <= upto (unordered). */
+  ofIds(tenant: string, owner: string, ids: readonly string[], after: number, upto: number): Promise<IndexRow[]>;
+  /** The owner's newest counter at or below `upto`, 0 if none. */
+  latest(tenant: string, owner: string, upto: number): Promise<number>;
+}
+
+type CounterRow = { doc_id: string; counter: string | number };
+const toIndexRow = (r: CounterRow): IndexRow => ({ id: r.doc_id, counter: Number(r.counter) });
+
+export function createFeedIndex(db: Queryable): FeedIndex {
+  return {
+    async range(tenant, owner, after, upto, limit, descending) {
+      if (upto <= after || limit <= 0) return [];
+      const { rows } = await db.query<CounterRow>(
+        `SELECT doc_id, counter FROM feed_index WHERE tenant = $1 AND owner = $2 AND counter > $3 AND counter <= $4
+         ORDER BY counter ${descending ? 'DESC' : 'ASC'} LIMIT $5`,
+        [tenant, owner, after, upto, limit],
+      );
+      return rows.map(toIndexRow);
+    },
+    async ofIds(tenant, owner, ids, after, upto) {
+      if (ids.length === 0 || upto <= after) return [];
+      const { rows } = await db.query<CounterRow>(
+        `SELECT doc_id, counter FROM feed_index WHERE tenant = $1 AND doc_id = ANY($2::text[]) AND owner = $3 AND counter > $4 AND counter <= $5`,
+        [tenant, ids, owner, after, upto],
+      );
+      return rows.map(toIndexRow);
+    },
+    async latest(tenant, owner, upto) {
+      if (upto <= 0) return 0;
+      const { rows } = await db.query<{ counter: string | number | null }>(
+        'SELECT max(counter) AS counter FROM feed_index WHERE tenant = $1 AND owner = $2 AND counter <= $3',
+        [tenant, owner, upto],
+      );
+      const c = rows[0]?.counter;
+      return c === null || c === undefined ? 0 : Number(c);
+    },
+  };
+}
+
 export interface FeedQuery {
+  tenant: string;
   owner: string;
   /** Exclusive lower bound (the client's `since`). */
   after: number;
   /** Inclusive upper bound (`feed:head`). */
   upto: number;
-  limit: number | null;
+  /** Rows wanted; the page is filled up to it unless the range runs out. */
+  limit: number;
   descending: boolean;
   includeDocs: boolean;
   conflicts: boolean;
   signal?: AbortSignal;
 }
 
-/** One page of the caller's own rows, in counter order. Never reads another owner's key range. */
-export async function queryFeed(inbox: Inbox, q: FeedQuery): Promise<FeedRow[]> {
-  if (q.upto <= q.after || q.limit === 0) return [];
-  const lo = JSON.stringify([q.owner, q.after + 1]);
-  const hi = JSON.stringify([q.owner, q.upto]);
-  const body = await inbox.json<{ rows: ViewRow[] }>({
-    path: ['_design', DESIGN_DOC, '_view', FEED_VIEW],
-    query: {
-      startkey: q.descending ? hi : lo,
-      endkey: q.descending ? lo : hi,
-      descending: q.descending ? true : undefined,
-      limit: q.limit ?? undefined,
-      include_docs: q.includeDocs ? true : undefined,
-      conflicts: q.includeDocs && q.conflicts ? true : undefined,
-      reduce: false,
-    },
-    ...(q.signal ? { signal: q.signal } : {}),
+export interface FeedPage {
+  rows: FeedRow[];
+  /**
+   * The caller's last counter looked at, served or not (null if none). A page shorter than `limit`
+   * means the range is exhausted: PouchDB stops paging on a short page (trap 14), so a page is
+   * never cut short while the index holds more.
+   */
+  scanned: number | null;
+}
+
+type AllDocsRow = { key: string; value?: { rev?: string; deleted?: boolean }; doc?: unknown; error?: string };
+
+/**
+ * The docs of index rows, fetched by key, as change rows at the rows' counters. A doc may be at a
+ * newer rev than its row (a later write): it is shown now and again at its later counter, as in
+ * CouchDB's feed. Rows whose doc is absent or deleted (a status write that never landed, a
+ * tombstone) are left out; `readFeed` refills the page.
+ */
+export async function docsOfRows(
+  inbox: Inbox,
+  owner: string,
+  rows: readonly IndexRow[],
+  opts: { includeDocs: boolean; conflicts: boolean; signal?: AbortSignal },
+): Promise<FeedRow[]> {
+  const own = rows.filter((r) => ownDocId(r.id, owner) === r.id && r.id.startsWith('s:'));
+  if (own.length === 0) return [];
+  const body = await inbox.json<{ rows: AllDocsRow[] }>({
+    method: 'POST',
+    path: ['_all_docs'],
+    query: { include_docs: opts.includeDocs || undefined, conflicts: opts.includeDocs && opts.conflicts ? true : undefined },
+    body: { keys: own.map((r) => r.id) },
+    ...(opts.signal ? { signal: opts.signal } : {}),
   });
+  const byId = new Map<string, AllDocsRow>();
+  for (const row of body.rows) if (typeof row.key === 'string') byId.set(row.key, row);
   const out: FeedRow[] = [];
-  for (const row of body.rows) {
-    if (!Array.isArray(row.key) || row.key[0] !== q.owner || typeof row.key[1] !== 'number') continue;
-    const rev = typeof row.value === 'string' ? row.value : row.doc?._rev;
-    if (typeof rev !== 'string') continue;
-    const item: FeedRow = { seq: row.key[1], id: row.id, rev };
-    if (q.includeDocs && row.doc) item.doc = row.doc;
+  for (const r of own) {
+    const found = byId.get(r.id);
+    const rev = found?.value?.rev;
+    if (!found || typeof rev !== 'string' || found.value?.deleted === true) continue;
+    const item: FeedRow = { seq: r.counter, id: r.id, rev };
+    if (opts.includeDocs) {
+      if (!isRecord(found.doc)) continue;
+      item.doc = found.doc;
+    }
     out.push(item);
   }
   return out;
 }
 
-/** The caller's newest counter at or below `upto` (their `update_seq`), 0 if none. */
-export async function ownLatest(inbox: Inbox, owner: string, upto: number): Promise<number> {
-  if (upto <= 0) return 0;
-  const rows = await queryFeed(inbox, { owner, after: 0, upto, limit: 1, descending: true, includeDocs: false, conflicts: false });
-  return rows[0]?.seq ?? 0;
-}
-
-/** The caller's pending (not yet terminal) mutations, from view `pending` (reduce `_sum`). */
-export async function pendingCount(inbox: Inbox, owner: string): Promise<number> {
-  const body = await inbox.json<{ rows: Array<{ value: unknown }> }>({
-    path: ['_design', DESIGN_DOC, '_view', PENDING_VIEW],
-    query: { key: JSON.stringify(owner), reduce: true, group: true },
-  });
-  const v = body.rows[0]?.value;
-  return typeof v === 'number' ? Math.max(0, v) : 0;
+/** One page of the caller's own rows, in counter order. Never reads another owner's rows. */
+export async function readFeed(index: FeedIndex, inbox: Inbox, q: FeedQuery): Promise<FeedPage> {
+  const rows: FeedRow[] = [];
+  let lo = q.after;
+  let hi = q.upto;
+  let scanned: number | null = null;
+  while (rows.length < q.limit && hi > lo) {
+    const want = q.limit - rows.length;
+    const found = await index.range(q.tenant, q.owner, lo, hi, want, q.descending);
+    if (found.length === 0) break;
+    rows.push(...(await docsOfRows(inbox, q.owner, found, q)));
+    scanned = found[found.length - 1]!.counter;
+    if (q.descending) hi = scanned - 1;
+    else lo = scanned;
+    if (found.length < want) break;
+  }
+  return { rows, scanned };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,14 +7,15 @@ import { bearerToken, type TokenVerifier } from '../../identity/tokens.ts';
 import { FerryError } from '../../validators/codes.ts';
 import { changes } from './changes.ts';
 import { COUCH_ERROR_NAMES, couchError, type SyncContext } from './context.ts';
-import { createHeadWatchers, type HeadWatchers } from './feed.ts';
+import { createFeedIndex, createHeadWatchers, type HeadWatchers } from './feed.ts';
 import type { LocalStore } from './local-store.ts';
 import type { Caller } from './policy.ts';
-import { DEFAULT_QUOTAS, createPendingEstimate, type SyncQuotas } from './quotas.ts';
+import { DEFAULT_QUOTAS, createPendingEstimate, createPendingLedger, type SyncQuotas } from './quotas.ts';
 import { createRateLimiter } from '../edge/rate-limit.ts';
 import { allDocs, bulkGet, dbInfo, ensureFullCommit, getDoc, serverRoot } from './read.ts';
 import { resolveSyncRoute, type SyncRoute } from './routes.ts';
 import type { Upstream } from './upstream.ts';
+import type { Queryable } from '../../sql/database.ts';
 import { bulkDocs, createAbsentIds, deleteLocal, getLocal, putLocal, revsDiff } from './write.ts';
 
 // `/sync/{tenant}`: a CouchDB-compatible, default-deny database endpoint (DESIGN §5).
@@ -26,6 +27,8 @@ export interface SyncDeps {
   verifyToken: TokenVerifier;
   /** `_local` docs per user (platform database). */
   local: LocalStore;
+  /** The platform database: the pull feed's index (`feed_index`) and the pending quota (`pending_mutations`). */
+  db: Queryable;
   quotas?: Partial<SyncQuotas>;
   /** Shared per-tenant feed watchers; made here when absent. */
   watchers?: HeadWatchers;
@@ -92,7 +95,14 @@ export function syncRouter(deps: SyncDeps): SyncRouter {
   const watchers = deps.watchers ?? createHeadWatchers({ upstream: deps.upstream });
   const ownsWatchers = !deps.watchers;
   const writes = createRateLimiter({ rate: quotas.writesPerSecond, burst: quotas.writeBurst });
-  const writeDeps = { local: deps.local, quotas, pending: createPendingEstimate({ max: quotas.maxPending }), absent: createAbsentIds() };
+  const feed = createFeedIndex(deps.db);
+  const writeDeps = {
+    local: deps.local,
+    quotas,
+    pending: createPendingEstimate({ max: quotas.maxPending }),
+    ledger: createPendingLedger(deps.db),
+    absent: createAbsentIds(),
+  };
   const uuid = deps.serverUuid ?? createHash('sha256').update('ferry-sync').digest('hex').slice(0, 32);
 
   const handlers: Record<SyncRoute['kind'], Partial<Record<string, Handler>>> = {
@@ -134,6 +144,7 @@ export function syncRouter(deps: SyncDeps): SyncRouter {
     const ctx: SyncContext = {
       caller,
       inbox: deps.upstream.inbox(caller.tenant),
+      feed,
       req,
       res,
       signal: controller.signal,

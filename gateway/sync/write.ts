@@ -1,9 +1,8 @@
 import { FerryError } from '../../validators/codes.ts';
 import { badRequest, couchError, isRecord, missing, sendJson, type SyncContext } from './context.ts';
-import { pendingCount } from './feed.ts';
 import type { LocalStore } from './local-store.ts';
 import { WRITE_REASONS, decideLocalWrite, decideMutationWrite, ownDocId, type Existing, type WriteDecision } from './policy.ts';
-import type { PendingEstimate, SyncQuotas } from './quotas.ts';
+import type { PendingEstimate, PendingLedger, SyncQuotas } from './quotas.ts';
 
 // The push side (trap 15: `_revs_diff`, then `_bulk_docs` with `new_edits:false`) and `_local`.
 
@@ -11,6 +10,7 @@ export interface WriteDeps {
   local: LocalStore;
   quotas: SyncQuotas;
   pending: PendingEstimate;
+  ledger: PendingLedger;
   absent: AbsentIds;
 }
 
@@ -161,7 +161,7 @@ export function bulkDocs(deps: WriteDeps) {
     let written: BulkResult[] = [];
     if (toWrite.length > 0) {
       const key = `${ctx.caller.tenant}\u0000${owner}`;
-      if (!(await deps.pending.allow(key, toWrite.length, () => pendingCount(ctx.inbox, owner)))) {
+      if (!(await deps.pending.allow(key, toWrite.length, () => deps.ledger.count(ctx.caller.tenant, owner)))) {
         throw couchError('QUOTA_EXCEEDED', { retryAfterSeconds: deps.quotas.pendingRetryAfterSeconds });
       }
       written = await ctx.inbox.json<BulkResult[]>({
@@ -170,6 +170,9 @@ export function bulkDocs(deps: WriteDeps) {
         body: newEdits ? { docs: toWrite } : { docs: toWrite, new_edits: false },
         signal: ctx.signal,
       });
+      // Counted once the inbox took them: a doc its VDU refused is not pending (a crash right here
+      // leaves a batch uncounted, never a phantom that would hold the user's quota forever).
+      await deps.ledger.accepted(ctx.caller.tenant, owner, acceptedMids(toWrite, written, owner));
     }
 
     const forbidden = (d: Extract<WriteDecision, { kind: 'forbidden' }>): BulkResult => ({
@@ -191,6 +194,13 @@ export function bulkDocs(deps: WriteDeps) {
     });
     sendJson(ctx.res, 201, answer);
   }
+}
+
+/** Mutation ids of `docs` the inbox did not refuse (`new_edits:false` answers only the failures). */
+export function acceptedMids(docs: ReadonlyArray<Record<string, unknown>>, results: readonly BulkResult[], owner: string): string[] {
+  const failed = new Set(results.flatMap((r) => (r.error !== undefined && typeof r.id === 'string' ? [r.id] : [])));
+  const prefix = `m:${owner}:`;
+  return docs.flatMap((d) => (typeof d._id === 'string' && d._id.startsWith(prefix) && !failed.has(d._id) ? [d._id.slice(prefix.length)] : []));
 }
 
 /** Runs the `fn`s of one key one after another (within this process); other keys are not held up. */

@@ -3,7 +3,18 @@ import { LEASE_HELD } from './schema.ts';
 import { LeaseLost, type Fence } from './lease.ts';
 
 // The worker's durable positions per tenant: the inbox feed checkpoint, the next feed counter
-// for status docs (view-backed pull feed, DESIGN §4), and the index of mutation ids seen.
+// for status docs (pull feed, DESIGN §4) with the feed index it feeds (platform table
+// `feed_index`), and the index of mutation ids seen.
+
+/** One status doc of a batch, as the feed index and the pending quota need it. */
+export interface FeedEntry {
+  /** `s:{owner}:{mid}` */
+  id: string;
+  owner: string;
+  mid: string;
+  /** The doc makes its mutation terminal (committed, rejected, conflict). */
+  terminal: boolean;
+}
 
 export interface PositionStore {
   checkpoint(tenant: string): Promise<string | null>;
@@ -11,6 +22,13 @@ export interface PositionStore {
   saveCheckpoint(lease: Fence, since: string): Promise<void>;
   /** Allocates `n` consecutive counters under the lease; returns the first. */
   allocateCounters(lease: Fence, n: number): Promise<number>;
+  /**
+   * Allocates one counter per entry under the lease (entry i gets first + i) and, in the same
+   * statement, moves each doc in the feed index to its new counter (never down: a doc is listed
+   * once, at its latest counter) and marks terminal mutations so the pending quota drops them.
+   * Returns the first counter. Fenced like `allocateCounters`.
+   */
+  allocateFeed(lease: Fence, entries: ReadonlyArray<FeedEntry>): Promise<number>;
   /** The highest counter ever allocated (0 when none). */
   lastCounter(tenant: string): Promise<number>;
   /** Remembers which owner and entity each mutation id belongs to. */
@@ -38,6 +56,44 @@ export function createPositionStore(db: Queryable): PositionStore {
          ON CONFLICT (tenant) DO UPDATE SET next = worker_feed_counters.next + $4::bigint
          RETURNING next`,
         [lease.tenant, lease.holder, lease.fence, n],
+      );
+      if (!rows[0]) throw new LeaseLost(lease.tenant);
+      return Number(rows[0].next) - n;
+    },
+    async allocateFeed(lease, entries) {
+      const n = entries.length;
+      // One row per doc id (its last, i.e. highest, offset): ON CONFLICT may touch a row only once.
+      const offsets = new Map<string, { owner: string; offset: number }>();
+      entries.forEach((e, i) => offsets.set(e.id, { owner: e.owner, offset: i }));
+      const terminal = new Map<string, { owner: string; mid: string }>();
+      for (const e of entries) if (e.terminal) terminal.set(`${e.owner}\u0000${e.mid}`, { owner: e.owner, mid: e.mid });
+      const { rows } = await db.query<{ next: string }>(
+        `WITH alloc AS (
+           INSERT INTO worker_feed_counters (tenant, next) SELECT $1::text, 1 + $4::bigint WHERE ${LEASE_HELD}
+           ON CONFLICT (tenant) DO UPDATE SET next = worker_feed_counters.next + $4::bigint
+           RETURNING next
+         ), feed AS (
+           INSERT INTO feed_index (tenant, doc_id, owner, counter)
+           SELECT $1::text, u.id, u.owner, alloc.next - $4::bigint + u.off
+           FROM alloc, unnest($5::text[], $6::text[], $7::int[]) AS u(id, owner, off)
+           ON CONFLICT (tenant, doc_id) DO UPDATE SET counter = GREATEST(feed_index.counter, EXCLUDED.counter)
+         ), done AS (
+           INSERT INTO pending_mutations (tenant, owner, mid, terminal)
+           SELECT $1::text, t.owner, t.mid, true FROM alloc, unnest($8::text[], $9::text[]) AS t(owner, mid)
+           ON CONFLICT (tenant, owner, mid) DO UPDATE SET terminal = true
+         )
+         SELECT next FROM alloc`,
+        [
+          lease.tenant,
+          lease.holder,
+          lease.fence,
+          n,
+          [...offsets.keys()],
+          [...offsets.values()].map((v) => v.owner),
+          [...offsets.values()].map((v) => v.offset),
+          [...terminal.values()].map((v) => v.owner),
+          [...terminal.values()].map((v) => v.mid),
+        ],
       );
       if (!rows[0]) throw new LeaseLost(lease.tenant);
       return Number(rows[0].next) - n;

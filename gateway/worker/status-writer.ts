@@ -1,13 +1,16 @@
 import { CouchError, type CouchDb } from '../../couchdb/client.ts';
+import { isTerminal } from '../../validators/mutation.ts';
 import type { Fence } from './lease.ts';
 import { LeaseLost } from './lease.ts';
 import type { PositionStore } from './position.ts';
 import type { WorkerStatusDoc } from './status.ts';
 
-// Writes status docs in batches for the view-backed pull feed (DESIGN §4 "What the device sees"):
-// allocate consecutive counters under the lease, write the batch with `_bulk_docs`, and only then
-// move `feed:head` up to the batch's highest counter, so a reader never skips a lower counter
-// that lands later. Every doc carries the lease's fencing token.
+// Writes status docs in batches for the pull feed (DESIGN §4 "What the device sees"; docs/SYNC.md):
+// allocate consecutive counters under the lease (the same statement puts each doc in the platform
+// database's feed index at its counter and drops terminal mutations from the pending quota), write
+// the batch with `_bulk_docs`, and only then move `feed:head` up to the batch's highest counter,
+// so a reader never passes a counter whose batch has not landed. Every doc carries the lease's
+// fencing token.
 
 export const FEED_HEAD_ID = 'feed:head';
 
@@ -45,6 +48,7 @@ type FeedHead = { _id: string; _rev?: string; type: 'feed-head'; counter: number
 type Allocation = { first: number; last: number; done: boolean };
 
 const MAX_FLUSHES = 4;
+
 
 export function createStatusWriter(opts: StatusWriterOptions): StatusWriter {
   const { db, lease, positions } = opts;
@@ -107,7 +111,10 @@ export function createStatusWriter(opts: StatusWriterOptions): StatusWriter {
     let allocation: Allocation | null = null;
     try {
       opts.assertLease();
-      const first = await positions.allocateCounters(lease, batch.length);
+      const first = await positions.allocateFeed(
+        lease,
+        batch.map((q) => ({ id: q.doc._id, owner: q.doc.owner, mid: q.doc.mutation, terminal: isTerminal(q.doc.state) })),
+      );
       allocation = { first, last: first + batch.length - 1, done: false };
       // Kept in counter order: concurrent allocations can come back in any order.
       const at = allocations.findIndex((a) => a.first > first);

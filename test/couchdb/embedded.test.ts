@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { startEmbeddedCouch, findRunningEmbedded, restartDelay, type EmbeddedCouch } from '../../couchdb/embedded/supervisor.ts';
 import { createCouchServer } from '../../couchdb/client.ts';
@@ -81,6 +81,24 @@ describe('couchdb/embedded: the supervised express-pouchdb server', function () 
       const cors = [...res.headers.keys()].filter((k) => k.startsWith('access-control-'));
       expect(cors).to.deep.equal([]);
     }
+  });
+
+  it('runs the child as plain JavaScript (a bundle), without a TypeScript loader', () => {
+    const cmdline = readFileSync(`/proc/${server().pid()}/cmdline`, 'utf8').split('\0');
+    expect(cmdline.some((a) => /embedded-couch\/server-[0-9a-f]{16}\.bundle\.js$/.test(a))).to.equal(true);
+    expect(cmdline.join(' ')).not.to.match(/tsx/);
+  });
+
+  it('db info carries a disk_size measured off the request, not a directory walk per GET', async () => {
+    expect((await raw(server().url, 'PUT', '/sizes', { auth: server().admin })).status).to.equal(201);
+    const first = await raw(server().url, 'GET', '/sizes', { auth: server().admin });
+    expect(first.status).to.equal(200);
+    // Measured in the background after the first request, then served from memory.
+    await waitFor(async () => {
+      const info = (await raw(server().url, 'GET', '/sizes', { auth: server().admin })).body as { disk_size?: unknown };
+      return typeof info.disk_size === 'number' && info.disk_size > 0;
+    });
+    expect((await raw(server().url, 'DELETE', '/sizes', { auth: server().admin })).status).to.equal(200);
   });
 
   it('serves Fauxton at /_utils/ to the admin', async () => {

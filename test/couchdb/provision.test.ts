@@ -252,22 +252,6 @@ describe('couchdb: identities, provisioning and the inbox design doc on the embe
       ]);
     });
 
-    it('feed: [owner, counter] for status docs, readable by the gateway', async () => {
-      const res = await as('gateway').view('ferry', 'feed', { startkey: [owner, 0], endkey: [owner, {}] });
-      expect(res.rows.map((r) => [r.key, r.id])).to.deep.equal([
-        [[owner, 21], `s:${owner}:${mids[0]}`],
-        [[owner, 22], `s:${owner}:${mids[1]}`],
-        [[owner, 23], `s:${owner}:${mids[2]}`],
-      ]);
-      const since = await as('gateway').view('ferry', 'feed', { startkey: [owner, 22], endkey: [owner, {}], limit: 1 });
-      expect(since.rows.map((r) => r.key)).to.deep.equal([[owner, 22]]);
-    });
-
-    it('pending: mutations without a terminal status, per owner', async () => {
-      const res = await as('gateway').view<number>('ferry', 'pending', { key: owner, group: true });
-      expect(res.rows).to.deep.equal([{ key: owner, value: 1 }]);
-    });
-
     it('by_entity: the chain of an entity', async () => {
       const entity = 'pat_0190f000-0000-7000-8000-0000000000ee';
       const res = await as('worker').view('ferry', 'by_entity', { startkey: [owner, entity], endkey: [owner, entity, {}] });

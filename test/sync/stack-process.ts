@@ -24,6 +24,8 @@ export interface StackInfo {
 }
 
 export interface StackProcess extends StackInfo {
+  /** The stack child's pid (the embedded CouchDB is its child), for CPU accounting in benchmarks. */
+  pid: number;
   token(owner: string, tenant?: string): Promise<string>;
   /** Has the worker stand-in write `count` status docs for `owner`. */
   writeStatuses(tenant: string, owner: string, count: number): Promise<void>;
@@ -57,6 +59,7 @@ export async function startStackProcess(opts: { quotas?: Record<string, number> 
     });
   return {
     ...info,
+    pid: child.pid!,
     token: (owner, tenant) => ask<string>({ op: 'token', owner, ...(tenant ? { tenant } : {}) }),
     writeStatuses: async (tenant, owner, count) => {
       await ask({ op: 'statuses', tenant, owner, count });

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createCouchServer, type CouchServer } from '../../couchdb/client.ts';
+import { createCouchServer, type CouchDb, type CouchServer } from '../../couchdb/client.ts';
 import { prepareCouch, type PreparedCouch } from '../../couchdb/prepare.ts';
 import { createGatewayApp } from '../../gateway/app.ts';
 import { openPlatform, type Platform } from '../../gateway/platform/open.ts';
@@ -7,6 +7,10 @@ import { createHeadWatchers, type HeadWatchers } from '../../gateway/sync/feed.t
 import { createLocalStore, migrateSync } from '../../gateway/sync/local-store.ts';
 import type { SyncQuotas } from '../../gateway/sync/quotas.ts';
 import { createUpstream } from '../../gateway/sync/upstream.ts';
+import { createLeaseStore, type Fence } from '../../gateway/worker/lease.ts';
+import { createPositionStore, type PositionStore } from '../../gateway/worker/position.ts';
+import { migrateWorker } from '../../gateway/worker/schema.ts';
+import { createStatusWriter, type StatusWrite, type StatusWriter } from '../../gateway/worker/status-writer.ts';
 import { silentLogger } from '../../http/log.ts';
 import { generateSigningKey, jwksOf, type SigningKey } from '../../identity/keys.ts';
 import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../../identity/tokens.ts';
@@ -15,8 +19,9 @@ import { TEST_DATABASE_URL, dropSchema, tempDir, uniqueSchema, type TempDir } fr
 import net from 'node:net';
 
 // The real stack behind /sync for tests: the embedded CouchDB (child process, service users,
-// provisioned inboxes with the real design doc), the platform database (PGlite), the gateway app,
-// and a stand-in for the worker that writes status docs and `feed:head` as `ferry-worker`.
+// provisioned inboxes with the real design doc), the platform database (PostgreSQL or PGlite), the
+// gateway app, and the worker's own status writer (lease, counters, feed index, `feed:head`) as
+// `ferry-worker`, standing in for the rest of the worker.
 
 export const ISSUER = 'ferry-sync-test';
 
@@ -32,9 +37,16 @@ export interface SyncStack {
   issuer: TokenIssuer;
   key: SigningKey;
   watchers: HeadWatchers;
+  platform: Platform;
+  positions: PositionStore;
   token(owner: string, tenant?: string): Promise<string>;
-  /** Writes status docs as the worker does: counters above the head, then the new head. */
+  /** Writes status docs with the worker's status writer; resolves with the head once it has moved. */
   writeStatuses(tenant: string, docs: Array<Record<string, unknown>>): Promise<number>;
+  /**
+   * A status writer of the tenant's lease over `db` (default: the inbox as `ferry-worker`). Like the
+   * worker, use one writer per tenant at a time: each orders only its own batches before the head.
+   */
+  statusWriter(tenant: string, db?: CouchDb): Promise<StatusWriter>;
   close(): Promise<void>;
 }
 
@@ -54,6 +66,7 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
     schema = (await postgresReachable()) ? uniqueSchema('sync') : undefined;
     platform = await openPlatform(schema ? { databaseUrl: TEST_DATABASE_URL, schema } : {});
     await migrateSync(platform.db);
+    await migrateWorker(platform.db);
     prepared = await prepareCouch({ dataDir: dir.path, couchdbUrl: undefined }, { tenants: platform.tenants });
     const ids = prepared.identities;
     const key = await generateSigningKey();
@@ -68,11 +81,26 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
       v1Routes: [],
       readiness: async () => undefined,
       limits: { perIp: { rate: 100_000, burst: 100_000 } },
-      sync: { upstream, verifyToken, local: createLocalStore(platform.db), watchers, ...(opts.quotas ? { quotas: opts.quotas } : {}) },
+      sync: { upstream, verifyToken, local: createLocalStore(platform.db), db: platform.db, watchers, ...(opts.quotas ? { quotas: opts.quotas } : {}) },
     });
     server = await listen(app);
     const worker = createCouchServer({ url: ids.url, auth: ids.worker });
-    const heads = new Map<string, number>();
+    const leases = createLeaseStore(platform.db);
+    const positions = createPositionStore(platform.db);
+    const writers = new Map<string, StatusWriter>();
+    const held = new Map<string, Fence>();
+    // One lease per tenant for the stack's life: taking it again would bump the fence and fence out
+    // the writers made before.
+    const statusWriter = async (tenant: string, db?: CouchDb): Promise<StatusWriter> => {
+      let lease = held.get(tenant);
+      if (!lease) {
+        const got = await leases.acquire(tenant, 'sync-test-worker', 3_600_000);
+        if (!got) throw new Error('sync test stack: lease not acquired');
+        held.set(tenant, got);
+        lease = got;
+      }
+      return createStatusWriter({ db: db ?? worker.db(`inbox_${tenant}`), lease, positions, assertLease: () => undefined });
+    };
     const p = platform;
     const pr = prepared;
     const s = server;
@@ -87,21 +115,21 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
       issuer,
       key,
       watchers,
+      platform,
+      positions,
       token: (owner, tenant = 'north') => issuer.mintAccess({ sub: owner, owner, tid: tenant, roles: ['registrar'], sid: randomUUID() }),
+      statusWriter,
       async writeStatuses(tenant, docs) {
-        const db = worker.db(`inbox_${tenant}`);
-        const head = heads.get(tenant) ?? (await db.get<{ counter: number }>('feed:head'))?.counter ?? 0;
-        let counter = head;
-        const stamped = docs.map((d) => ({ fence: 1, ...d, counter: ++counter }));
-        for (let i = 0; i < stamped.length; i += 500) {
-          const res = await db.bulkDocs(stamped.slice(i, i + 500));
-          const bad = res.find((r) => r.error);
-          if (bad) throw new Error(`worker stand-in write failed: ${bad.error}`);
+        let writer = writers.get(tenant);
+        if (!writer) {
+          writer = await statusWriter(tenant);
+          writers.set(tenant, writer);
         }
-        const current = await db.get<{ _rev: string }>('feed:head');
-        await db.put({ _id: 'feed:head', ...(current ? { _rev: current._rev } : {}), type: 'feed-head', counter, fence: 1 });
-        heads.set(tenant, counter);
-        return counter;
+        const wr = writer;
+        // A boundary: the tests' docs are plain records shaped like the worker's.
+        await Promise.all(docs.map((d) => wr.write(d as unknown as StatusWrite)));
+        await wr.settled();
+        return positions.lastCounter(tenant);
       },
       async close() {
         w.close();

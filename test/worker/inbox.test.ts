@@ -42,8 +42,9 @@ describe('worker: inbox to status docs', function () {
     expect(s.counter).to.be.a('number');
     expect(s.fence).to.be.a('number');
     await waitUntil(async () => ((await env.workerCouch.db('inbox_north').get<{ counter: number }>('feed:head'))?.counter ?? 0) >= s.counter!, 5_000);
-    const view = await env.workerCouch.db('inbox_north').view<null>('ferry', 'feed', { startkey: ['ada', 0], endkey: ['ada', {}] });
-    expect(view.rows.map((r) => r.id)).to.include(`s:ada:${c.mid}`);
+    // The pull feed's index (platform database) lists the doc at its counter.
+    const indexed = await env.platform.db.query<{ counter: string }>('SELECT counter FROM feed_index WHERE tenant = $1 AND doc_id = $2', ['north', `s:ada:${c.mid}`]);
+    expect(indexed.rows.map((r) => Number(r.counter))).to.deep.equal([s.counter]);
   });
 
   it('rejects an invalid payload with VALIDATION_FAILED and field paths, never values', async () => {

@@ -1,6 +1,8 @@
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { buffer } from 'node:stream/consumers';
 import type { Random } from './random.ts';
 
 // A fault-injecting HTTP proxy between simulated devices and the gateway. Each device talks
@@ -157,20 +159,24 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     if (fault === 'duplicate') {
       record({ ...event, kind: 'duplicate' });
       // Let the original finish first so the copy arrives as a true re-delivery, then answer the original.
-      const chunks: Buffer[] = [];
-      first.on('data', (c: Buffer) => chunks.push(c));
-      await new Promise<void>((r) => first.on('end', () => r()));
+      // If the gateway dies before the original answer is complete, buffer() rejects and
+      // handle()'s catch answers 502 (nothing was sent yet); waiting on 'end' would wait forever.
+      const answer = await buffer(first);
       const second = await upstream(req, path, body).catch(() => null);
       if (second) await drain(second);
       res.writeHead(first.statusCode ?? 502, first.headers);
-      res.end(Buffer.concat(chunks as Uint8Array[]));
+      res.end(answer);
       return;
     }
     res.writeHead(first.statusCode ?? 502, first.headers);
-    if (plan.bandwidthBytesPerSec > 0) traffic.throttled++;
-    if (plan.bandwidthBytesPerSec > 0) first.pipe(new Throttle(plan.bandwidthBytesPerSec)).pipe(res);
-    else first.pipe(res);
-    res.on('close', () => first.destroy());
+    // pipeline, not pipe: pipe() never ends or destroys the device's response when the gateway's
+    // answer fails mid-body (gateway kill -9 during a longpoll), which leaves the device waiting
+    // forever on a half-sent 200 that a real network would have reset. pipeline() destroys every
+    // stage on failure, either way round (a device that leaves also stops the upstream request).
+    if (plan.bandwidthBytesPerSec > 0) {
+      traffic.throttled++;
+      await pipeline(first, new Throttle(plan.bandwidthBytesPerSec), res);
+    } else await pipeline(first, res);
   }
 
   const server: Server = createServer((req, res) => {

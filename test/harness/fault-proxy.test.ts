@@ -102,4 +102,53 @@ describe('harness fault proxy', function () {
       expect(await res.json()).to.deep.equal({ n: 1 });
     });
   });
+
+  describe('when the gateway dies in the middle of an answer', function () {
+    // A gateway killed with -9 while a longpoll waits: headers and a heartbeat went out, then the
+    // socket goes away. The device must see its request fail, as it would on a real network,
+    // and not wait forever on a half-sent 200 (the device's fetch has no timeout of its own).
+    let dying: Server;
+    let dyingTarget: string;
+    before(async function () {
+      dying = createServer((req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write('\n');
+        setTimeout(() => req.socket.destroy(), 50);
+      });
+      await new Promise<void>((r) => dying.listen(0, '127.0.0.1', r));
+      dyingTarget = `http://127.0.0.1:${(dying.address() as AddressInfo).port}`;
+    });
+    after(async function () {
+      dying.closeAllConnections();
+      await new Promise<void>((r) => dying.close(() => r()));
+    });
+
+    /** What the device's fetch ends with: the body, its failure, or 'hung' if neither came in 3 s. */
+    async function outcome(plan: typeof CALM, path: string): Promise<string> {
+      const proxy = await startFaultProxy({ target: dyingTarget, plan, randomFor: (d) => forkRandom(7, d) });
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const hung = new Promise<string>((r) => (timer = setTimeout(() => r('hung'), 3_000)));
+        const got = fetch(`${proxy.deviceUrl('dev-1')}${path}`).then(
+          async (res) => (res.status === 200 ? res.text().then(() => 'ended', () => 'failed') : `status ${res.status}`),
+          () => 'failed',
+        );
+        return await Promise.race([got, hung]);
+      } finally {
+        clearTimeout(timer);
+        await proxy.close();
+      }
+    }
+
+    const longpoll = '/sync/north/_changes?feed=longpoll&heartbeat=10000&since=4';
+    it('fails the device\'s longpoll instead of leaving it open', async function () {
+      expect(await outcome(CALM, longpoll)).to.equal('failed');
+    });
+    it('fails it too when the answer goes through the bandwidth cap', async function () {
+      expect(await outcome({ ...CALM, bandwidthBytesPerSec: 256 * 1024 }, longpoll)).to.equal('failed');
+    });
+    it('answers a duplicated request whose original answer broke off with 502', async function () {
+      expect(await outcome({ ...CALM, duplicate: 1 }, '/sync/north/_bulk_docs')).to.equal('status 502');
+    });
+  });
 });

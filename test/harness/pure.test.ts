@@ -16,10 +16,10 @@ describe('harness: options', function () {
   });
   it('parses every option, both --flag value and --flag=value', function () {
     const o = parseArgs(
-      ['--devices', '50', '--tenants=3', '--mutations', '40', '--chaos', '--seed', '7', '--kills', '2', '--think-ms', '10,20', '--drain-timeout', '60', '--report', 'x.json', '--keep', '--inject', 'duplicate-event', '--inject=phi-log', '--database-url', 'postgres://x', '--nats-url', 'nats://y', '--progress', 'none'],
+      ['--devices', '50', '--tenants=3', '--mutations', '40', '--chaos', '--seed', '7', '--kills', '2', '--think-ms', '10,20', '--drain-timeout', '60', '--report', 'x.json', '--keep', '--inject', 'duplicate-event', '--inject=phi-log', '--database-url', 'postgres://x', '--nats-url', 'nats://y', '--progress', 'none', '--starve', '30'],
       fixed,
     );
-    expect(o).to.deep.include({ devices: 50, tenants: 3, mutations: 40, chaos: true, seed: 7, kills: 2, thinkMs: [10, 20], drainTimeoutMs: 60_000, report: 'x.json', keep: true, inject: ['duplicate-event', 'phi-log'], databaseUrl: 'postgres://x', natsUrl: 'nats://y', progress: 'none' });
+    expect(o).to.deep.include({ devices: 50, tenants: 3, mutations: 40, chaos: true, seed: 7, kills: 2, thinkMs: [10, 20], drainTimeoutMs: 60_000, report: 'x.json', keep: true, inject: ['duplicate-event', 'phi-log'], databaseUrl: 'postgres://x', natsUrl: 'nats://y', progress: 'none', starveMs: 30_000 });
   });
   const bad: Array<[string[], RegExp]> = [
     [['--devices', '1'], /--devices/],
@@ -29,6 +29,7 @@ describe('harness: options', function () {
     [['--inject', 'everything'], /--inject/],
     [['--devices'], /needs a value/],
     [['--frobnicate'], /unknown option/],
+    [['--starve', 'long'], /--starve/],
   ];
   for (const [argv, msg] of bad) {
     it(`refuses ${argv.join(' ')}`, function () {

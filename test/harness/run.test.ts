@@ -54,6 +54,15 @@ describe('harness: end to end', function () {
     running?.kill('SIGINT');
   });
 
+  it('the same run on a starved CPU (seed 11, every core busy for the first 40 s, kills included): no mutation is left without a terminal status', async function () {
+    const { code, output, report } = await runCli(['--devices', '8', '--tenants', '2', '--mutations', '10', '--chaos', '--seed', '11', '--starve', '40'], join(tmpdir(), `harness-report-${process.pid}-starved.json`), 280_000);
+    expect(report.violations, output.slice(-3000)).to.deep.equal([]);
+    expect(code).to.equal(0);
+    expect(report.faults.starvedCpuMs).to.equal(40_000);
+    expect(report.faults.processes.map((p) => p.target).sort()).to.deep.equal(['gateway', 'worker']);
+    expect(report.counts.byState.committed).to.be.at.least(8 * 10);
+  });
+
   it('a short chaos run (8 devices, 2 tenants, 10 mutations, seed 7): every fault happens and every invariant holds', async function () {
     const { code, output, report } = await runCli(['--devices', '8', '--tenants', '2', '--mutations', '10', '--chaos', '--seed', '7'], join(tmpdir(), `harness-report-${process.pid}-short.json`), 280_000);
     expect(report.violations, output.slice(-3000)).to.deep.equal([]);

@@ -9,7 +9,6 @@ import { listen, type Listening } from '../support/http.ts';
 import { requirePostgres, TEST_DATABASE_URL } from '../support/services.ts';
 import {
   BACKENDS,
-  call,
   callBatch,
   LICENSED,
   makeIdentity,

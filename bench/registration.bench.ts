@@ -15,9 +15,11 @@ import type { Report } from './run.ts';
 // (POST /v1/batch, 200 items per request) are the worker's path.
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 5000);
+/** e.g. BENCH_BACKENDS=postgres to measure one. */
+const BACKENDS = (process.env.BENCH_BACKENDS ?? 'pglite,postgres').split(',');
 const CONCURRENCY = 16;
 const BATCH_SIZE = 200;
-const BATCH_CONCURRENCY = 4;
+const BATCH_CONCURRENCY = Number(process.env.BENCH_BATCH_CONCURRENCY ?? 8);
 const POSTGRES_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 async function pool(n: number, concurrency: number, work: (i: number) => Promise<void>): Promise<number> {
@@ -126,12 +128,15 @@ async function measure(report: Report, label: string, db: Database): Promise<voi
 
 export default async function registrationBench(report: Report): Promise<void> {
   report.note(`concurrency ${CONCURRENCY}, ${REQUESTS} requests per figure; each registration is one transaction (row, identifiers, idempotency record, outbox, audit)`);
-  const lite = await openRegistrationDatabase({});
-  try {
-    await measure(report, 'PGlite', lite);
-  } finally {
-    await lite.close();
+  if (BACKENDS.includes('pglite')) {
+    const lite = await openRegistrationDatabase({});
+    try {
+      await measure(report, 'PGlite', lite);
+    } finally {
+      await lite.close();
+    }
   }
+  if (!BACKENDS.includes('postgres')) return;
   if (!(await reachable(POSTGRES_URL))) {
     report.note('PostgreSQL not reachable: its figures were skipped');
     return;

@@ -230,6 +230,33 @@ for (const backend of BACKENDS) {
           }
           for (const r of replies) for (const i of r.items.filter((x) => x.status === 409)) expect(i.body.code).to.equal('DUPLICATE_DETECTED');
         });
+
+        it('concurrent batches racing on one id or one identifier: one 201 each, the rest a stored 409 (the loser reruns)', async () => {
+          const ids = Array.from({ length: 5 }, () => newPatientId());
+          const identifiers = ids.map(() => [{ system: 'national-id', value: `RACE-${newKey().slice(-12)}` }]);
+          const confirmNotDuplicate = { reason: 'checked in person' };
+          const replies = await Promise.all(
+            Array.from({ length: 4 }, () =>
+              batch([...ids.map((id) => create(syntheticPatient({ id }))), ...identifiers.map((i) => create(syntheticPatient({ identifiers: i, confirmNotDuplicate })))]),
+            ),
+          );
+          for (let n = 0; n < 10; n++) {
+            expect(replies.map((r) => r.items[n]!.status).sort()).to.deep.equal([201, 409, 409, 409]);
+            for (const r of replies) if (r.items[n]!.status === 409) expect(r.items[n]!.body.code).to.equal(n < 5 ? 'ID_CONFLICT' : 'IDENTIFIER_CONFLICT');
+          }
+        });
+
+        it('concurrent batches updating the same patients in different orders: one 200 per patient, the rest VERSION_CONFLICT, no deadlock', async () => {
+          const made = await batch(Array.from({ length: 10 }, () => create(syntheticPatient())));
+          const ids = made.items.map((i) => String(i.body.id));
+          const orders = [ids, [...ids].reverse(), [...ids.slice(5), ...ids.slice(0, 5)], [...ids].sort()];
+          const replies = await Promise.all(orders.map((order) => batch(order.map((id) => update(id, 1, syntheticPatient())))));
+          for (const id of ids) {
+            const answers = replies.map((r, b) => r.items[orders[b]!.indexOf(id)]!);
+            expect(answers.map((a) => a.status).sort()).to.deep.equal([200, 409, 409, 409]);
+          }
+          expect(await count(h.db, `outbox WHERE payload->>'patientId' = ANY($1) AND subject = 'REGISTRATION.patient.updated'`, [ids])).to.equal(10);
+        });
       }
     });
 

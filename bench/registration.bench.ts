@@ -11,10 +11,15 @@ import type { Report } from './run.ts';
 // Committed registrations/s over HTTP with Idempotency-Key (concurrency 16, 5,000 requests) and
 // replayed-key responses/s, each beside the raw single-row insert rate of the same database in
 // the same run. PGlite always; PostgreSQL when reachable (BENCH_DATABASE_URL or 127.0.0.1:5432).
-// The relay is off: this measures the commit path, events wait in the outbox.
+// The relay is off: this measures the commit path, events wait in the outbox. Batched commits
+// (POST /v1/batch, 200 items per request) are the worker's path.
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 5000);
+/** e.g. BENCH_BACKENDS=postgres to measure one. */
+const BACKENDS = (process.env.BENCH_BACKENDS ?? 'pglite,postgres').split(',');
 const CONCURRENCY = 16;
+const BATCH_SIZE = 200;
+const BATCH_CONCURRENCY = Number(process.env.BENCH_BATCH_CONCURRENCY ?? 8);
 const POSTGRES_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 async function pool(n: number, concurrency: number, work: (i: number) => Promise<void>): Promise<number> {
@@ -67,7 +72,8 @@ async function rawInsertRate(db: Database): Promise<number> {
 async function measure(report: Report, label: string, db: Database): Promise<void> {
   const key = await generateSigningKey();
   const issuer = 'ferry-bench';
-  const token = await createTokenIssuer({ key, issuer }).mintAccess({ sub: 'ada', tid: 'north', owner: 'ada', roles: ['registrar'], sid: 'bench' });
+  const tokens = createTokenIssuer({ key, issuer });
+  const token = await tokens.mintAccess({ sub: 'ada', tid: 'north', owner: 'ada', roles: ['registrar'], sid: 'bench' });
   const service = await startRegistrationService({ db, verifier: createTokenVerifier({ jwks: jwksOf([key]), issuer }), natsUrl: null, licensedTenants: ['north'] });
   try {
     const run = randomBytes(4).toString('hex');
@@ -94,6 +100,27 @@ async function measure(report: Report, label: string, db: Database): Promise<voi
 
     const replayed = await pool(REQUESTS, CONCURRENCY, (i) => post(bodies[i]!, keys[i]!, 201));
     report.figure(`${label}: replayed-key responses over HTTP`, REQUESTS / replayed, 'req/s', { baseline: rawName });
+
+    // As the worker sends them: items of BATCH_SIZE, each with its key and its user's delegated token.
+    const itemToken = `Bearer ${await tokens.mintDelegated({ sub: 'ada', tid: 'north', owner: 'ada', roles: ['registrar'] })}`;
+    const batchBodies = Array.from({ length: REQUESTS }, (_, i) => patient(i, `${run}b`));
+    const batches = Array.from({ length: Math.ceil(REQUESTS / BATCH_SIZE) }, (_, b) =>
+      JSON.stringify({
+        items: batchBodies.slice(b * BATCH_SIZE, (b + 1) * BATCH_SIZE).map((body) => ({ method: 'POST', path: '/v1/patients', idempotencyKey: uuidv7(), authorization: itemToken, body })),
+      }),
+    );
+    const postBatch = async (b: number, expected: number) => {
+      const res = await fetch(`${service.url}/v1/batch`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: batches[b]! });
+      const answer = (await res.json()) as { items: { status: number }[] };
+      if (res.status !== 200 || answer.items.some((a) => a.status !== expected)) throw new Error(`batch: expected every item ${expected}`);
+    };
+    const batched = await pool(batches.length, BATCH_CONCURRENCY, (b) => postBatch(b, 201));
+    report.figure(`${label}: registrations committed over HTTP in batches of ${BATCH_SIZE} (POST /v1/batch)`, REQUESTS / batched, 'commits/s', {
+      baseline: rawName,
+      note: `${BATCH_CONCURRENCY} batches in flight`,
+    });
+    const batchReplayed = await pool(batches.length, BATCH_CONCURRENCY, (b) => postBatch(b, 201));
+    report.figure(`${label}: replayed items over HTTP in batches of ${BATCH_SIZE}`, REQUESTS / batchReplayed, 'items/s', { baseline: rawName });
   } finally {
     await service.close();
   }
@@ -101,12 +128,15 @@ async function measure(report: Report, label: string, db: Database): Promise<voi
 
 export default async function registrationBench(report: Report): Promise<void> {
   report.note(`concurrency ${CONCURRENCY}, ${REQUESTS} requests per figure; each registration is one transaction (row, identifiers, idempotency record, outbox, audit)`);
-  const lite = await openRegistrationDatabase({});
-  try {
-    await measure(report, 'PGlite', lite);
-  } finally {
-    await lite.close();
+  if (BACKENDS.includes('pglite')) {
+    const lite = await openRegistrationDatabase({});
+    try {
+      await measure(report, 'PGlite', lite);
+    } finally {
+      await lite.close();
+    }
   }
+  if (!BACKENDS.includes('postgres')) return;
   if (!(await reachable(POSTGRES_URL))) {
     report.note('PostgreSQL not reachable: its figures were skipped');
     return;

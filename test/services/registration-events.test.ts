@@ -12,6 +12,7 @@ import { requireNats, requirePostgres, TEST_NATS_URL } from '../support/services
 import {
   BACKENDS,
   call,
+  callBatch,
   callUntilSettled,
   LICENSED,
   makeIdentity,
@@ -167,6 +168,52 @@ for (const backend of BACKENDS) {
       const events = await streamEventsFor(new Set([id]), from);
       expect(events).to.have.length(1);
       expect(events[0]!.event.patientId).to.equal(id);
+    });
+
+    it('a batch\'s events: one per committed item, in item order per entity, exactly once with many in flight, also after a relay crash between publish and mark', async () => {
+      const server = await app();
+      const from = await streamLastSeq();
+      const ids = Array.from({ length: 40 }, () => newPatientId());
+      const create = (id: string) => ({ method: 'POST', path: '/v1/patients', idempotencyKey: newKey(), body: syntheticPatient({ id }) });
+      const update = (id: string, version: number) => ({ method: 'PUT', path: `/v1/patients/${id}`, idempotencyKey: newKey(), ifMatch: `"${version}"`, body: syntheticPatient() });
+      const items = [
+        ...ids.map(create),
+        ...ids.map((id) => update(id, 1)),
+        update(ids[0]!, 1), // stale: answered 409, no event
+        ...ids.map((id) => update(id, 2)),
+        { ...create(newPatientId()), authorization: `Bearer ${await identity.token(USERS.dee)}` }, // forbidden: no event
+      ];
+      const r = await callBatch(server.url, token, items);
+      expect(r.items.filter((i) => i.status < 300)).to.have.length(120);
+
+      let ours = 0;
+      let crashed!: () => void;
+      const crash = new Promise<void>((res) => (crashed = res));
+      const first = relay({
+        afterPublish: (event) => {
+          if (!ids.includes(event.payload.patientId) || ++ours !== 57) return;
+          crashed();
+          throw new Error('simulated crash between publish and mark-sent');
+        },
+      });
+      await crash;
+      await stop(first);
+      expect(await pendingFor(ids)).to.be.greaterThan(0);
+
+      relay();
+      await waitFor(async () => (await pendingFor(ids)) === 0);
+      const events = await streamEventsFor(new Set(ids), from);
+      expect(events).to.have.length(120);
+      expect(new Set(events.map((e) => e.event.eventId))).to.deep.equal(new Set(await outboxOrder(ids)));
+      for (const e of events) expect(e.msgId).to.equal(e.event.eventId);
+      for (const id of ids) {
+        const mine = events.filter((e) => e.event.patientId === id);
+        expect(mine.map((e) => [e.event.version, e.subject])).to.deep.equal([
+          [1, 'REGISTRATION.patient.created'],
+          [2, 'REGISTRATION.patient.updated'],
+          [3, 'REGISTRATION.patient.updated'],
+        ]);
+      }
     });
 
     describe('while NATS is unreachable', () => {

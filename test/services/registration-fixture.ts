@@ -243,3 +243,42 @@ export async function natsProxy(): Promise<NatsProxy> {
       }),
   };
 }
+
+export interface BatchItem {
+  method: 'POST' | 'PUT';
+  path: string;
+  idempotencyKey?: string;
+  ifMatch?: string;
+  correlationId?: string;
+  authorization?: string;
+  requires?: number;
+  body?: unknown;
+}
+
+export interface BatchItemReply {
+  status: number;
+  headers: Record<string, string>;
+  body: Record<string, unknown>;
+  skipped?: true;
+  /** The item's body as JSON text, to compare byte for byte with a single call's. */
+  text: string;
+}
+
+/** `POST /v1/batch`; the items' answers with their bodies also as JSON text. */
+export async function callBatch(base: string, token: string | undefined, items: readonly BatchItem[] | unknown): Promise<Reply & { items: BatchItemReply[] }> {
+  const r = await call(base, 'POST', '/v1/batch', { token, body: { items } });
+  const answers = (r.body.items as Omit<BatchItemReply, 'text'>[] | undefined) ?? [];
+  return { ...r, items: answers.map((a) => ({ ...a, text: JSON.stringify(a.body) })) };
+}
+
+/** A small deterministic PRNG (mulberry32), so generated sequences are the same every run. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -93,10 +93,10 @@ export function readBatchEnvelope(body: unknown, maxItems: number = MAX_BATCH_IT
 
 type Route = { kind: 'create' } | { kind: 'update'; id: string } | { kind: 'none' } | { kind: 'bad-encoding' };
 
-/** Only the mutating routes; a trailing slash is the same route, as Express routes it. */
+/** Only the mutating routes; a trailing slash or other case is the same route, as Express routes it. */
 function routeOf(method: 'POST' | 'PUT', path: string): Route {
-  if (method === 'POST') return /^\/v1\/patients\/?$/.test(path) ? { kind: 'create' } : { kind: 'none' };
-  const m = /^\/v1\/patients\/([^/?#]+)\/?$/.exec(path);
+  if (method === 'POST') return /^\/v1\/patients\/?$/i.test(path) ? { kind: 'create' } : { kind: 'none' };
+  const m = /^\/v1\/patients\/([^/?#]+)\/?$/i.exec(path);
   if (!m) return { kind: 'none' };
   try {
     return { kind: 'update', id: decodeURIComponent(m[1]!) };

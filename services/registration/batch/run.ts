@@ -1,6 +1,7 @@
 import type { Database, Queryable } from '../../../sql/database.ts';
 import { PATIENT_ID } from '../../../validators/patient.ts';
 import { appendEventsAndAudits } from '../events/outbox.ts';
+import type { StoredAnswer } from '../idempotency/decision.ts';
 import { loadAnswers, storeAnswers, tryLockKeys } from '../idempotency/store.ts';
 import type { Licensing } from '../licensing.ts';
 import { identifierKey } from '../patients/matching.ts';
@@ -77,14 +78,16 @@ function emptyLoad() {
   return { takenIds: [], records: [], nameMatches: [], identifiers: [] };
 }
 
-/** What the items that may run need loaded, from their bodies as read. */
-function lookupsOf(items: readonly PreparedMutation[]) {
+/** What the items that may run need loaded, from their bodies as read (a live stored answer replays: nothing to load or lock). */
+function lookupsOf(items: readonly PreparedMutation[], stored: ReadonlyMap<string, StoredAnswer>, now: Date) {
   const createIds = new Set<string>();
   const updateIds = new Set<string>();
   const duplicateKeys: DuplicateKey[] = [];
   const pairs = new Map<string, { system: string; valueKey: string }>();
   for (const item of items) {
     if (item.kind !== 'ready') continue;
+    const answer = item.key === null ? undefined : stored.get(item.key);
+    if (answer && answer.expiresAt.getTime() > now.getTime()) continue;
     const { command } = item;
     const parsed = command.kind === 'create' ? command.input : command.input.parsed;
     if (!parsed.ok || repeatedIdentifiers(parsed.value).length > 0) continue;
@@ -109,7 +112,7 @@ async function attempt(deps: MutationDeps, tx: Queryable, tenant: string, items:
   const held = serialised ? null : await tryLockKeys(tx, tenant, keys);
   const stored = await loadAnswers(tx, tenant, keys);
   const licensed = await deps.licensing.isLicensed(tenant, tx);
-  const need = lookupsOf(items);
+  const need = lookupsOf(items, stored, now);
   // Before the reads that detection relies on, so a concurrent create of the same person waits.
   if (!serialised) await lockDuplicateKeys(tx, tenant, need.duplicateKeys);
   const records = await lockPatientsForUpdate(tx, tenant, need.updateIds);

@@ -119,29 +119,31 @@ export async function lockDuplicateKeys(tx: Queryable, tenant: string, keys: rea
   );
 }
 
-/** The tenant's patients with any of these name key + birth date + sex (at most 100 per key, as before). */
+// PGlite plans every statement afresh and planning dominates a join-heavy query, so the two
+// lookups below probe each column's index with ANY and keep the exact combinations here.
+
+/** The tenant's patients with any of these name key + birth date + sex. */
 export async function nameMatches(tx: Queryable, tenant: string, keys: readonly DuplicateKey[]): Promise<ExistingPatient[]> {
   if (keys.length === 0) return [];
+  const wanted = new Set(keys.map((k) => `${k.nameKey}|${k.birthDate}|${k.sex}`));
   const { rows } = await tx.query<{ id: string; name_key: string; birth_date: string; sex: string }>(
-    `SELECT DISTINCT p.id, p.name_key, p.birth_date, p.sex
-       FROM (SELECT DISTINCT * FROM unnest($2::text[], $3::text[], $4::text[]) AS k (n, b, s)) AS k
-       CROSS JOIN LATERAL (SELECT id, name_key, birth_date, sex FROM patients
-                            WHERE tenant = $1 AND name_key = k.n AND birth_date = k.b AND sex = k.s LIMIT 100) AS p`,
-    [tenant, keys.map((k) => k.nameKey), keys.map((k) => k.birthDate), keys.map((k) => k.sex)],
+    'SELECT id, name_key, birth_date, sex FROM patients WHERE tenant = $1 AND name_key = ANY($2::text[]) AND birth_date = ANY($3::text[]) AND sex = ANY($4::text[])',
+    [tenant, [...new Set(keys.map((k) => k.nameKey))], [...new Set(keys.map((k) => k.birthDate))], [...new Set(keys.map((k) => k.sex))]],
   );
-  return rows.map((r) => ({ id: r.id, nameKey: r.name_key, birthDate: r.birth_date, sex: r.sex, identifiers: [] }));
+  return rows
+    .filter((r) => wanted.has(`${r.name_key}|${r.birth_date}|${r.sex}`))
+    .map((r) => ({ id: r.id, nameKey: r.name_key, birthDate: r.birth_date, sex: r.sex, identifiers: [] }));
 }
 
 /** Holders of any of these (system, value key) pairs in the tenant. */
 export async function identifierHolderRows(tx: Queryable, tenant: string, pairs: readonly { system: string; valueKey: string }[]) {
   if (pairs.length === 0) return [];
+  const wanted = new Set(pairs.map((p) => `${p.system}|${p.valueKey}`));
   const { rows } = await tx.query<{ patient_id: string; system: string; value_key: string }>(
-    `SELECT i.patient_id, i.system, i.value_key FROM patient_identifiers i
-       JOIN (SELECT DISTINCT * FROM unnest($2::text[], $3::text[]) AS k (s, v)) AS k ON i.system = k.s AND i.value_key = k.v
-      WHERE i.tenant = $1`,
-    [tenant, pairs.map((p) => p.system), pairs.map((p) => p.valueKey)],
+    'SELECT patient_id, system, value_key FROM patient_identifiers WHERE tenant = $1 AND system = ANY($2::text[]) AND value_key = ANY($3::text[])',
+    [tenant, [...new Set(pairs.map((p) => p.system))], [...new Set(pairs.map((p) => p.valueKey))]],
   );
-  return rows.map((r) => ({ system: r.system, valueKey: r.value_key, patientId: r.patient_id }));
+  return rows.filter((r) => wanted.has(`${r.system}|${r.value_key}`)).map((r) => ({ system: r.system, valueKey: r.value_key, patientId: r.patient_id }));
 }
 
 /** One patient's row as the batch leaves it (a create then updates of it in one batch write once). */

@@ -20,6 +20,7 @@ export interface LoadedPatients {
 }
 
 const pairOf = (system: string, valueKey: string) => `${system}|${valueKey}`;
+const duplicateKey = (name: string, p: { birthDate: string; sex: string }) => `${name}|${p.birthDate}|${p.sex}`;
 
 export class BatchPatientView implements PatientView {
   private readonly taken: Set<string>;
@@ -27,8 +28,9 @@ export class BatchPatientView implements PatientView {
   private readonly nameMatches: readonly ExistingPatient[];
   /** Null: the identifier was held by a patient an earlier item updated away from it. */
   private readonly holders: Map<string, string | null>;
-  /** Patients an earlier item created or updated: their loaded name row is out of date. */
-  private readonly touched = new Set<string>();
+  /** Patients an earlier item created or updated (their loaded name row is out of date), with their key now. */
+  private readonly touched = new Map<string, string>();
+  private readonly touchedByKey = new Map<string, Set<string>>();
 
   constructor(loaded: LoadedPatients) {
     this.taken = new Set(loaded.takenIds);
@@ -48,12 +50,7 @@ export class BatchPatientView implements PatientView {
   possibleDuplicates(p: Patient): ExistingPatient[] {
     const key = nameKey(p.givenName, p.familyName);
     const byName: ExistingPatient[] = this.nameMatches.filter((r) => !this.touched.has(r.id) && r.nameKey === key && r.birthDate === p.birthDate && r.sex === p.sex);
-    for (const id of this.touched) {
-      const r = this.records.get(id)!;
-      if (nameKey(r.givenName, r.familyName) === key && r.birthDate === p.birthDate && r.sex === p.sex) {
-        byName.push({ id, nameKey: key, birthDate: r.birthDate, sex: r.sex, identifiers: [] });
-      }
-    }
+    for (const id of this.touchedByKey.get(duplicateKey(key, p)) ?? []) byName.push({ id, nameKey: key, birthDate: p.birthDate, sex: p.sex, identifiers: [] });
     const byIdentifier: ExistingPatient[] = [];
     for (const i of p.identifiers ?? []) {
       const valueKey = identifierKey(i.value);
@@ -76,7 +73,13 @@ export class BatchPatientView implements PatientView {
   apply(record: PatientRecord, kind: 'created' | 'updated'): void {
     this.taken.add(record.id);
     this.records.set(record.id, record);
-    this.touched.add(record.id);
+    const was = this.touched.get(record.id);
+    if (was !== undefined) this.touchedByKey.get(was)?.delete(record.id);
+    const now = duplicateKey(nameKey(record.givenName, record.familyName), record);
+    this.touched.set(record.id, now);
+    let ids = this.touchedByKey.get(now);
+    if (!ids) this.touchedByKey.set(now, (ids = new Set()));
+    ids.add(record.id);
     if (kind === 'updated') {
       for (const [pair, holder] of this.holders) if (holder === record.id) this.holders.set(pair, null);
     }

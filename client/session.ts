@@ -462,7 +462,14 @@ class SessionImpl implements Session {
     let seq = open.device.seq;
     for (const w of batch) {
       const earlier = queuedByEntity.get(w.opts.entity ?? '') ?? [];
-      const plan = this.planMutation(open, w, seq + 1, earlier);
+      let plan: ReturnType<SessionImpl['planMutation']>;
+      try {
+        plan = this.planMutation(open, w, seq + 1, earlier);
+      } catch (err) {
+        // E.g. an injected clock that throws: that call fails, the others go on.
+        w.reject(err);
+        continue;
+      }
       if (!plan.ok) {
         w.resolve(plan);
         continue;

@@ -151,6 +151,21 @@ for (const adapter of ['memory', 'leveldb'] as const) {
       }
     });
 
+    it('when another writer moved the device doc (a second tab), calls fail and store nothing', async () => {
+      const s = await openS();
+      const a = ok(await s.mutate('patient.create', patient()));
+      // Another writer on the same database (a second handle shares the backend, and closing it
+      // would close the session's too, so write through the session's handle as that writer would).
+      const other = (s as unknown as { open: { db: PouchDB.Database } }).open.db;
+      const device = await other.get('_local/ferry-device');
+      await other.put({ ...device, seq: (device as unknown as { seq: number }).seq + 1 });
+      const outcomes = await Promise.allSettled([s.mutate('patient.create', patient()), s.mutate('patient.update', patient(), a.entity)]);
+      expect(outcomes.map((o) => o.status)).to.deep.equal(['rejected', 'rejected']);
+      expect(outcomes.map((o) => (o.status === 'rejected' ? (o.reason as { status?: number }).status : 0))).to.deep.equal([409, 409]);
+      expect((await other.allDocs({ startkey: 'm:', endkey: 'm:\uffff' })).rows.map((r) => r.id)).to.deep.equal([`m:ada:${a.mid}`]);
+      expect(s.mutations().map((m) => m.mid)).to.deep.equal([a.mid]);
+    });
+
     if (adapter === 'leveldb') {
       it('a call that resolved survives the process being killed right after (no write-behind)', async () => {
         const child = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'mutate-then-die.ts'), prefix], { encoding: 'utf8', timeout: 15_000 });

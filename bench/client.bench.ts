@@ -3,12 +3,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { v7 as uuidv7 } from 'uuid';
 import { NodePouch, openNodeSession, type Session, type TokenProvider } from '../client/node.ts';
 import { isPending } from '../client/reconcile.ts';
+import { DEFAULT_BATCH_SIZE } from '../client/sync.ts';
 import type { Report } from './run.ts';
 
 // The device library (client/) on Node, memory adapter:
 //   1. local `mutate` throughput, encrypted store (the whole library: validation, seq counter,
 //      crypto-pouch) beside plain PouchDB doing the same two writes per mutation (the device doc
-//      and the mutation doc), same run;
+//      and the mutation doc), interleaved in the same run; then the library with 20 calls in flight;
 //   2. offline catch-up: one device with 2,000 queued mutations on 200 entities (a create and 9
 //      chained updates each) comes online; timed until every terminal status is back on the device;
 //   3. online write-to-committed-status latency, p50 and p99 over 500 mutations, one at a time.
@@ -16,6 +17,9 @@ import type { Report } from './run.ts';
 // timings, registration service on PGlite, NATS).
 
 const LOCAL = Number(process.env.BENCH_CLIENT_LOCAL ?? 2_000);
+const WARM_UP = 200;
+const SEGMENTS = 10;
+const IN_FLIGHT = 20;
 const ENTITIES = Number(process.env.BENCH_CLIENT_ENTITIES ?? 200);
 const PER_ENTITY = 10;
 const LATENCY = Number(process.env.BENCH_CLIENT_LATENCY ?? 500);
@@ -62,7 +66,6 @@ function open(gatewayUrl: string, tokens: TokenProvider & { owner: string }, aut
     idleTimeoutMs: null,
     online: null,
     autoSync,
-    batchSize: 100,
     backoff: { base: 200, cap: 2_000 },
   });
 }
@@ -76,12 +79,13 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function localThroughput(report: Report): Promise<void> {
-  // Plain PouchDB: the same two writes per mutation (device doc, mutation doc), no encryption.
+  // Plain PouchDB: the same two writes per mutation as the library (device doc, then mutation
+  // doc), no encryption, no validation. The two sides run interleaved in segments (which one
+  // goes first alternates) after an untimed warm-up each, so load from other work on this
+  // shared machine falls on both alike.
   const plain = new NodePouch(`bench-plain-${randomUUID()}`, { adapter: 'memory' });
-  const payloads = Array.from({ length: LOCAL }, () => patient());
   let device: { _id: string; _rev?: string; seq: number } = { _id: '_local/ferry-device', seq: 0 };
-  let started = process.hrtime.bigint();
-  for (const payload of payloads) {
+  const plainWrite = async (payload: Record<string, unknown>): Promise<void> => {
     device = { ...device, seq: device.seq + 1 };
     device._rev = (await plain.put(device)).rev;
     const mid = uuidv7();
@@ -89,20 +93,44 @@ async function localThroughput(report: Report): Promise<void> {
       _id: `m:bench:${mid}`, type: 'mutation', v: 1, tenant: 'north', owner: 'bench', device: 'dev-bench', seq: device.seq,
       op: 'patient.create', entity: `pat_${uuidv7()}`, after: null, resolves: null, baseVersion: null, payload, createdAt: new Date().toISOString(),
     });
-  }
-  const plainRate = LOCAL / seconds(started);
-  await plain.destroy();
-  report.figure('local writes, plain PouchDB (device doc + mutation doc)', plainRate, 'mutations/s');
-
+  };
   const session = await open('http://127.0.0.1:9', offlineTokens('bench'), false);
-  started = process.hrtime.bigint();
-  for (const payload of payloads) {
+  const encWrite = async (payload: Record<string, unknown>): Promise<void> => {
     const r = await session.mutate('patient.create', payload);
     if (!r.ok) throw new Error(`refused: ${r.code}`);
+  };
+  const timed = async (write: (p: Record<string, unknown>) => Promise<void>, payloads: Record<string, unknown>[]): Promise<number> => {
+    const started = process.hrtime.bigint();
+    for (const payload of payloads) await write(payload);
+    return seconds(started);
+  };
+  await timed(plainWrite, Array.from({ length: WARM_UP }, () => patient()));
+  await timed(encWrite, Array.from({ length: WARM_UP }, () => patient()));
+  const per = Math.ceil(LOCAL / SEGMENTS);
+  let plainSeconds = 0;
+  let encSeconds = 0;
+  for (let i = 0; i < SEGMENTS; i++) {
+    const payloads = Array.from({ length: per }, () => patient());
+    if (i % 2 === 0) {
+      plainSeconds += await timed(plainWrite, payloads);
+      encSeconds += await timed(encWrite, payloads);
+    } else {
+      encSeconds += await timed(encWrite, payloads);
+      plainSeconds += await timed(plainWrite, payloads);
+    }
   }
-  const encRate = LOCAL / seconds(started);
+  const plainName = 'local writes, plain PouchDB (device doc + mutation doc)';
+  const encName = 'local mutate, encrypted store (client library)';
+  report.figure(plainName, (per * SEGMENTS) / plainSeconds, 'mutations/s');
+  report.figure(encName, (per * SEGMENTS) / encSeconds, 'mutations/s', { baseline: plainName });
+
+  // Calls made while a write is under way join the next one (one device doc + one bulkDocs).
+  const burst = Array.from({ length: LOCAL }, () => patient());
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < burst.length; i += IN_FLIGHT) await Promise.all(burst.slice(i, i + IN_FLIGHT).map(encWrite));
+  report.figure(`local mutate, encrypted store, ${IN_FLIGHT} calls in flight`, burst.length / seconds(started), 'mutations/s', { baseline: encName });
+  await plain.destroy();
   await session.wipe({ confirm: true });
-  report.figure('local mutate, encrypted store (client library)', encRate, 'mutations/s', { baseline: 'local writes, plain PouchDB (device doc + mutation doc)' });
 }
 
 async function catchUp(report: Report, stack: TestStack): Promise<void> {
@@ -190,5 +218,5 @@ export default async function clientBench(report: Report): Promise<void> {
     await new Promise((r) => setTimeout(r, 300));
     await stack.stop();
   }
-  report.note('device: memory adapter, batch_size 100, PBKDF2 1,000 iterations for the bench keyring; full stack in this process on loopback (default worker timings, PGlite, NATS)');
+  report.note(`device: memory adapter, batch_size ${DEFAULT_BATCH_SIZE} (the library default), PBKDF2 1,000 iterations for the bench keyring; full stack in this process on loopback (default worker timings, PGlite, NATS)`);
 }

@@ -60,9 +60,13 @@ export interface MutationFields {
   createdAt: string;
 }
 
-/** The mutation doc exactly as DESIGN §4 has it; checked against the shared schema before it is queued. */
-export function buildMutationDoc(f: MutationFields): MutationDoc {
-  const doc: MutationDoc = {
+/**
+ * The mutation doc exactly as DESIGN §4 has it, assembled from parts that are valid already (the
+ * session checks each where it comes from: the payload against the op's schema, ids and versions
+ * by format), so it is not parsed a second time.
+ */
+export function mutationDoc(f: MutationFields): MutationDoc {
+  return {
     _id: mutationDocId(f.owner, f.mid),
     type: 'mutation',
     v: 1,
@@ -78,5 +82,9 @@ export function buildMutationDoc(f: MutationFields): MutationDoc {
     payload: f.payload,
     createdAt: f.createdAt,
   };
-  return mutationDocSchema.parse(doc);
+}
+
+/** `mutationDoc` checked against the shared schema, for callers whose parts are not checked yet. */
+export function buildMutationDoc(f: MutationFields): MutationDoc {
+  return mutationDocSchema.parse(mutationDoc(f));
 }

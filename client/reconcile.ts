@@ -88,6 +88,22 @@ export interface MutationInfo {
   resolvedBy: string | null;
 }
 
+export function mutationInfo(doc: MutationDoc, mid: string, state: MutationState, resolvedBy: string | null): MutationInfo {
+  return {
+    mid,
+    entity: doc.entity,
+    op: doc.op,
+    seq: doc.seq,
+    createdAt: doc.createdAt,
+    after: doc.after,
+    resolves: doc.resolves,
+    baseVersion: doc.baseVersion,
+    payload: doc.payload,
+    state,
+    resolvedBy,
+  };
+}
+
 export function versionOf(record: unknown): number | null {
   if (typeof record !== 'object' || record === null) return null;
   const v = (record as { version?: unknown }).version;
@@ -195,19 +211,7 @@ export class LocalIndex {
   info(mid: string): MutationInfo | undefined {
     const doc = this.mutations.get(mid);
     if (!doc) return undefined;
-    return {
-      mid,
-      entity: doc.entity,
-      op: doc.op,
-      seq: doc.seq,
-      createdAt: doc.createdAt,
-      after: doc.after,
-      resolves: doc.resolves,
-      baseVersion: doc.baseVersion,
-      payload: doc.payload,
-      state: mutationState(this.statuses.get(mid), this.notes.get(mid)),
-      resolvedBy: this.resolvers.get(mid) ?? null,
-    };
+    return mutationInfo(doc, mid, mutationState(this.statuses.get(mid), this.notes.get(mid)), this.resolvers.get(mid) ?? null);
   }
 
   forEntity(entity: string): MutationInfo[] {
@@ -216,6 +220,13 @@ export class LocalIndex {
 
   all(): MutationInfo[] {
     return [...this.mutations.keys()].map((mid) => this.info(mid)!).sort((a, b) => a.seq - b.seq);
+  }
+
+  /** The highest `seq` of the mutations held (0 for none). */
+  highestSeq(): number {
+    let max = 0;
+    for (const doc of this.mutations.values()) if (doc.seq > max) max = doc.seq;
+    return max;
   }
 
   entities(): string[] {

@@ -12,11 +12,11 @@ import { Emitter } from './emitter.ts';
 import { DEFAULT_BACKOFF, type BackoffOptions } from './backoff.ts';
 import { createAuthFetch, type FetchLike, type TenantMismatchSource, type TokenProvider } from './auth-fetch.ts';
 import { changePassphrase as rewrapKeyring, getLocal, localDbName, openStore, rawDb, readPrefix, stripRevisions, type Db, type PouchStatic, type StoreConfig } from './store.ts';
-import { buildMutationDoc, chain } from './outbox.ts';
-import { LocalIndex, entityView, isPending, localNoteId, type EntityView, type LocalNoteDoc, type MutationInfo } from './reconcile.ts';
+import { chain, mutationDoc } from './outbox.ts';
+import { LocalIndex, entityView, isPending, localNoteId, mutationInfo, type EntityView, type LocalNoteDoc, type MutationInfo } from './reconcile.ts';
 import { planResolution, toConflict, type Conflict, type Resolution } from './conflicts.ts';
 import { getDraft, listDrafts, removeDraft, saveDraft, type Draft, type DraftInput } from './drafts.ts';
-import { ConnectionLoop, browserOnlineSource, realScheduler, replicationConnector, syncOnce, type OnlineSource, type Scheduler, type SyncOnceResult, type SyncState } from './sync.ts';
+import { ConnectionLoop, DEFAULT_BATCH_SIZE, browserOnlineSource, realScheduler, replicationConnector, syncOnce, type OnlineSource, type Scheduler, type SyncOnceResult, type SyncState } from './sync.ts';
 
 export interface SessionOptions {
   /** Base URL of the Ferry gateway, e.g. `https://ferry.example.org`. */
@@ -47,7 +47,7 @@ export interface SessionOptions {
   idleTimeoutMs?: number | null;
   /** Start live sync on open and after unlock. Default true. */
   autoSync?: boolean;
-  /** Replication batch size. Default 100. */
+  /** Docs per replication batch, push and pull. Default `DEFAULT_BATCH_SIZE` (500, see `sync.ts`). */
   batchSize?: number;
 }
 
@@ -87,12 +87,30 @@ interface DeviceDoc {
 }
 const DEVICE_ID = '_local/ferry-device';
 
+/** A `mutate` call waiting for the next flush. */
+interface PendingWrite {
+  op: string;
+  payload: unknown;
+  opts: MutateOptions;
+  resolve(result: MutateResult): void;
+  reject(err: unknown): void;
+}
+
+interface PlannedWrite {
+  write: PendingWrite;
+  doc: MutationDoc;
+  mid: string;
+}
+
 interface Open {
   db: Db;
   index: LocalIndex;
   device: DeviceDoc;
-  feed: { cancel(): void } | null;
   loop: ConnectionLoop;
+  /** Reads of pulled status docs, one batch after another. */
+  pulled: Promise<void>;
+  /** `mutate` calls not written yet. */
+  writes: PendingWrite[];
 }
 
 export interface Session {
@@ -218,7 +236,7 @@ class SessionImpl implements Session {
       db,
       remote: this.remote,
       owner: this.owner,
-      batchSize: this.options.batchSize ?? 100,
+      batchSize: this.options.batchSize ?? DEFAULT_BATCH_SIZE,
       onDenied: (docId: string, reason: string) => void this.onDenied(docId, reason),
       halted: () => this.halt,
       reachable: () => this.reachable,
@@ -242,11 +260,16 @@ class SessionImpl implements Session {
   // ---- lifecycle ----
 
   private async unlockWith(passphrase: string): Promise<void> {
+    // Replication (the only writer of status docs) starts after `this.open` is set below.
+    let opened: Open | null = null;
     const { db } = await openStore(this.store, {
       passphrase,
       kdfIterations: this.options.kdfIterations,
       now: this.now,
       onPullDropped: ({ dropped }) => this.events.emit('warning', { code: 'PULL_GUARD_DROPPED', count: dropped }),
+      onPulled: (ids) => {
+        if (opened) this.readPulled(opened, ids);
+      },
     });
     try {
       let device = (await getLocal<DeviceDoc>(db, DEVICE_ID)) ?? { _id: DEVICE_ID, device: `dev-${uuidv7().replace(/-/g, '').slice(-16)}`, seq: 0 };
@@ -260,9 +283,10 @@ class SessionImpl implements Session {
       }
       this.deviceId = device.device;
       const index = new LocalIndex();
-      // Follow changes from before the load, so a status pulled in between is not missed.
-      const since = (await db.info()).update_seq;
       await this.load(db, index);
+      // The device doc is written before each mutation doc, so it is ahead already; this only
+      // makes sure no `seq` a stored mutation doc carries is ever handed out again.
+      device = { ...device, seq: Math.max(device.seq, index.highestSeq()) };
       const loop = new ConnectionLoop({
         connect: replicationConnector(this.replicationOf(db)),
         backoff: { ...DEFAULT_BACKOFF, ...this.options.backoff },
@@ -273,8 +297,8 @@ class SessionImpl implements Session {
           this.events.emit('sync', state);
         },
       });
-      this.open = { db, index, device, feed: null, loop };
-      this.open.feed = this.followStatuses(db, index, since);
+      opened = { db, index, device, loop, pulled: Promise.resolve(), writes: [] };
+      this.open = opened;
     } catch (err) {
       await db.close().catch(() => undefined);
       throw err;
@@ -300,32 +324,35 @@ class SessionImpl implements Session {
     for (const note of await readPrefix<LocalNoteDoc>(db, p('l'))) index.setNote(note);
   }
 
-  /** Status docs arrive by pull; follow the local changes feed (ids only) and read each once. */
-  private followStatuses(db: Db, index: LocalIndex, since: number | string): { cancel(): void } {
-    const prefix = `s:${this.owner}:`;
-    const feed = db.changes({ since, live: true, return_docs: false });
-    feed.on('change', (change: { id: string }) => {
-      if (!change.id.startsWith(prefix)) return;
-      void db
-        .get(change.id)
-        .then((doc) => {
-          if (this.open?.db !== db) return;
-          const parsed = statusDocSchema.safeParse(stripRevisions(doc));
+  /**
+   * Status docs arrive only by pull; the pull guard names the ones it has just stored. Each batch
+   * is read back once (decrypted once, the winning revision), in the order the batches landed.
+   */
+  private readPulled(open: Open, ids: string[]): void {
+    const { db, index } = open;
+    open.pulled = open.pulled
+      .then(async () => {
+        if (this.open !== open) return;
+        const res = await db.allDocs({ keys: ids, include_docs: true });
+        if (this.open !== open) return;
+        let invalid = 0;
+        for (const row of res.rows) {
+          if (!('doc' in row) || !row.doc) continue;
+          const parsed = statusDocSchema.safeParse(stripRevisions(row.doc));
           if (!parsed.success) {
-            this.events.emit('warning', { code: 'STATUS_INVALID', count: 1 });
-            return;
+            invalid++;
+            continue;
           }
-          if (!index.setStatus(parsed.data)) return;
+          if (!index.setStatus(parsed.data)) continue;
           const info = index.info(parsed.data.mutation);
-          if (!info) return;
+          if (!info) continue;
           this.events.emit('status', info);
           const conflict = toConflict(info);
           if (conflict) this.events.emit('conflict', conflict);
-        })
-        .catch(() => undefined);
-    });
-    feed.on('error', () => undefined);
-    return feed;
+        }
+        if (invalid) this.events.emit('warning', { code: 'STATUS_INVALID', count: invalid });
+      })
+      .catch(() => undefined);
   }
 
   private requireOpen(): Open {
@@ -376,8 +403,8 @@ class SessionImpl implements Session {
     this.wasSyncing = open.loop.isRunning;
     // Replication first, so nothing reads or writes the store while the key goes away.
     await open.loop.stop();
+    await open.pulled;
     await this.exclusive(async () => {
-      open.feed?.cancel();
       this.open = null;
       open.index.clear();
       await open.db.close();
@@ -403,14 +430,87 @@ class SessionImpl implements Session {
 
   // ---- outbox ----
 
-  async mutate(op: string, payload: unknown, target?: string | MutateOptions): Promise<MutateResult> {
-    const open = this.requireOpen();
+  mutate(op: string, payload: unknown, target?: string | MutateOptions): Promise<MutateResult> {
+    let open: Open;
+    try {
+      open = this.requireOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const opts: MutateOptions = typeof target === 'string' ? { entity: target } : (target ?? {});
-    return this.exclusive(() => this.queue(open, op, payload, opts));
+    return new Promise<MutateResult>((resolve, reject) => {
+      open.writes.push({ op, payload, opts, resolve, reject });
+      // The first call waiting starts a flush; calls made before it runs join the same write.
+      if (open.writes.length === 1) void this.exclusive(() => this.flushWrites(open));
+    });
   }
 
-  private async queue(open: Open, op: string, payload: unknown, opts: MutateOptions): Promise<MutateResult> {
-    if (this.open !== open) throw new ClientError(this.isClosed ? 'CLOSED' : 'LOCKED');
+  /**
+   * Writes every mutation that is waiting, in call order: `seq` and `after` are planned one after
+   * another (a later call sees the earlier ones of the same flush), the device doc takes the last
+   * `seq`, then one `bulkDocs` stores the mutation docs. Each call resolves only after its doc is
+   * stored. A failed device-doc write stores nothing and uses up no `seq`.
+   */
+  private async flushWrites(open: Open): Promise<void> {
+    const batch = open.writes.splice(0);
+    if (this.open !== open) {
+      for (const w of batch) w.reject(new ClientError(this.isClosed ? 'CLOSED' : 'LOCKED'));
+      return;
+    }
+    const planned: PlannedWrite[] = [];
+    const queuedByEntity = new Map<string, MutationInfo[]>();
+    let seq = open.device.seq;
+    for (const w of batch) {
+      const earlier = queuedByEntity.get(w.opts.entity ?? '') ?? [];
+      let plan: ReturnType<SessionImpl['planMutation']>;
+      try {
+        plan = this.planMutation(open, w, seq + 1, earlier);
+      } catch (err) {
+        // E.g. an injected clock that throws: that call fails, the others go on.
+        w.reject(err);
+        continue;
+      }
+      if (!plan.ok) {
+        w.resolve(plan);
+        continue;
+      }
+      seq = plan.doc.seq;
+      planned.push({ write: w, doc: plan.doc, mid: plan.mid });
+      const list = queuedByEntity.get(plan.doc.entity) ?? [];
+      list.push(mutationInfo(plan.doc, plan.mid, { kind: 'queued' }, null));
+      queuedByEntity.set(plan.doc.entity, list);
+    }
+    if (planned.length === 0) return;
+    let results: (PouchDB.Core.Response | PouchDB.Core.Error)[];
+    try {
+      const nextDevice = { ...open.device, seq };
+      const saved = await open.db.put(nextDevice as unknown as PouchDB.Core.PutDocument<object>);
+      open.device = { ...nextDevice, _rev: saved.rev };
+      results = await open.db.bulkDocs(planned.map((p) => p.doc));
+    } catch (err) {
+      for (const p of planned) p.write.reject(err);
+      return;
+    }
+    planned.forEach((p, i) => {
+      const res = results[i];
+      // Fresh UUIDv7 ids: a per-doc refusal does not happen in practice; that call fails alone.
+      if (!res || 'error' in res) {
+        p.write.reject(res ?? new ClientError('INVALID_ARGUMENT', 'The mutation was not stored.'));
+        return;
+      }
+      open.index.addMutation(p.doc, p.mid);
+      this.events.emit('status', open.index.info(p.mid)!);
+      p.write.resolve({ ok: true, mid: p.mid, entity: p.doc.entity, seq: p.doc.seq });
+    });
+  }
+
+  /**
+   * Checks one call and builds its doc (nothing is written here). The payload is parsed once, with
+   * the op's schema from the manifest (the one the worker runs); the other fields are checked
+   * where they come from, so the doc is not parsed again.
+   */
+  private planMutation(open: Open, w: PendingWrite, seq: number, queued: readonly MutationInfo[]): { ok: true; doc: MutationDoc; mid: string } | Extract<MutateResult, { ok: false }> {
+    const { op, payload, opts } = w;
     const def = findOp(op);
     if (!def) return { ok: false, code: 'UNKNOWN_OP', errors: fieldError('op', 'is not in any module manifest') };
     const parsed = parseWith(def.schema, payload);
@@ -428,14 +528,11 @@ class SessionImpl implements Session {
     if (opts.baseVersion !== undefined && (!Number.isInteger(opts.baseVersion) || opts.baseVersion < 1)) {
       return { ok: false, code: 'VALIDATION_FAILED', errors: fieldError('baseVersion', 'is too short or too small') };
     }
-    const chained = chain({ kind: def.kind, earlier: open.index.forEntity(entity), baseVersion: opts.baseVersion });
+    const earlier = queued.length ? [...open.index.forEntity(entity), ...queued] : open.index.forEntity(entity);
+    const chained = chain({ kind: def.kind, earlier, baseVersion: opts.baseVersion });
     if (!chained.ok) return { ok: false, code: 'BASE_VERSION_UNKNOWN', errors: fieldError('baseVersion', 'is unknown: read the record first or pass baseVersion') };
-    const seq = open.device.seq + 1;
-    const nextDevice = { ...open.device, seq };
-    const saved = await open.db.put(nextDevice as unknown as PouchDB.Core.PutDocument<object>);
-    open.device = { ...nextDevice, _rev: saved.rev };
     const mid = uuidv7();
-    const doc = buildMutationDoc({
+    const doc = mutationDoc({
       tenant: this.tenant,
       owner: this.owner,
       device: open.device.device,
@@ -449,10 +546,7 @@ class SessionImpl implements Session {
       payload: parsed.value,
       createdAt: this.now().toISOString(),
     });
-    await open.db.put(doc);
-    open.index.addMutation(doc, mid);
-    this.events.emit('status', open.index.info(mid)!);
-    return { ok: true, mid, entity, seq };
+    return { ok: true, doc, mid };
   }
 
   // ---- reading ----
@@ -593,6 +687,8 @@ class SessionImpl implements Session {
   }
 
   private async countUnsynced(): Promise<number> {
+    // Statuses a pull has just stored count as received.
+    if (this.open) await this.open.pulled;
     if (this.open) return this.open.index.all().filter((m) => isPending(m.state)).length;
     if (this.isClosed) return 0;
     // Locked: count from ids alone (they are stored in clear) — mutations with no status or note at all.
@@ -612,8 +708,8 @@ class SessionImpl implements Session {
     const open = this.open;
     if (open) {
       await open.loop.stop();
+      await open.pulled;
       await this.exclusive(async () => {
-        open.feed?.cancel();
         open.index.clear();
         this.open = null;
       });

@@ -132,7 +132,7 @@ export interface PullGuardReport {
  * pulled docs in clear and adds no parameter to the wire (a replication `filter` function would
  * make PouchDB ask for `include_docs=true`).
  */
-function guardPulls(db: Db, tenant: string, owner: string, onDrop: (report: PullGuardReport) => void): void {
+function guardPulls(db: Db, tenant: string, owner: string, onDrop: (report: PullGuardReport) => void, onStored: (ids: string[]) => void): void {
   const w = db as unknown as Wrapped;
   const inner = w.bulkDocs;
   w.bulkDocs = function bulkDocs(...args: unknown[]) {
@@ -143,16 +143,27 @@ function guardPulls(db: Db, tenant: string, owner: string, onDrop: (report: Pull
     if (newEdits !== false || !Array.isArray(docs)) return inner.apply(db, args);
     const kept = docs.filter((doc) => isOwnStatus(doc, tenant, owner));
     if (kept.length !== docs.length) onDrop({ dropped: docs.length - kept.length });
+    const callback = args.find((a) => typeof a === 'function') as ((err: unknown, res?: unknown) => void) | undefined;
     if (kept.length === 0) {
-      const callback = args.find((a) => typeof a === 'function') as ((err: null, res: unknown[]) => void) | undefined;
       if (callback) {
         callback(null, []);
         return undefined;
       }
       return Promise.resolve([]);
     }
-    const rest = args.slice(1);
-    return inner.apply(db, [Array.isArray(body) ? kept : { ...body, docs: kept }, ...rest]);
+    // Told only once the write has landed, so whoever reads the ids finds the docs stored.
+    const ids = kept.map((doc) => (doc as { _id: string })._id);
+    const told = (err: unknown, res?: unknown): void => {
+      if (!err) onStored(ids);
+      callback!(err, res);
+    };
+    const rest = args.slice(1).map((a) => (a === callback ? told : a));
+    const result = inner.apply(db, [Array.isArray(body) ? kept : { ...body, docs: kept }, ...rest]);
+    if (callback) return result;
+    return (result as Promise<unknown>).then((res) => {
+      onStored(ids);
+      return res;
+    });
   };
 }
 
@@ -177,6 +188,12 @@ export interface OpenStoreOptions {
   /** PBKDF2 iterations for a new keyring. Existing keyrings keep their own. */
   kdfIterations?: number;
   onPullDropped?: (report: PullGuardReport) => void;
+  /**
+   * Ids of status docs a pull has just stored (after the write). Pull is the only way status docs
+   * arrive, so this replaces a live local changes feed, which cost every local write a changes
+   * query.
+   */
+  onPulled?: (ids: string[]) => void;
   now?: () => Date;
 }
 
@@ -216,7 +233,7 @@ export async function openStore(config: StoreConfig, options: OpenStoreOptions):
     await (db as unknown as CryptoDb).crypto({ password: dataKey, ignore: ['_revisions'] });
     dataKey = '';
     decryptOnce(db);
-    guardPulls(db, config.tenant, config.owner, options.onPullDropped ?? (() => undefined));
+    guardPulls(db, config.tenant, config.owner, options.onPullDropped ?? (() => undefined), options.onPulled ?? (() => undefined));
     return { db, name };
   } catch (err) {
     await db.close().catch(() => undefined);

@@ -293,6 +293,26 @@ describe('client/sync against a CouchDB-protocol stand-in for /sync/{tenant}', f
     expect(s.sync.state.kind).to.equal('stopped');
   });
 
+  it('live sync: calls written together each get their queued and then their pulled status event, once', async () => {
+    const s = await open({ autoSync: true });
+    await waitFor(() => s.sync.state.kind === 'idle');
+    const seen = new Map<string, string[]>();
+    s.on('status', (m) => seen.set(m.mid, [...(seen.get(m.mid) ?? []), m.state.kind]));
+    const created = await Promise.all([0, 1, 2, 3, 4].map(() => s.mutate('patient.create', patient())));
+    const mids = created.map((r) => (r.ok ? r.mid : ''));
+    expect(mids.every((m) => m !== '')).to.equal(true);
+    expect(await s.unsynced()).to.equal(5);
+    const worker = new FakeWorker(gw.inbox('north'));
+    await waitFor(async () => (await serverDocs()).filter((id) => id.startsWith('m:')).length === 5);
+    await worker.run();
+    await waitFor(() => mids.every((m) => s.mutation(m)?.state.kind === 'committed'));
+    expect(await s.unsynced()).to.equal(0);
+    // Let any duplicate (a second read of the same pulled batch) show up before counting.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(mids.map((m) => seen.get(m))).to.deep.equal(mids.map(() => ['queued', 'committed']));
+    await s.sync.stop();
+  });
+
   it('network down: bounded exponential backoff; back up: syncs and the backoff resets', async () => {
     const s = await open({ backoff: { base: 20, cap: 80, random: () => 1 } });
     const states: SyncState[] = [];

@@ -227,43 +227,63 @@ export interface ProxiedRequest {
 
 /**
  * An HTTP proxy in front of a service that can drop an answer after the service produced it:
- * the caller sees a timeout although the work was done.
+ * the caller sees a timeout although the work was done. A `POST /v1/batch` (the worker's call) is
+ * recorded item by item, as if each item had been its own request; its answer is dropped when any
+ * item's should be.
  */
 export async function startDroppingProxy(target: string, shouldDrop: (req: { method: string; path: string; index: number; idempotencyKey: string | null }) => boolean): Promise<{ url: string; requests: ProxiedRequest[]; close(): Promise<void> }> {
   const requests: ProxiedRequest[] = [];
   const upstream = new URL(target);
   const server: Server = createServer((req, res) => {
-    const index = requests.length;
-    const entry: ProxiedRequest = {
-      method: req.method ?? 'GET',
-      path: req.url ?? '/',
-      idempotencyKey: (req.headers['idempotency-key'] as string | undefined) ?? null,
-      status: 0,
-      replayed: null,
-      dropped: false,
-    };
-    requests.push(entry);
-    const drop = shouldDrop({ method: entry.method, path: entry.path, index, idempotencyKey: entry.idempotencyKey });
-    const out = httpRequest(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
-      (answer) => {
-        const chunks: Buffer[] = [];
-        answer.on('data', (c: Buffer) => chunks.push(c));
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks as Uint8Array[]);
+      const batch = req.method === 'POST' && req.url === '/v1/batch';
+      const items = batch ? ((JSON.parse(body.toString('utf8')) as { items?: Array<{ method: string; path: string; idempotencyKey?: string }> }).items ?? []) : [];
+      const entries: ProxiedRequest[] = (batch ? items : [null]).map((item) => ({
+        method: item?.method ?? req.method ?? 'GET',
+        path: item?.path ?? req.url ?? '/',
+        idempotencyKey: item ? (item.idempotencyKey ?? null) : ((req.headers['idempotency-key'] as string | undefined) ?? null),
+        status: 0,
+        replayed: null,
+        dropped: false,
+      }));
+      let drop = false;
+      for (const entry of entries) {
+        const index = requests.length;
+        requests.push(entry);
+        if (shouldDrop({ method: entry.method, path: entry.path, index, idempotencyKey: entry.idempotencyKey })) drop = true;
+      }
+      const out = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        const parts: Buffer[] = [];
+        answer.on('data', (c: Buffer) => parts.push(c));
         answer.on('end', () => {
-          entry.status = answer.statusCode ?? 0;
-          entry.replayed = (answer.headers['idempotent-replayed'] as string | undefined) ?? null;
+          const text = Buffer.concat(parts as Uint8Array[]);
+          if (batch && answer.statusCode === 200) {
+            const answered = (JSON.parse(text.toString('utf8')) as { items: Array<{ status: number; headers?: Record<string, string> }> }).items;
+            entries.forEach((e, i) => {
+              e.status = answered[i]?.status ?? 0;
+              e.replayed = answered[i]?.headers?.['idempotent-replayed'] ?? null;
+            });
+          } else {
+            for (const e of entries) {
+              e.status = answer.statusCode ?? 0;
+              e.replayed = (answer.headers['idempotent-replayed'] as string | undefined) ?? null;
+            }
+          }
           if (drop) {
-            entry.dropped = true;
+            for (const e of entries) e.dropped = true;
             req.socket.destroy();
             return;
           }
           res.writeHead(answer.statusCode ?? 502, answer.headers);
-          res.end(Buffer.concat(chunks as Uint8Array[]));
+          res.end(text);
         });
-      },
-    );
-    out.on('error', () => res.destroy());
-    req.pipe(out);
+      });
+      out.on('error', () => res.destroy());
+      out.end(body);
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   return {

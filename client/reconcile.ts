@@ -188,9 +188,13 @@ export class LocalIndex {
     if (doc.resolves) this.resolvers.set(doc.resolves, mid);
   }
 
-  /** Returns false when the status would downgrade a terminal one (never happens with a correct worker). */
+  /**
+   * Returns false when nothing changes: the same revision again (a pulled batch that only added a
+   * losing branch), or a downgrade of a terminal status (never happens with a correct worker).
+   */
   setStatus(doc: StatusDoc): boolean {
     const existing = this.statuses.get(doc.mutation);
+    if (existing?._rev !== undefined && existing._rev === doc._rev) return false;
     if (existing && isTerminal(existing.state) && !isTerminal(doc.state)) return false;
     this.statuses.set(doc.mutation, doc);
     return true;

@@ -495,7 +495,8 @@ class SessionImpl implements Session {
     }
     planned.forEach((p, i) => {
       const res = results[i];
-      // Fresh UUIDv7 ids: a per-doc refusal does not happen in practice; that call fails alone.
+      // A per-doc refusal of a new doc with a fresh UUIDv7 id (409, bad id, reserved field) cannot
+      // come from docs built here; were one to happen, that call alone fails.
       if (!res || 'error' in res) {
         p.write.reject(res ?? new ClientError('INVALID_ARGUMENT', 'The mutation was not stored.'));
         return;

@@ -2,7 +2,7 @@
 // mutation state machine, the entity overlay and the conflict resolution builders.
 import { expect } from 'chai';
 import { chain, buildMutationDoc } from '../../client/outbox.ts';
-import { entityView, mutationState, type MutationInfo, type MutationState, type LocalNoteDoc } from '../../client/reconcile.ts';
+import { LocalIndex, entityView, mutationState, type MutationInfo, type MutationState, type LocalNoteDoc } from '../../client/reconcile.ts';
 import { planResolution, siblingOp, toConflict } from '../../client/conflicts.ts';
 import type { StatusDoc } from '../../validators/mutation.ts';
 import { patient } from './support.ts';
@@ -95,6 +95,22 @@ describe('client/reconcile: mutationState', () => {
       const s = mutationState(c.status, c.note);
       expect(s.kind).to.equal(c.kind);
       if (c.extra) expect(s).to.deep.include(c.extra);
+    });
+  }
+});
+
+describe('client/reconcile: LocalIndex.setStatus (whether to tell the app)', () => {
+  const cases: { name: string; held?: StatusDoc; next: StatusDoc; changed: boolean }[] = [
+    { name: 'a first status', next: status('waiting', { _rev: '1-a' }), changed: true },
+    { name: 'a newer revision', held: status('waiting', { _rev: '1-a' }), next: status('committed', { _rev: '2-b' }), changed: true },
+    { name: 'the same revision again', held: status('committed', { _rev: '2-b' }), next: status('committed', { _rev: '2-b' }), changed: false },
+    { name: 'a terminal status downgraded', held: status('committed', { _rev: '2-b' }), next: status('retrying', { _rev: '3-c' }), changed: false },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const index = new LocalIndex();
+      if (c.held) index.setStatus(c.held);
+      expect(index.setStatus(c.next)).to.equal(c.changed);
     });
   }
 });

@@ -4,6 +4,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { NodePouch, openNodeSession, type Session, type TokenProvider } from '../client/node.ts';
 import { isPending } from '../client/reconcile.ts';
 import { DEFAULT_BATCH_SIZE } from '../client/sync.ts';
+import { rawBulkDocsRate } from './raw.ts';
 import type { Report } from './run.ts';
 
 // The device library (client/) on Node, memory adapter:
@@ -160,7 +161,9 @@ async function catchUp(report: Report, stack: TestStack): Promise<void> {
     const states = new Map<string, number>();
     for (const m of session.mutations()) states.set(m.state.kind, (states.get(m.state.kind) ?? 0) + 1);
     report.figure(`offline catch-up, ${total} mutations on ${ENTITIES} entities`, s, 's');
-    report.figure('offline catch-up rate', total / s, 'mutations/s');
+    const raw = `raw _bulk_docs write rate of the same CouchDB (batches of 500)`;
+    report.figure(raw, await rawBulkDocsRate(stack.couch.server, total), 'docs/s');
+    report.figure('offline catch-up rate (push, worker, service, status back on the device)', total / s, 'mutations/s', { baseline: raw });
     report.note(`catch-up outcomes: ${[...states].map(([k, n]) => `${k} ${n}`).join(', ')}`);
   } finally {
     await session.wipe({ confirm: true });

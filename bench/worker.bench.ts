@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mutationDoc, newEntity, patientPayload, startEnv, type MutationFixture } from '../test/worker/fixture.ts';
+import { rawBulkDocsRate } from './raw.ts';
 import type { Report } from './run.ts';
 
 // Inbox-to-committed-status throughput of the worker: 10,000 mutations over 100 entities in
@@ -15,19 +15,6 @@ const MUTATIONS = Number(process.env.BENCH_WORKER_MUTATIONS ?? 10_000);
 const ENTITIES = 100;
 const TENANTS = ['north', 'south'] as const;
 const OWNERS: Record<(typeof TENANTS)[number], string> = { north: 'ada', south: 'cy' };
-
-async function rawBulkRate(env: Awaited<ReturnType<typeof startEnv>>, n: number): Promise<number> {
-  const name = `bench_raw_${randomBytes(4).toString('hex')}`;
-  await env.admin.createDb(name);
-  const db = env.admin.db(name);
-  const filler = randomBytes(150).toString('hex');
-  const docs = Array.from({ length: n }, (_, i) => ({ _id: `doc-${i}-${randomBytes(4).toString('hex')}`, type: 'bench', seq: i, filler }));
-  const started = process.hrtime.bigint();
-  for (let i = 0; i < docs.length; i += 500) await db.bulkDocs(docs.slice(i, i + 500));
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  await env.admin.request('DELETE', `/${name}`).then((r) => r.body?.cancel());
-  return n / seconds;
-}
 
 /** A service that answers every batch item at once, to show the worker's own ceiling. */
 async function instantService(): Promise<{ url: string; close(): Promise<void> }> {
@@ -65,7 +52,7 @@ async function run(report: Report, against: Against): Promise<void> {
   const stub = against === 'instant stub service' ? await instantService() : null;
   const raw = `raw _bulk_docs write rate (batches of 500), ${against} run`;
   try {
-    report.figure(raw, await rawBulkRate(env, MUTATIONS), 'docs/s');
+    report.figure(raw, await rawBulkDocsRate(env.admin, MUTATIONS), 'docs/s');
 
     const perEntity = Math.max(1, Math.floor(MUTATIONS / ENTITIES));
     const byTenant = new Map<string, MutationFixture[]>();

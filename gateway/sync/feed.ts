@@ -53,13 +53,42 @@ export interface FeedIndex {
   ofIds(tenant: string, owner: string, ids: readonly string[], after: number, upto: number): Promise<IndexRow[]>;
   /** The owner's newest counter at or below `upto`, 0 if none. */
   latest(tenant: string, owner: string, upto: number): Promise<number>;
+  /**
+   * False while the worker is still indexing status docs that predate the index (worker migration
+   * `worker_feed_backfill`): a partial index could let a reader step past a row not yet indexed, so
+   * such a tenant's feed reads as empty until then.
+   */
+  ready(tenant: string): Promise<boolean>;
+}
+
+/** The head a reader may use: `feed:head`, or 0 while the tenant's index is being filled. */
+export async function readableHead(feed: FeedIndex, inbox: Inbox, tenant: string, signal?: AbortSignal): Promise<number> {
+  const head = await readHead(inbox, signal);
+  return (await feed.ready(tenant)) ? head : 0;
 }
 
 type CounterRow = { doc_id: string; counter: string | number };
 const toIndexRow = (r: CounterRow): IndexRow => ({ id: r.doc_id, counter: Number(r.counter) });
 
+const UNDEFINED_TABLE = '42P01';
+
 export function createFeedIndex(db: Queryable): FeedIndex {
+  // Once complete, a tenant's index stays complete: remembered for the process's life.
+  const complete = new Set<string>();
   return {
+    async ready(tenant) {
+      if (complete.has(tenant)) return true;
+      try {
+        const { rows } = await db.query('SELECT 1 FROM worker_feed_backfill WHERE tenant = $1', [tenant]);
+        if (rows.length > 0) return false;
+      } catch (err) {
+        // No worker migrations in this database yet: no worker has written an index row either.
+        if ((err as { code?: unknown }).code !== UNDEFINED_TABLE) throw err;
+        return true;
+      }
+      complete.add(tenant);
+      return true;
+    },
     async range(tenant, owner, after, upto, limit, descending) {
       if (upto <= after || limit <= 0) return [];
       const { rows } = await db.query<CounterRow>(

@@ -144,12 +144,34 @@ export interface FeedPage {
 }
 
 type AllDocsRow = { key: string; value?: { rev?: string; deleted?: boolean }; doc?: unknown; error?: string };
+type BulkGetResult = { id?: string; docs?: Array<{ ok?: unknown; error?: unknown }> };
+
+/** The current winning doc of each id, by key; absent and deleted ids are left out. */
+async function currentDocs(inbox: Inbox, ids: readonly string[], conflicts: boolean, signal?: AbortSignal): Promise<Map<string, Record<string, unknown>>> {
+  const out = new Map<string, Record<string, unknown>>();
+  const extra = signal ? { signal } : {};
+  if (conflicts) {
+    // `_conflicts` comes only with `_all_docs` (`_bulk_get` has no such option).
+    const body = await inbox.json<{ rows: AllDocsRow[] }>({ method: 'POST', path: ['_all_docs'], query: { include_docs: true, conflicts: true }, body: { keys: ids }, ...extra });
+    for (const row of body.rows) if (row.value?.deleted !== true && isRecord(row.doc)) out.set(row.key, row.doc);
+    return out;
+  }
+  // `_bulk_get` rather than `_all_docs?keys`: express-pouchdb runs a range query per key for the
+  // latter, about twice the cost of fetching the (small) status docs themselves.
+  const body = await inbox.json<{ results: BulkGetResult[] }>({ method: 'POST', path: ['_bulk_get'], body: { docs: ids.map((id) => ({ id })) }, ...extra });
+  for (const result of body.results) {
+    // A missing or deleted doc is an `error` entry (or `{}` on express-pouchdb, trap 7).
+    const doc = result.docs?.find((d) => isRecord(d.ok))?.ok;
+    if (typeof result.id === 'string' && isRecord(doc) && doc._deleted !== true) out.set(result.id, doc);
+  }
+  return out;
+}
 
 /**
- * The docs of index rows, fetched by key, as change rows at the rows' counters. A doc may be at a
- * newer rev than its row (a later write): it is shown now and again at its later counter, as in
- * CouchDB's feed. Rows whose doc is absent or deleted (a status write that never landed, a
- * tombstone) are left out; `readFeed` refills the page.
+ * The docs of index rows, fetched by key, as change rows at the rows' counters with the docs'
+ * current revs. A doc may be at a newer rev than its row (a later write): it is shown now and again
+ * at its later counter, as in CouchDB's feed. Rows whose doc is absent or deleted (a status write
+ * that never landed, a tombstone) are left out; `readFeed` refills the page.
  */
 export async function docsOfRows(
   inbox: Inbox,
@@ -159,25 +181,13 @@ export async function docsOfRows(
 ): Promise<FeedRow[]> {
   const own = rows.filter((r) => ownDocId(r.id, owner) === r.id && r.id.startsWith('s:'));
   if (own.length === 0) return [];
-  const body = await inbox.json<{ rows: AllDocsRow[] }>({
-    method: 'POST',
-    path: ['_all_docs'],
-    query: { include_docs: opts.includeDocs || undefined, conflicts: opts.includeDocs && opts.conflicts ? true : undefined },
-    body: { keys: own.map((r) => r.id) },
-    ...(opts.signal ? { signal: opts.signal } : {}),
-  });
-  const byId = new Map<string, AllDocsRow>();
-  for (const row of body.rows) if (typeof row.key === 'string') byId.set(row.key, row);
+  const docs = await currentDocs(inbox, [...new Set(own.map((r) => r.id))], opts.includeDocs && opts.conflicts, opts.signal);
   const out: FeedRow[] = [];
   for (const r of own) {
-    const found = byId.get(r.id);
-    const rev = found?.value?.rev;
-    if (!found || typeof rev !== 'string' || found.value?.deleted === true) continue;
-    const item: FeedRow = { seq: r.counter, id: r.id, rev };
-    if (opts.includeDocs) {
-      if (!isRecord(found.doc)) continue;
-      item.doc = found.doc;
-    }
+    const doc = docs.get(r.id);
+    if (!doc || typeof doc._rev !== 'string' || doc._id !== r.id) continue;
+    const item: FeedRow = { seq: r.counter, id: r.id, rev: doc._rev };
+    if (opts.includeDocs) item.doc = doc;
     out.push(item);
   }
   return out;

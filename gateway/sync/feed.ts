@@ -44,6 +44,8 @@ export async function readHead(inbox: Inbox, signal?: AbortSignal): Promise<numb
 export interface IndexRow {
   id: string;
   counter: number;
+  /** The rev the write at this very counter produced, when recorded: the doc's current rev. */
+  rev?: string;
 }
 
 export interface FeedIndex {
@@ -67,8 +69,10 @@ export async function readableHead(feed: FeedIndex, inbox: Inbox, tenant: string
   return (await feed.ready(tenant)) ? head : 0;
 }
 
-type CounterRow = { doc_id: string; counter: string | number };
-const toIndexRow = (r: CounterRow): IndexRow => ({ id: r.doc_id, counter: Number(r.counter) });
+type CounterRow = { doc_id: string; counter: string | number; rev: string | null };
+const toIndexRow = (r: CounterRow): IndexRow => ({ id: r.doc_id, counter: Number(r.counter), ...(r.rev !== null ? { rev: r.rev } : {}) });
+/** A row's rev only if it was recorded for its current counter (no later write allocated since). */
+const COLUMNS = 'doc_id, counter, CASE WHEN rev_counter = counter THEN rev END AS rev';
 
 const UNDEFINED_TABLE = '42P01';
 
@@ -92,7 +96,7 @@ export function createFeedIndex(db: Queryable): FeedIndex {
     async range(tenant, owner, after, upto, limit, descending) {
       if (upto <= after || limit <= 0) return [];
       const { rows } = await db.query<CounterRow>(
-        `SELECT doc_id, counter FROM feed_index WHERE tenant = $1 AND owner = $2 AND counter > $3 AND counter <= $4
+        `SELECT ${COLUMNS} FROM feed_index WHERE tenant = $1 AND owner = $2 AND counter > $3 AND counter <= $4
          ORDER BY counter ${descending ? 'DESC' : 'ASC'} LIMIT $5`,
         [tenant, owner, after, upto, limit],
       );
@@ -101,7 +105,7 @@ export function createFeedIndex(db: Queryable): FeedIndex {
     async ofIds(tenant, owner, ids, after, upto) {
       if (ids.length === 0 || upto <= after) return [];
       const { rows } = await db.query<CounterRow>(
-        `SELECT doc_id, counter FROM feed_index WHERE tenant = $1 AND doc_id = ANY($2::text[]) AND owner = $3 AND counter > $4 AND counter <= $5`,
+        `SELECT ${COLUMNS} FROM feed_index WHERE tenant = $1 AND doc_id = ANY($2::text[]) AND owner = $3 AND counter > $4 AND counter <= $5`,
         [tenant, ids, owner, after, upto],
       );
       return rows.map(toIndexRow);
@@ -168,10 +172,13 @@ async function currentDocs(inbox: Inbox, ids: readonly string[], conflicts: bool
 }
 
 /**
- * The docs of index rows, fetched by key, as change rows at the rows' counters with the docs'
- * current revs. A doc may be at a newer rev than its row (a later write): it is shown now and again
- * at its later counter, as in CouchDB's feed. Rows whose doc is absent or deleted (a status write
- * that never landed, a tombstone) are left out; `readFeed` refills the page.
+ * Index rows as change rows at their counters, with the docs' current revs. Without `include_docs`
+ * a row whose rev was recorded for its current counter needs no inbox read: the status writer
+ * records it before the head passes the batch, and any later write moves the row to a later
+ * counter first. Every other row is fetched by key: its doc may be at a newer rev than the row (a
+ * later write), shown now and again at its later counter, as in CouchDB's feed. Rows whose doc is
+ * absent or deleted (a status write that never landed, a tombstone) are left out; `readFeed`
+ * refills the page.
  */
 export async function docsOfRows(
   inbox: Inbox,
@@ -181,9 +188,15 @@ export async function docsOfRows(
 ): Promise<FeedRow[]> {
   const own = rows.filter((r) => ownDocId(r.id, owner) === r.id && r.id.startsWith('s:'));
   if (own.length === 0) return [];
-  const docs = await currentDocs(inbox, [...new Set(own.map((r) => r.id))], opts.includeDocs && opts.conflicts, opts.signal);
+  const known = (r: IndexRow): r is IndexRow & { rev: string } => !opts.includeDocs && r.rev !== undefined;
+  const ask = [...new Set(own.filter((r) => !known(r)).map((r) => r.id))];
+  const docs = ask.length > 0 ? await currentDocs(inbox, ask, opts.includeDocs && opts.conflicts, opts.signal) : new Map<string, Record<string, unknown>>();
   const out: FeedRow[] = [];
   for (const r of own) {
+    if (known(r)) {
+      out.push({ seq: r.counter, id: r.id, rev: r.rev });
+      continue;
+    }
     const doc = docs.get(r.id);
     if (!doc || typeof doc._rev !== 'string' || doc._id !== r.id) continue;
     const item: FeedRow = { seq: r.counter, id: r.id, rev: doc._rev };

@@ -29,6 +29,12 @@ export interface PositionStore {
    * Returns the first counter. Fenced like `allocateCounters`.
    */
   allocateFeed(lease: Fence, entries: ReadonlyArray<FeedEntry>): Promise<number>;
+  /**
+   * Records the revs a batch's `_bulk_docs` produced, each for the counter it was written at (a row
+   * a later allocation has moved keeps its old rev, which then no longer counts). The writer calls
+   * it before the head may pass the batch, so a reader never sees a landed counter without it.
+   */
+  recordRevs(tenant: string, rows: ReadonlyArray<{ id: string; counter: number; rev: string }>): Promise<void>;
   /** The highest counter ever allocated (0 when none). */
   lastCounter(tenant: string): Promise<number>;
   /** True while the tenant's status docs predate the feed index and still have to be indexed. */
@@ -116,6 +122,15 @@ export function createPositionStore(db: Queryable): PositionStore {
     async lastCounter(tenant) {
       const { rows } = await db.query<{ next: string }>('SELECT next FROM worker_feed_counters WHERE tenant = $1', [tenant]);
       return rows[0] ? Number(rows[0].next) - 1 : 0;
+    },
+    async recordRevs(tenant, rows) {
+      if (rows.length === 0) return;
+      await db.query(
+        `UPDATE feed_index f SET rev = u.rev, rev_counter = u.counter
+         FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u(id, counter, rev)
+         WHERE f.tenant = $1 AND f.doc_id = u.id AND f.counter = u.counter`,
+        [tenant, rows.map((r) => r.id), rows.map((r) => r.counter), rows.map((r) => r.rev)],
+      );
     },
     async feedBackfillPending(tenant) {
       const { rows } = await db.query('SELECT 1 FROM worker_feed_backfill WHERE tenant = $1', [tenant]);

@@ -166,14 +166,27 @@ export function createStatusWriter(opts: StatusWriterOptions): StatusWriter {
       else allocations.splice(at, 0, allocation);
       const docs = batch.map((q, i) => ({ ...q.doc, counter: first + i, fence: lease.fence }));
       const results = await db.bulkDocs(docs);
-      batch.forEach((q, i) => {
-        const r = results[i];
-        if (r && !r.error && r.rev) q.resolve(r.rev);
-        else if (r?.error === 'conflict') q.reject(new StatusConflict(q.doc._id));
+      // Matched by id when the batch's ids are distinct: express-pouchdb may answer in another order.
+      const byId = new Map(results.map((r) => [r.id, r]));
+      const distinct = byId.size === batch.length && new Set(batch.map((q) => q.doc._id)).size === batch.length;
+      const landed: Array<{ id: string; counter: number; rev: string }> = [];
+      const outcomes = batch.map((q, i): (() => void) => {
+        const r = distinct ? byId.get(q.doc._id) : results[i];
+        if (r && !r.error && r.rev) {
+          const rev = r.rev;
+          // A deletion (of a conflict branch) leaves the doc at another leaf: its rev is not the doc's.
+          if (!q.doc._deleted && distinct) landed.push({ id: q.doc._id, counter: first + i, rev });
+          return () => q.resolve(rev);
+        }
+        if (r?.error === 'conflict') return () => q.reject(new StatusConflict(q.doc._id));
         // The inbox refuses a lower fence: another worker holds the tenant now.
-        else if (r?.error === 'forbidden' || r?.error === 'unauthorized') q.reject(new LeaseLost(lease.tenant));
-        else q.reject(new Error(`status write failed: ${r?.error ?? 'no result'}`));
+        if (r?.error === 'forbidden' || r?.error === 'unauthorized') return () => q.reject(new LeaseLost(lease.tenant));
+        return () => q.reject(new Error(`status write failed: ${r?.error ?? 'no result'}`));
       });
+      // Before the head may pass the batch (best effort: a row without its rev is read from the
+      // inbox), and before the writes resolve, so `settled()` after them covers this batch's head move.
+      await positions.recordRevs(lease.tenant, landed).catch(() => undefined);
+      for (const settle of outcomes) settle();
     } catch (err) {
       for (const q of batch) q.reject(err);
     } finally {

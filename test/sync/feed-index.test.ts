@@ -75,7 +75,15 @@ describe('sync: the feed index', function () {
 
     // Without include_docs the same rows; descending the same in reverse; the other owner never shows.
     const plain = await pageAll(token, 0, 7);
-    expect(plain.rows.map((r) => [r.seq, r.id])).to.deep.equal(rows.map((r) => [r.seq, r.id]));
+    expect(plain.rows.map((r) => [r.seq, r.id, r.changes])).to.deep.equal(rows.map((r) => [r.seq, r.id, r.changes]));
+    // Without include_docs the revs come from the index when recorded for the row's own counter;
+    // a rev recorded for an earlier counter does not count, and the inbox is asked instead.
+    const recorded = await s.platform.db.query('SELECT 1 FROM feed_index WHERE tenant = $1 AND owner = $2 AND rev_counter = counter', ['north', owner]);
+    expect(recorded.rows).to.have.length(mine.length);
+    const victim = rows[0]!;
+    await s.platform.db.query(`UPDATE feed_index SET rev = '1-00000000000000000000000000000000', rev_counter = counter - 1 WHERE tenant = 'north' AND doc_id = $1`, [victim.id]);
+    const again = await changes(token, `since=${victim.seq - 1}&limit=1`);
+    expect(again.results.map((r) => r.changes)).to.deep.equal([victim.changes]);
     const desc = await changes(token, 'descending=true&since=0&limit=100');
     expect(desc.results.map((r) => r.id)).to.deep.equal(rows.map((r) => r.id).reverse());
     const all = await call(`${base}/_changes?since=0`, { token });

@@ -9,8 +9,9 @@ import { upstreamFailure } from './upstream.ts';
 // The worker stamps each status doc with a per-tenant counter and, in the statement that allocates
 // it, lists the doc in the platform table `feed_index` at that counter (once, at its latest); after
 // the batch's `_bulk_docs` it raises `feed:head`. A user's `_changes?since=N` is the index range
-// owner = caller, N < counter <= head, then the docs by key (`_all_docs?keys`): O(log n + the
-// user's own rows), and no CouchDB view to build. Longpolls wait on one watcher per tenant.
+// owner = caller, N < counter <= head, with revs from the index or the docs by key (`_bulk_get`):
+// O(log n + the user's own rows), and no CouchDB view to build. Longpolls wait on one watcher per
+// tenant.
 
 import { FEED_HEAD_ID } from '../../couchdb/design/index.ts';
 

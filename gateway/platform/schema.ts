@@ -48,11 +48,15 @@ export const PLATFORM_MIGRATIONS: readonly string[] = [
   // (tenant, owner, counter) instead of a CouchDB view. And each user's mutations with whether the
   // worker made them terminal, for the pending quota. The worker writes both in the statement that
   // allocates a batch's counters; the gateway adds the mutations it wrote. Shared by both, so here.
+  // `rev` is the revision the write at counter `rev_counter` produced; it stands for the doc's
+  // current rev only while `rev_counter = counter` (no later write allocated since).
   `CREATE TABLE feed_index (
      tenant text NOT NULL,
      doc_id text NOT NULL,
      owner text NOT NULL,
      counter bigint NOT NULL,
+     rev text,
+     rev_counter bigint,
      PRIMARY KEY (tenant, doc_id)
    );
    CREATE INDEX feed_index_owner ON feed_index (tenant, owner, counter);

@@ -1,6 +1,6 @@
 import type { Response } from 'express';
 import { badRequest, flatQuery, type SyncContext } from './context.ts';
-import { docsOfRows, readFeed, readHead, type FeedPage, type FeedRow, type HeadWatchers } from './feed.ts';
+import { docsOfRows, readFeed, readableHead, type FeedPage, type FeedRow, type HeadWatchers } from './feed.ts';
 import { scopeChangesQuery, type ChangesRequest } from './policy.ts';
 
 // `_changes` of /sync, answered from the feed index (docs/SYNC.md): normal, longpoll and
@@ -67,7 +67,7 @@ export function changes(watchers: HeadWatchers) {
     const decision = scopeChangesQuery(flatQuery(ctx.req), ctx.req.method === 'POST' ? ctx.req.body : undefined, ctx.caller.owner);
     if (decision.kind !== 'ok') throw badRequest();
     const r = decision.request;
-    let head = await readHead(ctx.inbox, ctx.signal);
+    let head = await readableHead(ctx.feed, ctx.inbox, ctx.caller.tenant, ctx.signal);
     const since = r.since === 'now' ? await ctx.feed.latest(ctx.caller.tenant, ctx.caller.owner, head) : r.since;
     const { res } = ctx;
 
@@ -84,9 +84,12 @@ export function changes(watchers: HeadWatchers) {
       const deadline = AbortSignal.any([ctx.signal, AbortSignal.timeout(r.timeoutMs)]);
       const beat = r.heartbeatMs ? setInterval(() => res.write('\n'), r.heartbeatMs) : null;
       try {
+        let seen = head;
         while (page.rows.length === 0) {
-          const next = await watchers.next(ctx.caller.tenant, head, deadline);
+          const next = await watchers.next(ctx.caller.tenant, seen, deadline);
           if (next === null) break;
+          seen = next;
+          if (!(await ctx.feed.ready(ctx.caller.tenant))) continue;
           head = next;
           page = await fetchRows(ctx, r, since, head, limit);
         }

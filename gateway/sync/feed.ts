@@ -9,8 +9,9 @@ import { upstreamFailure } from './upstream.ts';
 // The worker stamps each status doc with a per-tenant counter and, in the statement that allocates
 // it, lists the doc in the platform table `feed_index` at that counter (once, at its latest); after
 // the batch's `_bulk_docs` it raises `feed:head`. A user's `_changes?since=N` is the index range
-// owner = caller, N < counter <= head, then the docs by key (`_all_docs?keys`): O(log n + the
-// user's own rows), and no CouchDB view to build. Longpolls wait on one watcher per tenant.
+// owner = caller, N < counter <= head, with revs from the index or the docs by key (`_bulk_get`):
+// O(log n + the user's own rows), and no CouchDB view to build. Longpolls wait on one watcher per
+// tenant.
 
 import { FEED_HEAD_ID } from '../../couchdb/design/index.ts';
 
@@ -44,6 +45,8 @@ export async function readHead(inbox: Inbox, signal?: AbortSignal): Promise<numb
 export interface IndexRow {
   id: string;
   counter: number;
+  /** The rev the write at this very counter produced, when recorded: the doc's current rev. */
+  rev?: string;
 }
 
 export interface FeedIndex {
@@ -53,17 +56,48 @@ export interface FeedIndex {
   ofIds(tenant: string, owner: string, ids: readonly string[], after: number, upto: number): Promise<IndexRow[]>;
   /** The owner's newest counter at or below `upto`, 0 if none. */
   latest(tenant: string, owner: string, upto: number): Promise<number>;
+  /**
+   * False while the worker is still indexing status docs that predate the index (worker migration
+   * `worker_feed_backfill`): a partial index could let a reader step past a row not yet indexed, so
+   * such a tenant's feed reads as empty until then.
+   */
+  ready(tenant: string): Promise<boolean>;
 }
 
-type CounterRow = { doc_id: string; counter: string | number };
-const toIndexRow = (r: CounterRow): IndexRow => ({ id: r.doc_id, counter: Number(r.counter) });
+/** The head a reader may use: `feed:head`, or 0 while the tenant's index is being filled. */
+export async function readableHead(feed: FeedIndex, inbox: Inbox, tenant: string, signal?: AbortSignal): Promise<number> {
+  const head = await readHead(inbox, signal);
+  return (await feed.ready(tenant)) ? head : 0;
+}
+
+type CounterRow = { doc_id: string; counter: string | number; rev: string | null };
+const toIndexRow = (r: CounterRow): IndexRow => ({ id: r.doc_id, counter: Number(r.counter), ...(r.rev !== null ? { rev: r.rev } : {}) });
+/** A row's rev only if it was recorded for its current counter (no later write allocated since). */
+const COLUMNS = 'doc_id, counter, CASE WHEN rev_counter = counter THEN rev END AS rev';
+
+const UNDEFINED_TABLE = '42P01';
 
 export function createFeedIndex(db: Queryable): FeedIndex {
+  // Once complete, a tenant's index stays complete: remembered for the process's life.
+  const complete = new Set<string>();
   return {
+    async ready(tenant) {
+      if (complete.has(tenant)) return true;
+      try {
+        const { rows } = await db.query('SELECT 1 FROM worker_feed_backfill WHERE tenant = $1', [tenant]);
+        if (rows.length > 0) return false;
+      } catch (err) {
+        // No worker migrations in this database yet: no worker has written an index row either.
+        if ((err as { code?: unknown }).code !== UNDEFINED_TABLE) throw err;
+        return true;
+      }
+      complete.add(tenant);
+      return true;
+    },
     async range(tenant, owner, after, upto, limit, descending) {
       if (upto <= after || limit <= 0) return [];
       const { rows } = await db.query<CounterRow>(
-        `SELECT doc_id, counter FROM feed_index WHERE tenant = $1 AND owner = $2 AND counter > $3 AND counter <= $4
+        `SELECT ${COLUMNS} FROM feed_index WHERE tenant = $1 AND owner = $2 AND counter > $3 AND counter <= $4
          ORDER BY counter ${descending ? 'DESC' : 'ASC'} LIMIT $5`,
         [tenant, owner, after, upto, limit],
       );
@@ -72,7 +106,7 @@ export function createFeedIndex(db: Queryable): FeedIndex {
     async ofIds(tenant, owner, ids, after, upto) {
       if (ids.length === 0 || upto <= after) return [];
       const { rows } = await db.query<CounterRow>(
-        `SELECT doc_id, counter FROM feed_index WHERE tenant = $1 AND doc_id = ANY($2::text[]) AND owner = $3 AND counter > $4 AND counter <= $5`,
+        `SELECT ${COLUMNS} FROM feed_index WHERE tenant = $1 AND doc_id = ANY($2::text[]) AND owner = $3 AND counter > $4 AND counter <= $5`,
         [tenant, ids, owner, after, upto],
       );
       return rows.map(toIndexRow);
@@ -115,12 +149,37 @@ export interface FeedPage {
 }
 
 type AllDocsRow = { key: string; value?: { rev?: string; deleted?: boolean }; doc?: unknown; error?: string };
+type BulkGetResult = { id?: string; docs?: Array<{ ok?: unknown; error?: unknown }> };
+
+/** The current winning doc of each id, by key; absent and deleted ids are left out. */
+async function currentDocs(inbox: Inbox, ids: readonly string[], conflicts: boolean, signal?: AbortSignal): Promise<Map<string, Record<string, unknown>>> {
+  const out = new Map<string, Record<string, unknown>>();
+  const extra = signal ? { signal } : {};
+  if (conflicts) {
+    // `_conflicts` comes only with `_all_docs` (`_bulk_get` has no such option).
+    const body = await inbox.json<{ rows: AllDocsRow[] }>({ method: 'POST', path: ['_all_docs'], query: { include_docs: true, conflicts: true }, body: { keys: ids }, ...extra });
+    for (const row of body.rows) if (row.value?.deleted !== true && isRecord(row.doc)) out.set(row.key, row.doc);
+    return out;
+  }
+  // `_bulk_get` rather than `_all_docs?keys`: express-pouchdb runs a range query per key for the
+  // latter, about twice the cost of fetching the (small) status docs themselves.
+  const body = await inbox.json<{ results: BulkGetResult[] }>({ method: 'POST', path: ['_bulk_get'], body: { docs: ids.map((id) => ({ id })) }, ...extra });
+  for (const result of body.results) {
+    // A missing or deleted doc is an `error` entry (or `{}` on express-pouchdb, trap 7).
+    const doc = result.docs?.find((d) => isRecord(d.ok))?.ok;
+    if (typeof result.id === 'string' && isRecord(doc) && doc._deleted !== true) out.set(result.id, doc);
+  }
+  return out;
+}
 
 /**
- * The docs of index rows, fetched by key, as change rows at the rows' counters. A doc may be at a
- * newer rev than its row (a later write): it is shown now and again at its later counter, as in
- * CouchDB's feed. Rows whose doc is absent or deleted (a status write that never landed, a
- * tombstone) are left out; `readFeed` refills the page.
+ * Index rows as change rows at their counters, with the docs' current revs. Without `include_docs`
+ * a row whose rev was recorded for its current counter needs no inbox read: the status writer
+ * records it before the head passes the batch, and any later write moves the row to a later
+ * counter first. Every other row is fetched by key: its doc may be at a newer rev than the row (a
+ * later write), shown now and again at its later counter, as in CouchDB's feed. Rows whose doc is
+ * absent or deleted (a status write that never landed, a tombstone) are left out; `readFeed`
+ * refills the page.
  */
 export async function docsOfRows(
   inbox: Inbox,
@@ -130,25 +189,19 @@ export async function docsOfRows(
 ): Promise<FeedRow[]> {
   const own = rows.filter((r) => ownDocId(r.id, owner) === r.id && r.id.startsWith('s:'));
   if (own.length === 0) return [];
-  const body = await inbox.json<{ rows: AllDocsRow[] }>({
-    method: 'POST',
-    path: ['_all_docs'],
-    query: { include_docs: opts.includeDocs || undefined, conflicts: opts.includeDocs && opts.conflicts ? true : undefined },
-    body: { keys: own.map((r) => r.id) },
-    ...(opts.signal ? { signal: opts.signal } : {}),
-  });
-  const byId = new Map<string, AllDocsRow>();
-  for (const row of body.rows) if (typeof row.key === 'string') byId.set(row.key, row);
+  const known = (r: IndexRow): r is IndexRow & { rev: string } => !opts.includeDocs && r.rev !== undefined;
+  const ask = [...new Set(own.filter((r) => !known(r)).map((r) => r.id))];
+  const docs = ask.length > 0 ? await currentDocs(inbox, ask, opts.includeDocs && opts.conflicts, opts.signal) : new Map<string, Record<string, unknown>>();
   const out: FeedRow[] = [];
   for (const r of own) {
-    const found = byId.get(r.id);
-    const rev = found?.value?.rev;
-    if (!found || typeof rev !== 'string' || found.value?.deleted === true) continue;
-    const item: FeedRow = { seq: r.counter, id: r.id, rev };
-    if (opts.includeDocs) {
-      if (!isRecord(found.doc)) continue;
-      item.doc = found.doc;
+    if (known(r)) {
+      out.push({ seq: r.counter, id: r.id, rev: r.rev });
+      continue;
     }
+    const doc = docs.get(r.id);
+    if (!doc || typeof doc._rev !== 'string' || doc._id !== r.id) continue;
+    const item: FeedRow = { seq: r.counter, id: r.id, rev: doc._rev };
+    if (opts.includeDocs) item.doc = doc;
     out.push(item);
   }
   return out;

@@ -266,7 +266,7 @@ function intParam(v: unknown): number | null | undefined {
 
 /**
  * Turns a client's `_changes` query (and POST body) into the only feed we serve: the caller's own
- * status docs from the view-backed feed. Filter functions, `_selector` and `_view` are refused
+ * status docs from the feed index. Filter functions, `_selector` and `_view` are refused
  * (they would scan the tenant and crash express-pouchdb, trap 17); `_doc_ids` is ANDed with the
  * caller's own ids; every other parameter is either understood here or dropped.
  */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { badRequest, flatQuery, isRecord, missing, sendJson, type SyncContext } from './context.ts';
-import { readHead } from './feed.ts';
+import { readableHead } from './feed.ts';
 import { ownDocId, scopeRange, type KeyRange } from './policy.ts';
 import { upstreamFailure, type QueryValue } from './upstream.ts';
 
@@ -13,7 +13,7 @@ export const INSTANCE_START_TIME = '0';
 
 /** `GET /sync/{tenant}`: the caller's own view of the database; tenant-wide figures are never shown. */
 export async function dbInfo(ctx: SyncContext): Promise<void> {
-  const head = await readHead(ctx.inbox, ctx.signal);
+  const head = await readableHead(ctx.feed, ctx.inbox, ctx.caller.tenant, ctx.signal);
   const latest = await ctx.feed.latest(ctx.caller.tenant, ctx.caller.owner, head);
   sendJson(ctx.res, 200, {
     db_name: ctx.caller.tenant,

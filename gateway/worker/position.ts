@@ -29,11 +29,32 @@ export interface PositionStore {
    * Returns the first counter. Fenced like `allocateCounters`.
    */
   allocateFeed(lease: Fence, entries: ReadonlyArray<FeedEntry>): Promise<number>;
+  /**
+   * Records the revs a batch's `_bulk_docs` produced, each for the counter it was written at (a row
+   * a later allocation has moved keeps its old rev, which then no longer counts). The writer calls
+   * it before the head may pass the batch, so a reader never sees a landed counter without it.
+   */
+  recordRevs(tenant: string, rows: ReadonlyArray<{ id: string; counter: number; rev: string }>): Promise<void>;
   /** The highest counter ever allocated (0 when none). */
   lastCounter(tenant: string): Promise<number>;
+  /** True while the tenant's status docs predate the feed index and still have to be indexed. */
+  feedBackfillPending(tenant: string): Promise<boolean>;
+  /** Fenced: indexes docs already in the inbox (counters as stamped, never lowering a newer one). */
+  backfillFeed(lease: Fence, page: FeedBackfillPage): Promise<void>;
+  /** Fenced: the tenant's index is complete; the gateway serves its feed from now on. */
+  finishFeedBackfill(lease: Fence): Promise<void>;
   /** Remembers which owner and entity each mutation id belongs to. */
   recordSeen(tenant: string, rows: ReadonlyArray<{ mid: string; owner: string; entity: string | null }>): Promise<void>;
   seen(tenant: string, mid: string): Promise<{ owner: string; entity: string | null } | null>;
+}
+
+/** A page of what the inbox already holds, for `backfillFeed`. */
+export interface FeedBackfillPage {
+  statuses: ReadonlyArray<{ id: string; owner: string; counter: number }>;
+  /** Mutations of the page (each counts as pending until terminal). */
+  mutations: ReadonlyArray<{ owner: string; mid: string }>;
+  /** Mutations whose status doc is terminal. */
+  terminal: ReadonlyArray<{ owner: string; mid: string }>;
 }
 
 export function createPositionStore(db: Queryable): PositionStore {
@@ -101,6 +122,63 @@ export function createPositionStore(db: Queryable): PositionStore {
     async lastCounter(tenant) {
       const { rows } = await db.query<{ next: string }>('SELECT next FROM worker_feed_counters WHERE tenant = $1', [tenant]);
       return rows[0] ? Number(rows[0].next) - 1 : 0;
+    },
+    async recordRevs(tenant, rows) {
+      if (rows.length === 0) return;
+      await db.query(
+        `UPDATE feed_index f SET rev = u.rev, rev_counter = u.counter
+         FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u(id, counter, rev)
+         WHERE f.tenant = $1 AND f.doc_id = u.id AND f.counter = u.counter`,
+        [tenant, rows.map((r) => r.id), rows.map((r) => r.counter), rows.map((r) => r.rev)],
+      );
+    },
+    async feedBackfillPending(tenant) {
+      const { rows } = await db.query('SELECT 1 FROM worker_feed_backfill WHERE tenant = $1', [tenant]);
+      return rows.length > 0;
+    },
+    async backfillFeed(lease, page) {
+      const uniq = <T>(items: ReadonlyArray<T>, key: (t: T) => string) => [...new Map(items.map((t) => [key(t), t])).values()];
+      const statuses = uniq(page.statuses, (r) => r.id);
+      const mutations = uniq(page.mutations, (r) => `${r.owner}\u0000${r.mid}`);
+      const terminal = uniq(page.terminal, (r) => `${r.owner}\u0000${r.mid}`);
+      const res = await db.query<{ ok: number }>(
+        `WITH held AS (SELECT 1 AS ok WHERE ${LEASE_HELD}), feed AS (
+           INSERT INTO feed_index (tenant, doc_id, owner, counter)
+           SELECT $1::text, u.id, u.owner, u.counter FROM held, unnest($4::text[], $5::text[], $6::bigint[]) AS u(id, owner, counter)
+           ON CONFLICT (tenant, doc_id) DO UPDATE SET counter = GREATEST(feed_index.counter, EXCLUDED.counter)
+         ), open AS (
+           INSERT INTO pending_mutations (tenant, owner, mid, terminal)
+           SELECT $1::text, m.owner, m.mid, false FROM held, unnest($7::text[], $8::text[]) AS m(owner, mid)
+           WHERE NOT (m.owner, m.mid) IN (SELECT t.owner, t.mid FROM unnest($9::text[], $10::text[]) AS t(owner, mid))
+           ON CONFLICT (tenant, owner, mid) DO NOTHING
+         ), done AS (
+           INSERT INTO pending_mutations (tenant, owner, mid, terminal)
+           SELECT $1::text, t.owner, t.mid, true FROM held, unnest($9::text[], $10::text[]) AS t(owner, mid)
+           ON CONFLICT (tenant, owner, mid) DO UPDATE SET terminal = true
+         )
+         SELECT ok FROM held`,
+        [
+          lease.tenant,
+          lease.holder,
+          lease.fence,
+          statuses.map((r) => r.id),
+          statuses.map((r) => r.owner),
+          statuses.map((r) => r.counter),
+          mutations.map((r) => r.owner),
+          mutations.map((r) => r.mid),
+          terminal.map((r) => r.owner),
+          terminal.map((r) => r.mid),
+        ],
+      );
+      if (res.rows.length !== 1) throw new LeaseLost(lease.tenant);
+    },
+    async finishFeedBackfill(lease) {
+      const res = await db.query<{ ok: number }>(
+        `WITH held AS (SELECT 1 AS ok WHERE ${LEASE_HELD}), gone AS (DELETE FROM worker_feed_backfill WHERE tenant = $1::text AND EXISTS (SELECT 1 FROM held))
+         SELECT ok FROM held`,
+        [lease.tenant, lease.holder, lease.fence],
+      );
+      if (res.rows.length !== 1) throw new LeaseLost(lease.tenant);
     },
     async recordSeen(tenant, rows) {
       if (rows.length === 0) return;

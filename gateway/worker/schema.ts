@@ -45,6 +45,11 @@ export const WORKER_MIGRATIONS: readonly string[] = [
   // A mid is unique only within its owner's ids: another user reusing it must not touch this row.
   `ALTER TABLE worker_pending DROP CONSTRAINT worker_pending_pkey;
    ALTER TABLE worker_pending ADD PRIMARY KEY (tenant, owner, mid);`,
+  // Tenants whose status docs predate the platform's feed index (`feed_index`, `pending_mutations`):
+  // the next lease holder fills both from the inbox (StatusWriter.healHead), and until then the
+  // gateway serves their feed as empty rather than from a partial index.
+  `CREATE TABLE worker_feed_backfill (tenant text PRIMARY KEY);
+   INSERT INTO worker_feed_backfill (tenant) SELECT tenant FROM worker_feed_counters;`,
 ];
 
 export async function migrateWorker(db: Database): Promise<void> {

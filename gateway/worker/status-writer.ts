@@ -1,5 +1,5 @@
 import { CouchError, type CouchDb } from '../../couchdb/client.ts';
-import { isTerminal } from '../../validators/mutation.ts';
+import { isTerminal, parseInboxDocId, type StatusState } from '../../validators/mutation.ts';
 import type { Fence } from './lease.ts';
 import { LeaseLost } from './lease.ts';
 import type { PositionStore } from './position.ts';
@@ -27,7 +27,11 @@ export class StatusConflict extends Error {
 export interface StatusWriter {
   /** Resolves with the new revision once the doc is written; `feed:head` follows in counter order. */
   write(doc: StatusWrite): Promise<string>;
-  /** Moves `feed:head` up to every counter ever allocated (after taking over a lease). */
+  /**
+   * After taking over a lease: indexes the inbox's status docs and mutations once if they predate
+   * the feed index (platform tables `feed_index`, `pending_mutations`), then moves `feed:head` up to
+   * every counter ever allocated.
+   */
   healHead(): Promise<void>;
   /** Resolves when the head moves queued so far are done. */
   settled(): Promise<void>;
@@ -48,6 +52,7 @@ type FeedHead = { _id: string; _rev?: string; type: 'feed-head'; counter: number
 type Allocation = { first: number; last: number; done: boolean };
 
 const MAX_FLUSHES = 4;
+const BACKFILL_PAGE = 1000;
 
 
 export function createStatusWriter(opts: StatusWriterOptions): StatusWriter {
@@ -107,6 +112,45 @@ export function createStatusWriter(opts: StatusWriterOptions): StatusWriter {
     });
   };
 
+  /** Walks one id prefix of the inbox in pages of `_all_docs`. */
+  const walk = async (prefix: 'm:' | 's:', includeDocs: boolean, page: (rows: Array<{ id: string; doc?: Record<string, unknown> }>) => Promise<void>) => {
+    let startkey: string = prefix;
+    let after: string | null = null;
+    for (;;) {
+      opts.assertLease();
+      const { rows } = await db.allDocs<Record<string, unknown>>({ startkey, endkey: `${prefix}\ufff0`, include_docs: includeDocs, limit: BACKFILL_PAGE + 1 });
+      const fresh = rows.filter((r) => r.id !== after);
+      await page(fresh.map((r) => ({ id: r.id, ...(r.doc ? { doc: r.doc } : {}) })));
+      if (rows.length < BACKFILL_PAGE + 1) return;
+      after = rows[rows.length - 1]!.id;
+      startkey = after;
+    }
+  };
+
+  /** Indexes what the inbox held before the feed index existed; idempotent, so a takeover mid-way just redoes it. */
+  const backfill = async (): Promise<void> => {
+    await walk('m:', false, async (rows) => {
+      const mutations = rows.flatMap((r) => {
+        const ref = parseInboxDocId(r.id);
+        return ref?.kind === 'mutation' ? [{ owner: ref.owner, mid: ref.mid }] : [];
+      });
+      await positions.backfillFeed(lease, { statuses: [], mutations, terminal: [] });
+    });
+    await walk('s:', true, async (rows) => {
+      const statuses: Array<{ id: string; owner: string; counter: number }> = [];
+      const terminal: Array<{ owner: string; mid: string }> = [];
+      for (const r of rows) {
+        const ref = parseInboxDocId(r.id);
+        if (ref?.kind !== 'status' || !r.doc) continue;
+        const counter = r.doc.counter;
+        if (typeof counter === 'number' && Number.isSafeInteger(counter) && counter > 0) statuses.push({ id: r.id, owner: ref.owner, counter });
+        if (isTerminal(r.doc.state as StatusState)) terminal.push({ owner: ref.owner, mid: ref.mid });
+      }
+      await positions.backfillFeed(lease, { statuses, mutations: [], terminal });
+    });
+    await positions.finishFeedBackfill(lease);
+  };
+
   const flush = async (batch: Queued[]): Promise<void> => {
     let allocation: Allocation | null = null;
     try {
@@ -122,14 +166,27 @@ export function createStatusWriter(opts: StatusWriterOptions): StatusWriter {
       else allocations.splice(at, 0, allocation);
       const docs = batch.map((q, i) => ({ ...q.doc, counter: first + i, fence: lease.fence }));
       const results = await db.bulkDocs(docs);
-      batch.forEach((q, i) => {
-        const r = results[i];
-        if (r && !r.error && r.rev) q.resolve(r.rev);
-        else if (r?.error === 'conflict') q.reject(new StatusConflict(q.doc._id));
+      // Matched by id when the batch's ids are distinct: express-pouchdb may answer in another order.
+      const byId = new Map(results.map((r) => [r.id, r]));
+      const distinct = byId.size === batch.length && new Set(batch.map((q) => q.doc._id)).size === batch.length;
+      const landed: Array<{ id: string; counter: number; rev: string }> = [];
+      const outcomes = batch.map((q, i): (() => void) => {
+        const r = distinct ? byId.get(q.doc._id) : results[i];
+        if (r && !r.error && r.rev) {
+          const rev = r.rev;
+          // A deletion (of a conflict branch) leaves the doc at another leaf: its rev is not the doc's.
+          if (!q.doc._deleted && distinct) landed.push({ id: q.doc._id, counter: first + i, rev });
+          return () => q.resolve(rev);
+        }
+        if (r?.error === 'conflict') return () => q.reject(new StatusConflict(q.doc._id));
         // The inbox refuses a lower fence: another worker holds the tenant now.
-        else if (r?.error === 'forbidden' || r?.error === 'unauthorized') q.reject(new LeaseLost(lease.tenant));
-        else q.reject(new Error(`status write failed: ${r?.error ?? 'no result'}`));
+        if (r?.error === 'forbidden' || r?.error === 'unauthorized') return () => q.reject(new LeaseLost(lease.tenant));
+        return () => q.reject(new Error(`status write failed: ${r?.error ?? 'no result'}`));
       });
+      // Before the head may pass the batch (best effort: a row without its rev is read from the
+      // inbox), and before the writes resolve, so `settled()` after them covers this batch's head move.
+      await positions.recordRevs(lease.tenant, landed).catch(() => undefined);
+      for (const settle of outcomes) settle();
     } catch (err) {
       for (const q of batch) q.reject(err);
     } finally {
@@ -172,6 +229,7 @@ export function createStatusWriter(opts: StatusWriterOptions): StatusWriter {
     },
     async healHead() {
       opts.assertLease();
+      if (await positions.feedBackfillPending(lease.tenant)) await backfill();
       const last = await positions.lastCounter(lease.tenant);
       await moveHead(last);
     },

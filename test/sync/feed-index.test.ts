@@ -75,7 +75,15 @@ describe('sync: the feed index', function () {
 
     // Without include_docs the same rows; descending the same in reverse; the other owner never shows.
     const plain = await pageAll(token, 0, 7);
-    expect(plain.rows.map((r) => [r.seq, r.id])).to.deep.equal(rows.map((r) => [r.seq, r.id]));
+    expect(plain.rows.map((r) => [r.seq, r.id, r.changes])).to.deep.equal(rows.map((r) => [r.seq, r.id, r.changes]));
+    // Without include_docs the revs come from the index when recorded for the row's own counter;
+    // a rev recorded for an earlier counter does not count, and the inbox is asked instead.
+    const recorded = await s.platform.db.query('SELECT 1 FROM feed_index WHERE tenant = $1 AND owner = $2 AND rev_counter = counter', ['north', owner]);
+    expect(recorded.rows).to.have.length(mine.length);
+    const victim = rows[0]!;
+    await s.platform.db.query(`UPDATE feed_index SET rev = '1-00000000000000000000000000000000', rev_counter = counter - 1 WHERE tenant = 'north' AND doc_id = $1`, [victim.id]);
+    const again = await changes(token, `since=${victim.seq - 1}&limit=1`);
+    expect(again.results.map((r) => r.changes)).to.deep.equal([victim.changes]);
     const desc = await changes(token, 'descending=true&since=0&limit=100');
     expect(desc.results.map((r) => r.id)).to.deep.equal(rows.map((r) => r.id).reverse());
     const all = await call(`${base}/_changes?since=0`, { token });
@@ -160,6 +168,49 @@ describe('sync: the feed index', function () {
     expect(after.results.map((r) => r.id)).to.deep.equal([`s:${owner}:${a}`, `s:${owner}:${b}`]);
   });
 
+  it('an inbox whose statuses predate the index reads as empty until the next lease holder has indexed it', async function () {
+    const owner = 'fig';
+    const tenant = 'south';
+    const token = await s.token(owner, tenant);
+    // What an older worker left behind: counters stamped in the docs, feed:head, the counter row,
+    // mutations the gateway wrote without a ledger; and the worker migration's backfill marker.
+    const mids = Array.from({ length: 4 }, () => mid());
+    const gatewayInbox = s.gatewayUser.db(`inbox_${tenant}`);
+    await gatewayInbox.bulkDocs([...mids, mid()].map((m) => mutation(owner, m, tenant)));
+    const workerInbox = s.worker.db(`inbox_${tenant}`);
+    await workerInbox.bulkDocs([
+      { ...status(owner, mids[0]!, tenant, { state: 'committed' }), counter: 3, fence: 1 },
+      { ...status('fih', mid(), tenant), counter: 4, fence: 1 },
+      { ...status(owner, mids[1]!, tenant, { state: 'waiting' }), counter: 5, fence: 1 },
+      { ...status(owner, mids[2]!, tenant, { state: 'rejected', code: 'VALIDATION_FAILED' }), counter: 7, fence: 1 },
+    ]);
+    await workerInbox.put({ _id: 'feed:head', type: 'feed-head', counter: 7, fence: 1 });
+    await s.platform.db.query('INSERT INTO worker_feed_counters (tenant, next) VALUES ($1, 8)', [tenant]);
+    await s.platform.db.query('INSERT INTO worker_feed_backfill (tenant) VALUES ($1)', [tenant]);
+
+    const base = `${s.url}/sync/${tenant}`;
+    const early = (await call(`${base}/_changes?since=0`, { token })).json as ChangesPage;
+    expect(early).to.deep.include({ results: [], last_seq: 0 });
+    expect(((await call(base, { token })).json as { update_seq: number }).update_seq).to.equal(0);
+
+    const writer = await s.statusWriter(tenant);
+    await writer.healHead();
+    const after = (await call(`${base}/_changes?since=0`, { token })).json as ChangesPage;
+    expect(after.results.map((r) => [r.seq, r.id])).to.deep.equal([
+      [3, `s:${owner}:${mids[0]}`],
+      [5, `s:${owner}:${mids[1]}`],
+      [7, `s:${owner}:${mids[2]}`],
+    ]);
+    // Pending: five mutations, two of them terminal.
+    expect(await createPendingLedger(s.platform.db).count(tenant, owner)).to.equal(3);
+    // Done once: the marker is gone, and new statuses carry on above the old counters.
+    expect(await s.positions.feedBackfillPending(tenant)).to.equal(false);
+    await writer.write(status(owner, mids[3]!, tenant) as never);
+    await writer.settled();
+    const more = (await call(`${base}/_changes?since=7`, { token })).json as ChangesPage;
+    expect(more.results.map((r) => [r.seq, r.id])).to.deep.equal([[8, `s:${owner}:${mids[3]}`]]);
+  });
+
   it('longpoll from now wakes with the new status, read from the index', async function () {
     const owner = 'fie';
     const token = await s.token(owner);
@@ -195,7 +246,9 @@ describe('sync: the pending quota ledger', function () {
     expect(await ledger.count('north', owner)).to.equal(3);
 
     // The identical re-push (replication after a lost answer) is a no-op.
-    const revs = (pushed.json as Array<{ rev: string }>).map((r) => r.rev);
+    // By id: the inbox may answer a batch in another order than it was sent.
+    const revOf = new Map((pushed.json as Array<{ id: string; rev: string }>).map((r) => [r.id, r.rev]));
+    const revs = docs.map((d) => revOf.get(d._id));
     const again = await call(`${base}/_bulk_docs`, { token, body: { docs: docs.map((d, i) => ({ ...d, _rev: revs[i] })), new_edits: false } });
     expect(again.status).to.equal(201);
     expect(again.json).to.deep.equal([]);

@@ -197,7 +197,7 @@ describe('sync quotas', function () {
     expect(limiter.take('a').kind).to.equal('allow');
   });
 
-  it('pending estimate asks the view only near the limit or when stale', async function () {
+  it('pending estimate counts exactly (the ledger) only near the limit or when stale', async function () {
     let t = 0;
     let asked = 0;
     let exact = 0;

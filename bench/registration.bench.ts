@@ -10,12 +10,12 @@ import type { Report } from './run.ts';
 
 // Committed registrations/s over HTTP with Idempotency-Key (concurrency 16, 5,000 requests) and
 // replayed-key responses/s, each beside the raw single-row insert rate of the same database in
-// the same run. PGlite always; PostgreSQL when reachable (BENCH_DATABASE_URL or 127.0.0.1:5432).
-// The relay is off: this measures the commit path, events wait in the outbox. Batched commits
-// (POST /v1/batch, 200 items per request) are the worker's path.
+// the same run. PGlite and PostgreSQL when reachable (BENCH_DATABASE_URL or 127.0.0.1:5432;
+// BENCH_BACKENDS picks). The relay is off: this measures the commit path, events wait in the
+// outbox. Batched commits (POST /v1/batch, 200 items per request, each with its key and delegated
+// token, 8 requests in flight or BENCH_BATCH_CONCURRENCY) are the worker's path.
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 5000);
-/** e.g. BENCH_BACKENDS=postgres to measure one. */
 const BACKENDS = (process.env.BENCH_BACKENDS ?? 'pglite,postgres').split(',');
 const CONCURRENCY = 16;
 const BATCH_SIZE = 200;

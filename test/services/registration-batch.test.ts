@@ -39,13 +39,14 @@ interface Harness {
 }
 
 /** A service on a fresh database; `failOn` makes the mutation transaction throw on a matching statement. */
-async function harness(backend: Backend, identity: Identity, opts: { now?: () => Date; failOn?: () => RegExp | null } = {}): Promise<Harness> {
+async function harness(backend: Backend, identity: Identity, opts: { now?: () => Date; failOn?: () => RegExp | null; onStatement?: () => void } = {}): Promise<Harness> {
   const opened = await openBackend(backend, 'reg_batch');
   const licensing = createLicensing(opened.db);
   for (const t of LICENSED) await licensing.license(t);
   const wrapTransaction = (tx: Queryable): Queryable => ({
     exec: (sql) => tx.exec(sql),
     async query(sql, params) {
+      opts.onStatement?.();
       const fail = opts.failOn?.();
       if (fail && fail.test(sql)) throw new Error('injected failure inside the transaction');
       return tx.query(sql, params);
@@ -72,6 +73,7 @@ for (const backend of BACKENDS) {
     let identity: Identity;
     let h: Harness;
     let failOn: RegExp | null = null;
+    let statements = 0;
     const tokens = new Map<User, string>();
     const as = (u: User) => tokens.get(u)!;
     const bearer = (u: User) => `Bearer ${as(u)}`;
@@ -89,7 +91,7 @@ for (const backend of BACKENDS) {
     before(async function () {
       if (backend === 'postgres') await requirePostgres(this);
       identity = await makeIdentity();
-      h = await harness(backend, identity, { failOn: () => failOn });
+      h = await harness(backend, identity, { failOn: () => failOn, onStatement: () => statements++ });
       for (const u of Object.values(USERS)) tokens.set(u, await identity.token(u));
     });
     after(async () => {
@@ -126,6 +128,22 @@ for (const backend of BACKENDS) {
         expect(r.items.map((i) => i.status)).to.deep.equal([404, 404, 413, 400, 201]);
         expect(r.items.map((i) => i.body.code)).to.deep.equal(['NOT_FOUND', 'NOT_FOUND', 'PAYLOAD_TOO_LARGE', 'MALFORMED_REQUEST', undefined]);
         expect(await count(h.db, 'idempotency_keys WHERE key = $1', [key])).to.equal(0);
+      });
+    });
+
+    describe('one transaction, set-based', () => {
+      it('the number of statements in the transaction does not grow with the batch', async () => {
+        const counted = async (n: number) => {
+          const made = await batch(Array.from({ length: n }, () => create(syntheticPatient())));
+          const ids = made.items.map((i) => String(i.body.id));
+          statements = 0;
+          const r = await batch([...ids.map((id) => update(id, 1, syntheticPatient())), ...Array.from({ length: n }, () => create(syntheticPatient({ confirmNotDuplicate: { reason: 'checked' } })))]);
+          expect(r.items.every((i) => i.status < 300)).to.equal(true);
+          return statements;
+        };
+        const small = await counted(2);
+        expect(small).to.be.within(1, 14);
+        expect(await counted(60)).to.equal(small);
       });
     });
 

@@ -102,10 +102,13 @@ export async function inboxDocs(admin: CouchServer, tenants: readonly string[]):
   for (const tenant of tenants) {
     const res = await admin.db(`inbox_${tenant}`).request('GET', '/_all_docs', undefined, { include_docs: 'true' });
     if (!res.ok) throw new Error(`inbox_${tenant}: _all_docs answered ${res.status}`);
-    const body = (await res.json()) as { rows: Array<{ id: string; doc?: { tenant?: unknown } }> };
+    const body = (await res.json()) as { rows: Array<{ id: string; doc?: { tenant?: unknown; state?: unknown; updatedAt?: unknown } }> };
     for (const r of body.rows) {
       if (r.id.startsWith('_design/')) continue;
-      out.push({ inbox: tenant, id: r.id, tenant: typeof r.doc?.tenant === 'string' ? r.doc.tenant : null });
+      const d = r.doc;
+      const terminal = d?.state === 'committed' || d?.state === 'rejected' || d?.state === 'conflict';
+      const settledAt = r.id.startsWith('s:') && terminal && typeof d?.updatedAt === 'string' ? Date.parse(d.updatedAt) : null;
+      out.push({ inbox: tenant, id: r.id, tenant: typeof d?.tenant === 'string' ? d.tenant : null, settledAt });
     }
   }
   return out;

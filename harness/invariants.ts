@@ -71,6 +71,8 @@ export interface InboxDoc {
   id: string;
   /** The `tenant` field of the doc. */
   tenant: string | null;
+  /** For a terminal status doc: when the worker wrote it (ms), i.e. when the server's answer was final. */
+  settledAt?: number | null;
 }
 
 export interface DeviceLocal {

@@ -63,6 +63,10 @@ export interface Report {
     throughputPerSec: number | null;
     /** Capture on the device to terminal status on the device. */
     syncLatencyMs: LatencySummary;
+    /** Capture on the device to the worker's terminal status doc (upload, worker, service). */
+    toServerMs: LatencySummary;
+    /** The worker's terminal status doc to the device seeing it (the pull back). */
+    backToDeviceMs: LatencySummary;
   };
   invariants: Array<{ name: InvariantName; ok: boolean; violations: number }>;
   violations: Violation[];
@@ -99,7 +103,13 @@ export function renderReport(r: Report): string {
       ['mutations', `${r.counts.mutations}  (${Object.entries(r.counts.byOutcome).map(([k, v]) => `${k} ${v}`).join(', ')})`],
       ['patients / events', `${r.counts.patients} / ${r.counts.events}`],
       ['throughput', `${fmt(r.figures.throughputPerSec)} mutations/s to terminal`],
-      ['sync latency', `p50 ${fmt(r.figures.syncLatencyMs.p50, ' ms')}  p90 ${fmt(r.figures.syncLatencyMs.p90, ' ms')}  p99 ${fmt(r.figures.syncLatencyMs.p99, ' ms')}  max ${fmt(r.figures.syncLatencyMs.max, ' ms')}`],
+      ...(
+        [
+          ['sync latency', r.figures.syncLatencyMs],
+          ['  of which to the server', r.figures.toServerMs],
+          ['  and back to the device', r.figures.backToDeviceMs],
+        ] as const
+      ).map(([label, l]): [string, string] => [label, `p50 ${fmt(l.p50, ' ms')}  p90 ${fmt(l.p90, ' ms')}  p99 ${fmt(l.p99, ' ms')}  max ${fmt(l.max, ' ms')}`]),
     ]),
   );
   lines.push('');

@@ -345,6 +345,7 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
     const server = await serverFacts(infra.serviceDb, tenants);
     const events = await streamEvents(infra.natsUrl, startSeq, tenants);
     const inbox = await inboxDocs(infra.couch.server, tenants);
+    const settled = new Map(inbox.flatMap((d) => (d.settledAt != null ? [[d.id.slice(d.id.lastIndexOf(':') + 1), d.settledAt] as const] : [])));
     const deviceLocals: Facts['devices'] = [];
     for (const d of devices) {
       for (const t of d.tenantsOpened) deviceLocals.push({ device: d.name, tenant: t, owner: d.owner, ids: await d.localIds(t), guardDropped: d.guardDropped });
@@ -415,6 +416,8 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
       figures: {
         throughputPerSec: throughput(mutations),
         syncLatencyMs: summarise(mutations.filter((m) => m.terminalAt !== null).map((m) => m.terminalAt! - m.capturedAt)),
+        toServerMs: summarise(mutations.flatMap((m) => (settled.has(m.mid) ? [settled.get(m.mid)! - m.capturedAt] : []))),
+        backToDeviceMs: summarise(mutations.flatMap((m) => (settled.has(m.mid) && m.terminalAt !== null ? [Math.max(0, m.terminalAt - settled.get(m.mid)!)] : []))),
       },
       invariants: invariantTable(violations),
       violations,

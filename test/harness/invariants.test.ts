@@ -129,6 +129,7 @@ describe('harness: invariants', function () {
       faults: {
         network: { enabled: true, requests: 10, latencyMs: [5, 80], addedLatencyMsTotal: 100, bandwidthBytesPerSec: 1000, throttledResponses: 3, reset: 1, dropResponse: 1, duplicate: 1, offlineRefused: 0 },
         offlineSpells: 1,
+        starvedCpuMs: 0,
         processes: [{ target: 'worker', plannedAtMs: 1000, atMs: 1001, killedPid: 5, backAfterMs: 2000 }],
         tokens: { expiredHanded: 1, refreshedAfter401: 1, refreshes: 1, reLogins: 0 },
         tenantSwitch: null,
@@ -136,7 +137,12 @@ describe('harness: invariants', function () {
         injected: ['duplicate-event'],
         unhandledRejections: { network: 2, other: 0 },
       },
-      figures: { throughputPerSec: 2, syncLatencyMs: { count: 1, p50: 1, p90: 1, p99: 1, max: 1 } },
+      figures: {
+        throughputPerSec: 2,
+        syncLatencyMs: { count: 1, p50: 1, p90: 1, p99: 1, max: 1 },
+        toServerMs: { count: 1, p50: 1, p90: 1, p99: 1, max: 1 },
+        backToDeviceMs: { count: 1, p50: 0, p90: 0, p99: 0, max: 0 },
+      },
       invariants: invariantTable(violations),
       violations,
       dataDir: '/tmp/x',
@@ -147,5 +153,6 @@ describe('harness: invariants', function () {
     expect(text).to.match(/one-event\s+VIOLATED \(1\)/);
     expect(text).to.include(`${P2}@1×2`);
     expect(text).to.include('--seed 7');
+    expect(text).to.match(/of which to the server\s+p50 1 ms/);
   });
 });

@@ -39,6 +39,8 @@ export interface Connection {
 export interface ConnectHooks {
   active(): void;
   idle(): void;
+  /** Documents moved (a batch pushed or pulled): the connection works, so the backoff starts over. */
+  progress(): void;
 }
 
 export type Connect = (hooks: ConnectHooks) => Connection;
@@ -84,7 +86,7 @@ export interface LoopOptions {
 
 /**
  * Keeps one connection up while started. A failed connection is retried after `nextDelay(attempt)`;
- * the attempt count resets when a connection catches up (idle) and when the platform reports the
+ * the attempt count resets when a connection moves documents or catches up (idle), and when the platform reports the
  * network back. A halt (tenant mismatch) stops the loop until `start()` is called again.
  */
 export class ConnectionLoop {
@@ -157,6 +159,10 @@ export class ConnectionLoop {
         if (gen !== this.generation) return;
         this.attempt = 0;
         this.set({ kind: 'idle' });
+      },
+      progress: () => {
+        // A busy device may never be idle between two faults; its successes still count (DESIGN §7).
+        if (gen === this.generation) this.attempt = 0;
       },
     });
     this.current = conn;
@@ -279,6 +285,7 @@ export function replicationConnector(o: ReplicationOptions): Connect {
         paused[side] = false;
         hooks.active();
       });
+      rep.on('change', () => hooks.progress());
       rep.on('paused', (err: unknown) => {
         if (err) return;
         paused[side] = true;

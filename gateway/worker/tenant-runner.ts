@@ -225,14 +225,25 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     return out;
   };
 
+  /** Rounds waiting for their inputs or the service: at most `options.rounds`. A round whose answers are in writes its statuses without holding a place. */
+  let deciding = 0;
   const pump = (): void => {
-    while (!stopped && roundsRunning < options.rounds) {
+    while (!stopped && deciding < options.rounds) {
       const slots = take();
       if (slots.length === 0) break;
       roundsRunning++;
+      deciding++;
       inRoundCount += slots.length;
       for (const s of slots) inRound.add(s.key);
-      void runRound(slots).finally(() => {
+      let placeFreed = false;
+      const decided = () => {
+        if (placeFreed) return;
+        placeFreed = true;
+        deciding--;
+        pump();
+      };
+      void runRound(slots, decided).finally(() => {
+        decided();
         roundsRunning--;
         if (roundsRunning === 0) {
           const w = roundsIdle;
@@ -418,7 +429,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     return out;
   };
 
-  const runRound = async (slots: Slot[]): Promise<void> => {
+  const runRound = async (slots: Slot[], decided: () => void): Promise<void> => {
     const completed = new Set<string>();
     const complete = (key: string) => {
       if (completed.has(key)) return;
@@ -485,6 +496,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       for (const s of settled) if (isTerminal(s.outcome.state)) wake(jobByKey.get(s.key)!.mid);
       leaveRound(slots);
       for (const s of deferred) enqueue({ ...s, done: s.done.splice(0) });
+      decided();
       const results = await Promise.allSettled(effects);
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;

@@ -96,6 +96,23 @@ describe('client/sync: ConnectionLoop (fake time)', () => {
     expect(scheduler.pending).to.deep.equal([]);
   });
 
+  it('a connection that moves documents resets the backoff, even if it never catches up', async () => {
+    const { scheduler, conns, loop } = setup();
+    loop.start();
+    for (let i = 0; i < 3; i++) {
+      conns.last.end({ kind: 'failed', reachable: true, message: 'x' });
+      await tick();
+      const s = loop.state;
+      scheduler.advance(s.kind === 'backoff' ? s.delayMs : 0);
+    }
+    conns.last.hooks.active();
+    conns.last.hooks.progress();
+    conns.last.end({ kind: 'failed', reachable: true, message: 'x' });
+    await tick();
+    expect(loop.state).to.deep.include({ kind: 'backoff', attempt: 1, delayMs: 100 });
+    await loop.stop();
+  });
+
   it('halts on a tenant mismatch and does not retry until started again', async () => {
     const { scheduler, conns, loop } = setup();
     loop.start();

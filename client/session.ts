@@ -12,6 +12,7 @@ import { Emitter } from './emitter.ts';
 import { DEFAULT_BACKOFF, type BackoffOptions } from './backoff.ts';
 import { createAuthFetch, type FetchLike, type TenantMismatchSource, type TokenProvider } from './auth-fetch.ts';
 import { withHeartbeatWatch } from './heartbeat-watch.ts';
+import { withTransientRetry } from './transient-retry.ts';
 import { changePassphrase as rewrapKeyring, getLocal, localDbName, openStore, rawDb, readPrefix, stripRevisions, type Db, type PouchStatic, type StoreConfig } from './store.ts';
 import { chain, mutationDoc } from './outbox.ts';
 import { LocalIndex, entityView, isPending, localNoteId, mutationInfo, type EntityView, type LocalNoteDoc, type MutationInfo } from './reconcile.ts';
@@ -214,8 +215,9 @@ class SessionImpl implements Session {
     this.now = options.now ?? (() => new Date());
     this.scheduler = options.scheduler ?? realScheduler;
     this.wasSyncing = options.autoSync ?? true;
-    // A live pull whose heartbeats stop is a dead connection (client/heartbeat-watch.ts): fail it so the loop reconnects.
-    const baseFetch: FetchLike = withHeartbeatWatch(options.fetch ?? ((input, init) => globalThis.fetch(input, init)));
+    // A request whose connection failed is sent once more (client/transient-retry.ts); a live pull
+    // whose heartbeats stop is a dead connection (client/heartbeat-watch.ts), failed so the loop reconnects.
+    const baseFetch: FetchLike = withHeartbeatWatch(withTransientRetry(options.fetch ?? ((input, init) => globalThis.fetch(input, init))));
     this.authFetch = createAuthFetch({
       fetch: baseFetch,
       tokens: options.tokens,

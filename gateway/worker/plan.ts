@@ -208,8 +208,13 @@ export function settleCommits(
   commits.forEach((c, i) => {
     const answer = answers[i] ?? { kind: 'network-error' };
     const required = c.requires !== null ? out[c.requires] : undefined;
-    const skipped = answer.kind === 'skipped' || (required !== undefined && required.outcome.state !== 'committed');
-    if (skipped) {
+    const requiredFailed = required !== undefined && required.outcome.state !== 'committed';
+    if (answer.kind === 'skipped' && !requiredFailed) {
+      // A skip the contract does not allow (nothing it required failed): it never ran, so try again later.
+      out.push({ key: c.key, outcome: { state: 'retrying', code: null }, attempts: c.attempts, pending: { mid: c.mid, owner: c.owner, entity: c.mutation.entity, state: 'retrying', after: c.mutation.after, attempts: c.attempts, nextAttemptAt: ctx.now + backoffDelay(c.attempts, ctx.retry, ctx.random), firstSeenAt: c.firstSeenAt }, called: true });
+      return;
+    }
+    if (requiredFailed || answer.kind === 'skipped') {
       const predState: StatusState = required?.outcome.state ?? 'retrying';
       const order = decideOrder({
         owner: c.owner,

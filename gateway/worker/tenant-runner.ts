@@ -176,13 +176,16 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     failure = err;
     stopped = true;
     abort.abort();
+    notifyRoom();
   };
 
   // ---- the queue -------------------------------------------------------------------------
 
-  const load = () => queued.size + inRoundCount;
+  /** Mutations queued, in a round, or whose outcome is still being made durable: the feed's backpressure. */
+  let settling = 0;
+  const load = () => queued.size + inRoundCount + settling;
   const notifyRoom = () => {
-    if (load() > options.maxInFlight) return;
+    if (!stopped && load() > options.maxInFlight) return;
     const w = roomWatchers;
     roomWatchers = [];
     for (const r of w) r();
@@ -213,7 +216,10 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     for (const [entityKey, q] of queues) {
       if (out.length >= options.batchSize) break;
       if (activeEntities.has(entityKey)) continue;
-      const n = Math.min(q.length, options.batchSize - out.length);
+      // A key still in another round (queued again under another entity) waits for it to end.
+      let n = 0;
+      while (n < q.length && n < options.batchSize - out.length && !inRound.has(q[n]!.key)) n++;
+      if (n === 0) continue;
       const taken = q.splice(0, n);
       if (q.length === 0) queues.delete(entityKey);
       activeEntities.add(entityKey);
@@ -313,14 +319,16 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
   // ---- effects ---------------------------------------------------------------------------
 
   /** Writes `outcome` unless the standing status forbids it; returns the state that stands. */
-  const writeStatus = async (owner: string, mid: string, status: CurrentStatus | null, outcome: StatusOutcome, attempts: number): Promise<StatusState> => {
+  const writeStatus = async (owner: string, mid: string, status: CurrentStatus | null, outcome: StatusOutcome, attempts: number, inFlight?: { write: Promise<string> | null }): Promise<StatusState> => {
     let cur = status;
     for (let i = 0; i < 5; i++) {
       if (!shouldWrite(cur?.state ?? null, outcome.state)) return cur!.state;
       deps.assertLease();
       try {
         const doc = statusDocFor({ tenant, owner, mid }, outcome, attempts, clock());
-        await step('status write', writer.write(cur ? { ...doc, _rev: cur.rev } : doc));
+        const write = writer.write(cur ? { ...doc, _rev: cur.rev } : doc);
+        if (inFlight) inFlight.write = write;
+        await step('status write', write);
         metrics.outcomes.inc({ tenant, state: outcome.state, code: outcome.code ?? 'none' });
         return outcome.state;
       } catch (err) {
@@ -345,26 +353,48 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     deps.assertLease();
     await step('pending put', pending.put(lease, row));
     trackPending(row);
+    // The predecessor may have settled while this row was being written, and its wake-up found no row.
+    if (row.state === 'waiting' && row.after) {
+      const pred = known.get(`${row.owner}:${row.after}`)?.state;
+      if (pred && isTerminal(pred)) lookAgain(rowKey(row));
+    }
   };
 
   /** Makes an outcome durable: pending row first for a non-terminal one, status doc first for a terminal one. */
   const settle = async (job: RoundJob, outcome: StatusOutcome, attempts: number, row: PendingRow | null, wakeAfter: boolean): Promise<void> => {
     const entity = entityOf(job.doc);
+    const inFlight: { write: Promise<string> | null } = { write: null };
     const write = (async () => {
       if (row) await recordPending(row);
-      return writeStatus(job.owner, job.mid, job.status, outcome, attempts);
+      return writeStatus(job.owner, job.mid, job.status, outcome, attempts, inFlight);
     })();
     durable.set(job.key, write);
     let state: StatusState;
     try {
       state = await write;
     } catch (err) {
-      // Not durable: forget the decision, so the next look reads what stands and decides again.
-      known.delete(job.key);
+      const late = inFlight.write;
+      if (err instanceof StepTimeout && late) {
+        // The write may still land: later looks wait for what it really did instead of deciding again.
+        if (isTerminal(outcome.state)) remember(job.key, { owner: job.owner, entity, state: outcome.state });
+        const outcomeOfLate = late.then(
+          () => undefined,
+          (e: unknown) => {
+            known.delete(job.key);
+            throw e;
+          },
+        );
+        outcomeOfLate.catch(() => undefined);
+        durable.set(job.key, outcomeOfLate);
+        void outcomeOfLate.finally(() => durable.get(job.key) === outcomeOfLate && durable.delete(job.key)).catch(() => undefined);
+      } else {
+        // Not durable: forget the decision, so the next look reads what stands and decides again.
+        if (durable.get(job.key) === write) durable.delete(job.key);
+        known.delete(job.key);
+      }
       throw err;
-    } finally {
-      if (durable.get(job.key) === write) durable.delete(job.key);
     }
+    if (durable.get(job.key) === write) durable.delete(job.key);
     remember(job.key, { owner: job.owner, entity, state });
     if (isTerminal(state)) {
       await leavePending(job.key);
@@ -377,6 +407,8 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     await durable.get(job.key);
     if (!known.get(job.key)?.state) remember(job.key, { owner: job.owner, entity: entityOf(job.doc), state });
     await leavePending(job.key);
+    // Its status may have landed after the look that wrote it gave up: its waiters must still hear.
+    wake(job.mid);
   };
 
   // ---- one round -------------------------------------------------------------------------
@@ -436,6 +468,21 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       completed.add(key);
       for (const s of slots) if (s.key === key) for (const d of s.done.splice(0)) d();
     };
+    // This round's hold on its keys and entities ends once, whichever path ends it.
+    let left = false;
+    const leave = () => {
+      if (left) return;
+      left = true;
+      leaveRound(slots);
+    };
+    // Until its outcome is durable, a mutation still counts against maxInFlight.
+    const track = (work: Promise<void>): Promise<void> => {
+      settling++;
+      return work.finally(() => {
+        settling--;
+        notifyRoom();
+      });
+    };
     try {
       if (stopped) return;
       deps.assertLease();
@@ -471,8 +518,8 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       const deferred: Slot[] = [];
       for (const [key, d] of plan.decisions as Map<string, JobDecision>) {
         const job = jobByKey.get(key)!;
-        if (d.kind === 'finish') effects.push(finish(job, d.state).then(() => complete(key)));
-        else if (d.kind === 'settle') effects.push(settle(job, d.outcome, d.attempts, d.pending, true).then(() => complete(key)));
+        if (d.kind === 'finish') effects.push(track(finish(job, d.state).then(() => complete(key))));
+        else if (d.kind === 'settle') effects.push(track(settle(job, d.outcome, d.attempts, d.pending, true).then(() => complete(key))));
         else if (d.kind === 'hold') complete(key); // its retry is already recorded
         else if (d.kind === 'defer') deferred.push(...slots.filter((s) => s.key === key));
       }
@@ -492,9 +539,9 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
         remember(s.key, { owner: job.owner, entity: entityOf(job.doc), state: s.outcome.state });
         if (s.outcome.state === 'retrying' && s.called) metrics.retries.inc({ tenant });
       }
-      effects.push(...settled.map((s) => settle(jobByKey.get(s.key)!, s.outcome, s.attempts, s.pending, false).then(() => complete(s.key))));
+      effects.push(...settled.map((s) => track(settle(jobByKey.get(s.key)!, s.outcome, s.attempts, s.pending, false).then(() => complete(s.key)))));
       for (const s of settled) if (isTerminal(s.outcome.state)) wake(jobByKey.get(s.key)!.mid);
-      leaveRound(slots);
+      leave();
       for (const s of deferred) enqueue({ ...s, done: s.done.splice(0) });
       decided();
       const results = await Promise.allSettled(effects);
@@ -502,7 +549,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       if (failed) throw failed.reason;
       roundFailures = 0;
     } catch (err) {
-      leaveRound(slots);
+      leave();
       if (err instanceof LeaseLost || (err instanceof CouchError && err.status === 403)) {
         fail(err instanceof LeaseLost ? err : new LeaseLost(tenant));
         return;
@@ -651,6 +698,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       for (const row of await step('pending list', pending.list(tenant))) trackPending(row.state === 'waiting' ? { ...row, nextAttemptAt: Math.min(row.nextAttemptAt, now) } : row);
       reportDepth();
       tick = setInterval(onTick, options.tickMs);
+      tick.unref();
       onTick();
       await feedLoop();
       if (failure !== null) throw failure;
@@ -674,6 +722,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     async stop() {
       stopped = true;
       abort.abort();
+      notifyRoom();
       // Bounded: a runner stuck in a call with no deadline must not hold up a shutdown or a
       // handover. Whatever it still does after this is fenced out once its lease is released.
       const gaveUp = await Promise.race([done.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 15_000).unref())]);

@@ -209,6 +209,13 @@ describe('worker: reading a batch answer (pure)', () => {
     });
   }
 
+  it('a skip the batch contract does not allow (its required item committed) is retried, never left waiting', () => {
+    const [first, second] = settleCommits(chain(), [res(201, { id: 'p', version: 1 }), { kind: 'skipped' }], ctx);
+    expect(first!.outcome.state).to.equal('committed');
+    expect(second!.outcome.state).to.equal('retrying');
+    expect(second!.pending).to.include({ state: 'retrying', attempts: 1 });
+  });
+
   it('a retry is pending with a backoff; a skipped link keeps its attempt count and is not counted as called', () => {
     const [first, second] = settleCommits(chain(), [res(500), { kind: 'skipped' }], ctx);
     expect(first!.pending).to.include({ state: 'retrying', attempts: 1 });

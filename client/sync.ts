@@ -252,6 +252,17 @@ export function pushSelector(owner: string): PouchDB.Find.Selector {
 
 type Replication = PouchDB.Replication.Replication<object>;
 
+// The pull's checkpoint lives on the device only ('target', the local store): each pulled batch
+// then costs the gateway `_changes` + `_bulk_get` and no `_local` GET and PUT. A device that loses
+// it (a wiped store) pulls its own statuses again; the gateway's feed counters never go back.
+// Push keeps PouchDB's default (both sides).
+function pushOptions(o: ReplicationOptions, live: boolean): PouchDB.Replication.ReplicateOptions {
+  return { live, retry: false, batch_size: o.batchSize, selector: pushSelector(o.owner) };
+}
+function pullOptions(o: ReplicationOptions, live: boolean): PouchDB.Replication.ReplicateOptions {
+  return { live, retry: false, batch_size: o.batchSize, checkpoint: 'target' };
+}
+
 interface DeniedError {
   id?: string;
   reason?: string;
@@ -260,8 +271,8 @@ interface DeniedError {
 
 export function replicationConnector(o: ReplicationOptions): Connect {
   return (hooks) => {
-    const push = o.db.replicate.to(o.remote, { live: true, retry: false, batch_size: o.batchSize, selector: pushSelector(o.owner) }) as Replication;
-    const pull = o.db.replicate.from(o.remote, { live: true, retry: false, batch_size: o.batchSize }) as Replication;
+    const push = o.db.replicate.to(o.remote, pushOptions(o, true)) as Replication;
+    const pull = o.db.replicate.from(o.remote, pullOptions(o, true)) as Replication;
     const paused = { push: false, pull: false };
     const settled = { push: false, pull: false };
     const waiters: (() => void)[] = [];
@@ -339,14 +350,14 @@ export type SyncOnceResult =
 export async function syncOnce(o: ReplicationOptions): Promise<SyncOnceResult> {
   let denied = 0;
   try {
-    const push = o.db.replicate.to(o.remote, { batch_size: o.batchSize, selector: pushSelector(o.owner) }) as Replication;
+    const push = o.db.replicate.to(o.remote, pushOptions(o, false)) as Replication;
     push.on('denied', (err: unknown) => {
       const e = err as DeniedError;
       denied++;
       if (typeof e.id === 'string') o.onDenied(e.id, typeof e.reason === 'string' ? e.reason : 'forbidden');
     });
     const pushed = await push;
-    const pulled = await (o.db.replicate.from(o.remote, { batch_size: o.batchSize }) as Replication);
+    const pulled = await (o.db.replicate.from(o.remote, pullOptions(o, false)) as Replication);
     return { kind: 'ok', pushed: pushed.docs_written, pulled: pulled.docs_written, denied };
   } catch (err) {
     const halt = o.halted();

@@ -252,12 +252,12 @@ export function pushSelector(owner: string): PouchDB.Find.Selector {
 
 type Replication = PouchDB.Replication.Replication<object>;
 
-// The pull's checkpoint lives on the device only ('target', the local store): each pulled batch
-// then costs the gateway `_changes` + `_bulk_get` and no `_local` GET and PUT. A device that loses
-// it (a wiped store) pulls its own statuses again; the gateway's feed counters never go back.
-// Push keeps PouchDB's default (both sides).
+// Checkpoints live on the device only ('source' for push, 'target' for pull: the local store in
+// both). Each batch then costs the gateway `_revs_diff` + `_bulk_docs` (or `_changes` +
+// `_bulk_get`) and no `_local` GET and PUT. A device that loses its checkpoints (a wiped store)
+// scans again, which `_revs_diff` makes cheap; the gateway's feed counters never go back.
 function pushOptions(o: ReplicationOptions, live: boolean): PouchDB.Replication.ReplicateOptions {
-  return { live, retry: false, batch_size: o.batchSize, selector: pushSelector(o.owner) };
+  return { live, retry: false, batch_size: o.batchSize, selector: pushSelector(o.owner), checkpoint: 'source' };
 }
 function pullOptions(o: ReplicationOptions, live: boolean): PouchDB.Replication.ReplicateOptions {
   return { live, retry: false, batch_size: o.batchSize, checkpoint: 'target' };

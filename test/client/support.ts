@@ -110,12 +110,16 @@ export async function startGateway(): Promise<GatewayStandIn> {
     const tokenTenant = token ? state.valid.get(token) : undefined;
     if (!tokenTenant) return answer(401, { code: 'UNAUTHENTICATED', message: 'A valid access token is required.' });
     if (tokenTenant !== tenant) return answer(403, { code: 'TENANT_MISMATCH', message: 'The request does not belong to the caller\'s tenant.' });
-    state.inbox(tenant);
+    // express-pouchdb answers 404 no_db_file until its list of dbs has this one: wait for it.
+    const ready = state.inbox(tenant).info();
     req.url = url.replace(/^\/sync\/[a-z][a-z0-9-]*/, `/inbox_${tenant}`);
     res.on('finish', () => {
       rec.status = res.statusCode;
     });
-    app(req, res);
+    void ready.then(
+      () => app(req, res),
+      () => answer(500, { code: 'INTERNAL' }),
+    );
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

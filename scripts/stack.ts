@@ -25,6 +25,7 @@ import { couchServerAs } from '../couchdb/identities.ts';
 import { openRegistrationDatabase, startRegistrationService, type RegistrationService } from '../services/registration/index.ts';
 import type { Database } from '../sql/database.ts';
 import { buildWebApp } from '../web/build.ts';
+import { makeDataDirPrivate } from './data-dir.ts';
 
 export interface StackOptions {
   logger?: Logger;
@@ -63,6 +64,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
   };
 
   try {
+    makeDataDirPrivate(config.dataDir);
     const platform = await openPlatform({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: config.databaseUrl ? config.platformSchema : undefined });
     closers.push(() => platform.close());
     if (devIdp) await seedDemo(platform);

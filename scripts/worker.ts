@@ -16,6 +16,7 @@ import { startWorker } from '../gateway/worker/worker.ts';
 import { DEFAULT_RETRY_POLICY } from '../gateway/worker/backoff.ts';
 import { loadOrCreateSigningKey } from '../identity/keys.ts';
 import { createTokenIssuer } from '../identity/tokens.ts';
+import { makeDataDirPrivate } from './data-dir.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -57,6 +58,7 @@ export function readWorkerConfig(config: FerryConfig, env: Env = process.env): W
 }
 
 async function main(config: FerryConfig, wc: WorkerProcessConfig): Promise<void> {
+  makeDataDirPrivate(config.dataDir);
   const logger = createLogger('ferry-worker');
   const platform = await openPlatform({ databaseUrl: config.databaseUrl, schema: wc.platformSchema });
   const key = await loadOrCreateSigningKey(config.dataDir);

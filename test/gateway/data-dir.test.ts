@@ -1,0 +1,87 @@
+import { expect } from 'chai';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeDataDirPrivate } from '../../scripts/data-dir.ts';
+import { requireNats, tempDir } from '../support/services.ts';
+import { startTestStack } from '../support/stack.ts';
+
+// Every file and folder under FERRY_DATA_DIR is private to the service user (issue 10, "Files"):
+// PGlite's files and WAL, the embedded CouchDB's leveldb, keys and logs included.
+
+/** Paths under `dir` that group or other may read, write or enter. */
+function exposed(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (p: string) => {
+    const st = lstatSync(p);
+    if (st.isSymbolicLink()) return;
+    if ((st.mode & 0o077) !== 0) out.push(`${p.slice(dir.length) || '/'} ${(st.mode & 0o777).toString(8)}`);
+    if (st.isDirectory()) for (const n of readdirSync(p)) walk(join(p, n));
+  };
+  walk(dir);
+  return out;
+}
+
+/**
+ * Paths another local user can actually reach and read or write: every folder on the way lets
+ * group or other through, and the path itself has group or other bits. (PGlite gives the files it
+ * creates mode 0666 whatever the umask; inside folders nobody else may enter, they stay private.)
+ */
+function reachable(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (p: string) => {
+    const st = lstatSync(p);
+    if (st.isSymbolicLink()) return;
+    if ((st.mode & 0o077) !== 0) out.push(`${p.slice(dir.length) || '/'} ${(st.mode & 0o777).toString(8)}`);
+    // Only a folder others may enter exposes what is inside it.
+    if (st.isDirectory() && (st.mode & 0o011) !== 0) for (const n of readdirSync(p)) walk(join(p, n));
+  };
+  walk(dir);
+  return out;
+}
+
+describe('data directory: private files', function () {
+  this.timeout(120_000);
+  const umask = process.umask();
+  after(() => {
+    process.umask(umask);
+  });
+
+  it('tightens what an older version left readable, and everything written afterwards is private', () => {
+    const dir = tempDir('ferry-private-');
+    try {
+      process.umask(0);
+      mkdirSync(join(dir.path, 'pg', 'base'), { recursive: true, mode: 0o755 });
+      writeFileSync(join(dir.path, 'pg', 'base', 'rows'), 'x', { mode: 0o666 });
+      chmodSync(dir.path, 0o755);
+      expect(exposed(dir.path)).to.have.length(4);
+      expect(makeDataDirPrivate(dir.path)).to.equal(4);
+      expect(exposed(dir.path)).to.deep.equal([]);
+      writeFileSync(join(dir.path, 'later'), 'y');
+      mkdirSync(join(dir.path, 'later-dir'));
+      expect(exposed(dir.path)).to.deep.equal([]);
+    } finally {
+      dir.remove();
+    }
+  });
+
+  it('a whole stack on embedded defaults leaves nothing under its data directory for other users', async function () {
+    await requireNats(this);
+    process.umask(0o022); // the usual default, under which PGlite and leveldb wrote world-readable files
+    const stack = await startTestStack();
+    try {
+      // A registration, so PGlite and the inbox have written rows.
+      const token = await stack.login('ada', 'north');
+      const res = await fetch(`${stack.url}/v1/patients`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': 'data-dir-1' },
+        body: JSON.stringify({ givenName: 'Tovanu', familyName: 'Quelari', birthDate: '1990-04-12', sex: 'female', facility: 'north-hc-1' }),
+      });
+      expect(res.status).to.equal(201);
+      expect(reachable(stack.dir.path)).to.deep.equal([]);
+      // Folders are private everywhere, and so is every file but those PGlite creates (see `reachable`).
+      expect(exposed(stack.dir.path).filter((p) => !/^\/pg\/.+ 6[0-7][0-7]$/.test(p))).to.deep.equal([]);
+    } finally {
+      await stack.stop();
+    }
+  });
+});

@@ -101,9 +101,12 @@ describe('acceptance (spec §7 Gherkin features, full stack)', function () {
       const uploads = transport.log.filter((r) => r.path.endsWith('/_bulk_docs'));
       expect(uploads[0]!.status).to.equal('dropped');
       expect(bulkDocIds(uploads[0]!.body)).to.deep.equal([docId]);
-      const afterTimeout = transport.log.slice(transport.log.indexOf(uploads[0]!) + 1);
-      // The transport sends the same upload again at once (client/transient-retry.ts).
-      expect(afterTimeout.some((r) => (r.path.endsWith('/_bulk_docs') || r.path.endsWith('/_revs_diff')) && (r.body ?? '').includes(docId)), 'the retry offers the same mutation id').to.equal(true);
+      // The transport sends the same upload again after a short pause (client/transient-retry.ts);
+      // the commit can come back through the pull before that pause is over, so wait for it.
+      const retried = () =>
+        transport.log.slice(transport.log.indexOf(uploads[0]!) + 1).some((r) => (r.path.endsWith('/_bulk_docs') || r.path.endsWith('/_revs_diff')) && (r.body ?? '').includes(docId));
+      for (let waited = 0; !retried() && waited < 5_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+      expect(retried(), 'the retry offers the same mutation id').to.equal(true);
       // The worker's service call timed out once and was retried with Idempotency-Key = m1.
       const posts = proxy.requests.filter((r) => r.method === 'POST' && r.path === '/v1/patients' && r.idempotencyKey === m1);
       expect(posts.length).to.be.at.least(2);

@@ -35,6 +35,32 @@ import {
 
 const FAST = { pollMs: 50, backoff: { baseMs: 50, maxMs: 300 }, publishTimeoutMs: 2000, connectTimeoutMs: 1000 };
 
+// No database involved: run once, not per backend.
+describe('registration events: the REGISTRATION stream\'s duplicate window', function () {
+  this.timeout(30_000);
+  before(async function () {
+    await requireNats(this);
+  });
+
+  it('raises an existing stream\'s 2-minute default window with streams.update (on a stream of its own)', async function () {
+    const name = `FERRY_TEST_${newKey().replace(/-/g, '').slice(-12).toUpperCase()}`;
+    const nc = await connect({ servers: TEST_NATS_URL });
+    const jsm = await jetstreamManager(nc);
+    try {
+      await jsm.streams.add({ name, subjects: [`${name}.a`], duplicate_window: 120 * 1e9 });
+      await ensureStream(jsm, { name, subjects: [`${name}.>`], duplicateWindowMs: 2 * 3600_000 });
+      const config = (await jsm.streams.info(name)).config;
+      expect(config.duplicate_window).to.equal(7.2e12);
+      expect(config.subjects).to.deep.equal([`${name}.>`]);
+      await ensureStream(jsm, { name, subjects: [`${name}.>`], duplicateWindowMs: 60_000 });
+      expect((await jsm.streams.info(name)).config.duplicate_window).to.equal(7.2e12);
+    } finally {
+      await jsm.streams.delete(name).catch(() => undefined);
+      await nc.close();
+    }
+  });
+});
+
 for (const backend of BACKENDS) {
   describe(`registration events through JetStream (${backend})`, function () {
     this.timeout(60_000);
@@ -96,25 +122,6 @@ for (const backend of BACKENDS) {
         expect(info.config.duplicate_window).to.be.at.least(7.2e12);
         expect(info.config.subjects).to.include('REGISTRATION.>');
       } finally {
-        await nc.close();
-      }
-    });
-
-    it('raises an existing stream\'s 2-minute default window with streams.update (on a stream of its own)', async function () {
-      if (backend !== 'pglite') this.skip(); // no database involved: once is enough
-      const name = `FERRY_TEST_${newKey().replace(/-/g, '').slice(-12).toUpperCase()}`;
-      const nc = await connect({ servers: TEST_NATS_URL });
-      const jsm = await jetstreamManager(nc);
-      try {
-        await jsm.streams.add({ name, subjects: [`${name}.a`], duplicate_window: 120 * 1e9 });
-        await ensureStream(jsm, { name, subjects: [`${name}.>`], duplicateWindowMs: 2 * 3600_000 });
-        const config = (await jsm.streams.info(name)).config;
-        expect(config.duplicate_window).to.equal(7.2e12);
-        expect(config.subjects).to.deep.equal([`${name}.>`]);
-        await ensureStream(jsm, { name, subjects: [`${name}.>`], duplicateWindowMs: 60_000 });
-        expect((await jsm.streams.info(name)).config.duplicate_window).to.equal(7.2e12);
-      } finally {
-        await jsm.streams.delete(name).catch(() => undefined);
         await nc.close();
       }
     });

@@ -8,32 +8,19 @@ import { startTestStack } from '../support/stack.ts';
 // Every file and folder under FERRY_DATA_DIR is private to the service user (issue 10, "Files"):
 // PGlite's files and WAL, the embedded CouchDB's leveldb, keys and logs included.
 
-/** Paths under `dir` that group or other may read, write or enter. */
-function exposed(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (p: string) => {
-    const st = lstatSync(p);
-    if (st.isSymbolicLink()) return;
-    if ((st.mode & 0o077) !== 0) out.push(`${p.slice(dir.length) || '/'} ${(st.mode & 0o777).toString(8)}`);
-    if (st.isDirectory()) for (const n of readdirSync(p)) walk(join(p, n));
-  };
-  walk(dir);
-  return out;
-}
-
 /**
- * Paths another local user can actually reach and read or write: every folder on the way lets
- * group or other through, and the path itself has group or other bits. (PGlite gives the files it
- * creates mode 0666 whatever the umask; inside folders nobody else may enter, they stay private.)
+ * Paths under `dir` with group or other bits. With `reachableOnly`, only those another local user
+ * can actually reach: a folder nobody else may enter hides what is inside it (PGlite gives the
+ * files it creates mode 0666 or 0644 whatever the umask; in private folders they stay private).
  */
-function reachable(dir: string): string[] {
+function exposed(dir: string, opts: { reachableOnly?: boolean } = {}): string[] {
   const out: string[] = [];
   const walk = (p: string) => {
     const st = lstatSync(p);
     if (st.isSymbolicLink()) return;
     if ((st.mode & 0o077) !== 0) out.push(`${p.slice(dir.length) || '/'} ${(st.mode & 0o777).toString(8)}`);
-    // Only a folder others may enter exposes what is inside it.
-    if (st.isDirectory() && (st.mode & 0o011) !== 0) for (const n of readdirSync(p)) walk(join(p, n));
+    const enter = st.isDirectory() && (!opts.reachableOnly || (st.mode & 0o011) !== 0);
+    if (enter) for (const n of readdirSync(p)) walk(join(p, n));
   };
   walk(dir);
   return out;
@@ -77,8 +64,8 @@ describe('data directory: private files', function () {
         body: JSON.stringify({ givenName: 'Tovanu', familyName: 'Quelari', birthDate: '1990-04-12', sex: 'female', facility: 'north-hc-1' }),
       });
       expect(res.status).to.equal(201);
-      expect(reachable(stack.dir.path)).to.deep.equal([]);
-      // Folders are private everywhere, and so is every file but those PGlite creates (see `reachable`).
+      expect(exposed(stack.dir.path, { reachableOnly: true })).to.deep.equal([]);
+      // Folders are private everywhere, and so is every file but those PGlite creates (see `exposed`).
       expect(exposed(stack.dir.path).filter((p) => !/^\/pg\/.+ 6[0-7][0-7]$/.test(p))).to.deep.equal([]);
     } finally {
       await stack.stop();

@@ -1,8 +1,5 @@
 import type { TokenIssuer } from '../../identity/tokens.ts';
 import type { MembershipDirectory } from '../tenant/membership.ts';
-import type { MutationDoc } from '../../validators/mutation.ts';
-import type { OpDefinition } from '../../validators/manifest.ts';
-import type { ServiceAnswer } from './outcome.ts';
 import type { CommitAnswer, CommitPlan } from './plan.ts';
 
 // Calls the owning service on behalf of the mutation's owner (DESIGN §3 "Delegated calls"):
@@ -34,44 +31,6 @@ async function delegatedToken(deps: CommitDeps, tenant: string, owner: string, r
     deps.tokenCache.set(key, { token, until: Date.now() + TOKEN_REUSE_MS });
   }
   return token;
-}
-
-export type CommitResult = { kind: 'answer'; answer: ServiceAnswer } | { kind: 'not-member' };
-
-export async function commitMutation(deps: CommitDeps, tenant: string, owner: string, mid: string, m: MutationDoc, op: OpDefinition): Promise<CommitResult> {
-  const roles = await deps.memberships.rolesOf(tenant, owner);
-  if (roles === null) return { kind: 'not-member' };
-  const base = deps.services[op.module];
-  // A module without a configured service is a deployment problem: try again later, lose nothing.
-  if (!base) return { kind: 'answer', answer: { kind: 'network-error' } };
-  // Roles are read at commit time, every time; only the signature over them is reused.
-  const token = await delegatedToken(deps, tenant, owner, roles);
-  const req = op.toRequest(m);
-  try {
-    const res = await deps.fetch(`${base.replace(/\/$/, '')}${req.path}`, {
-      method: req.method,
-      headers: {
-        ...req.headers,
-        'content-type': 'application/json',
-        accept: 'application/json',
-        'idempotency-key': mid,
-        authorization: `Bearer ${token}`,
-        'x-correlation-id': mid,
-      },
-      body: JSON.stringify(req.body),
-      signal: AbortSignal.timeout(deps.timeoutMs),
-    });
-    const text = await res.text();
-    let body: unknown = null;
-    try {
-      body = text ? JSON.parse(text) : null;
-    } catch {
-      body = null;
-    }
-    return { kind: 'answer', answer: { kind: 'response', status: res.status, body } };
-  } catch {
-    return { kind: 'answer', answer: { kind: 'network-error' } };
-  }
 }
 
 /** The batch route every owning service offers beside its single-item routes. */

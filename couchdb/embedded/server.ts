@@ -43,6 +43,10 @@ async function main(): Promise<void> {
   const secrets = loadServerSecrets(args.couchDir);
   const listener = await createEmbeddedApp({ couchDir: args.couchDir, admin, ...secrets });
   const server = http.createServer(listener);
+  // Its clients are Ferry's own processes on loopback, whose event loops can stall for seconds
+  // (PGlite opening, a large batch). With Node's 5 s default the server closed idle sockets that
+  // a stalled client then reused ("other side closed"); a few idle sockets held longer cost nothing.
+  server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(args.port, '127.0.0.1', () => resolve());

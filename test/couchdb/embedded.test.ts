@@ -89,6 +89,16 @@ describe('couchdb/embedded: the supervised express-pouchdb server', function () 
     expect(cmdline.join(' ')).not.to.match(/tsx/);
   });
 
+  it('keeps idle keep-alive connections for a minute, longer than its clients\' stalls', async () => {
+    // A client whose event loop is busy (PGlite opening, a large sync) reuses an idle socket it
+    // could not see the server close: "other side closed". With Node's server default of 5 s,
+    // the worker bench's set-up failed that way on every run on a loaded machine.
+    const res = await fetch(`${server().url}/`, { headers: { authorization: `Basic ${Buffer.from(`${server().admin.username}:${server().admin.password}`).toString('base64')}` } });
+    await res.body?.cancel();
+    const timeout = Number(/timeout=(\d+)/.exec(res.headers.get('keep-alive') ?? '')?.[1] ?? 0);
+    expect(timeout).to.be.at.least(60);
+  });
+
   it('db info carries a disk_size measured off the request, not a directory walk per GET', async () => {
     expect((await raw(server().url, 'PUT', '/sizes', { auth: server().admin })).status).to.equal(201);
     const first = await raw(server().url, 'GET', '/sizes', { auth: server().admin });

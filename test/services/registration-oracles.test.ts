@@ -1,9 +1,11 @@
 import { expect } from 'chai';
 import { createRegistrationApp } from '../../services/registration/app.ts';
 import { createLicensing } from '../../services/registration/licensing.ts';
-import type { Database } from '../../sql/database.ts';
+import { migrateRegistration, REGISTRATION_MIGRATIONS } from '../../services/registration/schema.ts';
+import { openDatabase, type Database } from '../../sql/database.ts';
+import { migrate } from '../../sql/migrate.ts';
 import { listen, type Listening } from '../support/http.ts';
-import { requirePostgres } from '../support/services.ts';
+import { dropSchema, requirePostgres, TEST_DATABASE_URL, uniqueSchema } from '../support/services.ts';
 import { BACKENDS, call, LICENSED, makeIdentity, newKey, newPatientId, openBackend, syntheticPatient, USERS, type OpenedDb, type User } from './registration-fixture.ts';
 
 // Existence oracles and correlation ids on the registration service (issue 10). An answer that
@@ -88,6 +90,35 @@ for (const backend of BACKENDS) {
         // Still held in south: a confirmed create there with the same identifier is refused.
         const again = await create(USERS.cySouth, syntheticPatient({ identifiers: southBody.identifiers, facility: 'south-hc-1', confirmNotDuplicate: { reason: 'checked in person' } }));
         expect(again.body.code).to.equal('IDENTIFIER_CONFLICT');
+      });
+
+      it('the migration keeps a database made with globally unique ids, rows and identifiers included', async function () {
+        const schema = uniqueSchema('reg_oracles_mig');
+        const old = await openDatabase(backend === 'postgres' ? { url: TEST_DATABASE_URL, schema } : {});
+        try {
+          await migrate(old, 'registration', REGISTRATION_MIGRATIONS.slice(0, 1));
+          const id = newPatientId();
+          await old.query(
+            `INSERT INTO patients (id, tenant, version, data, name_key, given_key, family_key, birth_date, sex, created_by, updated_by, created_at, updated_at)
+             VALUES ($1, 'north', 1, '{}'::jsonb, 'a b', 'a', 'b', '1990-04-12', 'female', 'ada', 'ada', now(), now())`,
+            [id],
+          );
+          await old.query(`INSERT INTO patient_identifiers (tenant, system, value_key, patient_id) VALUES ('north', 'national-id', 'ni1', $1)`, [id]);
+          await migrateRegistration(old);
+          await old.query(
+            `INSERT INTO patients (id, tenant, version, data, name_key, given_key, family_key, birth_date, sex, created_by, updated_by, created_at, updated_at)
+             VALUES ($1, 'south', 1, '{}'::jsonb, 'c d', 'c', 'd', '1990-04-12', 'female', 'cy', 'cy', now(), now())`,
+            [id],
+          );
+          const kept = await old.query<{ tenant: string; n: string }>(`SELECT p.tenant, count(i.*) AS n FROM patients p LEFT JOIN patient_identifiers i ON i.tenant = p.tenant AND i.patient_id = p.id WHERE p.id = $1 GROUP BY p.tenant ORDER BY p.tenant`, [id]);
+          expect(kept.rows.map((r) => [r.tenant, Number(r.n)])).to.deep.equal([['north', 1], ['south', 0]]);
+          // The identifier follows its own tenant's row only.
+          await old.query(`DELETE FROM patients WHERE tenant = 'north' AND id = $1`, [id]);
+          expect(Number((await old.query<{ n: string }>('SELECT count(*) AS n FROM patient_identifiers WHERE patient_id = $1', [id])).rows[0]!.n)).to.equal(0);
+        } finally {
+          await old.close();
+          if (backend === 'postgres') await dropSchema(schema);
+        }
       });
 
       it('an id the tenant itself holds is still 409 ID_CONFLICT', async () => {

@@ -3,6 +3,7 @@
 // the service worker keeps its own app-shell cache for offline reloads (STACK-NOTES 11).
 
 import express, { Router, type Request, type Response, type NextFunction } from 'express';
+import { FerryError } from '../validators/codes.ts';
 
 export interface WebAppOptions {
   /** The built folder (web/dist). */
@@ -38,6 +39,24 @@ export function webAppRoutes(opts: WebAppOptions): Router {
       next();
     },
     express.static(opts.dir, { index: 'index.html', redirect: true, fallthrough: false, etag: true, dotfiles: 'deny' }),
+    staticErrors,
   );
   return router;
+}
+
+/**
+ * What serve-static's own errors mean, in the catalogue: an unknown file, a dotfile (403) and a
+ * path that climbs out (403) are all the same 404, so none of them tells what exists; a path that
+ * cannot be decoded is 400. Only something else is a 500.
+ */
+export function staticErrorCode(status: number | undefined): 'NOT_FOUND' | 'MALFORMED_REQUEST' | null {
+  if (status === 404 || status === 403) return 'NOT_FOUND';
+  if (status === 400) return 'MALFORMED_REQUEST';
+  return null;
+}
+
+function staticErrors(err: unknown, _req: Request, _res: Response, next: NextFunction): void {
+  const status = err !== null && typeof err === 'object' ? ((err as { status?: unknown }).status ?? (err as { statusCode?: unknown }).statusCode) : undefined;
+  const code = staticErrorCode(typeof status === 'number' ? status : undefined);
+  next(code ? new FerryError(code) : err);
 }

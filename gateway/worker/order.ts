@@ -28,13 +28,21 @@ const dependencyFailed = (message: string): OrderDecision => ({
   outcome: { state: 'rejected', code: 'DEPENDENCY_FAILED', errors: [{ path: 'after', message }] },
 });
 
+/**
+ * The predecessor as this mutation's owner may know it. Another user's mutation is one that does
+ * not exist: answering it any other way (at once, or with another message) would confirm to the
+ * caller that some user of the tenant holds that id. It ends as a missing one does, after the timeout.
+ */
+export function visiblePredecessor(owner: string, pred: Predecessor): Predecessor {
+  return pred.kind === 'found' && pred.owner !== owner ? { kind: 'missing' } : pred;
+}
+
 export function decideOrder(input: OrderInput): OrderDecision {
-  const pred = input.predecessor;
-  if (input.after === null || pred === null) return { kind: 'proceed' };
+  if (input.after === null || input.predecessor === null) return { kind: 'proceed' };
+  const pred = visiblePredecessor(input.owner, input.predecessor);
   if (pred.kind === 'missing') {
     return input.now - input.firstSeenAt >= input.waitingTimeoutMs ? dependencyFailed('the preceding mutation never arrived') : { kind: 'wait' };
   }
-  if (pred.owner !== input.owner) return dependencyFailed('names another user\'s mutation');
   if (pred.entity !== null && pred.entity !== input.entity) return dependencyFailed('names a mutation on another entity');
   switch (pred.state) {
     case 'committed':

@@ -1,7 +1,7 @@
 import type { OpDefinition } from '../../validators/manifest.ts';
 import { isTerminal, type MutationDoc, type StatusOutcome, type StatusState } from '../../validators/mutation.ts';
 import { backoffDelay, type BackoffPolicy } from '../../retry/backoff.ts';
-import { decideOrder, type Predecessor } from './order.ts';
+import { decideOrder, visiblePredecessor, type Predecessor } from './order.ts';
 import { outcomeOf, type ServiceAnswer } from './outcome.ts';
 import type { PendingRow } from './pending.ts';
 import { screen } from './screen.ts';
@@ -151,7 +151,8 @@ export function planRound(input: RoundInput): RoundPlan {
         planned.set(job.key, { kind: 'state', state: null, owner: job.owner, entity });
         continue;
       } else {
-        predecessor = input.predecessors.get(predKey) ?? { kind: 'missing' };
+        // Another user's mutation counts as missing, also for when the wait ends (visiblePredecessor).
+        predecessor = visiblePredecessor(job.owner, input.predecessors.get(predKey) ?? { kind: 'missing' });
       }
     }
     const order = decideOrder({ owner: job.owner, entity: m.entity, after: m.after, resolves: m.resolves, predecessor, firstSeenAt, now, waitingTimeoutMs });

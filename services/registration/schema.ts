@@ -70,6 +70,15 @@ export const REGISTRATION_MIGRATIONS: readonly string[] = [
      at timestamptz NOT NULL DEFAULT now()
    );
    CREATE INDEX audit_log_patient ON audit_log (tenant, patient_id);`,
+  // A patient id is unique within its tenant only. Globally unique ids let a create with another
+  // tenant's id answer ID_CONFLICT, which confirmed that tenant's patient; now it is just a new id.
+  `ALTER TABLE patient_identifiers DROP CONSTRAINT patient_identifiers_patient_id_fkey;
+   ALTER TABLE patients DROP CONSTRAINT patients_pkey;
+   ALTER TABLE patients ADD CONSTRAINT patients_pkey PRIMARY KEY (tenant, id);
+   ALTER TABLE patient_identifiers ADD CONSTRAINT patient_identifiers_patient_fkey
+     FOREIGN KEY (tenant, patient_id) REFERENCES patients (tenant, id) ON DELETE CASCADE;
+   DROP INDEX patient_identifiers_patient;
+   CREATE INDEX patient_identifiers_patient ON patient_identifiers (tenant, patient_id);`,
 ];
 
 export async function migrateRegistration(db: Database): Promise<void> {

@@ -10,6 +10,8 @@ import { listen, type Listening } from '../support/http.ts';
 import { requireNats, requirePostgres } from '../support/services.ts';
 import { startTestStack, type TestStack } from '../support/stack.ts';
 
+const CORRELATION = '0190a0b0-c0de-7000-8000-000000000123';
+
 describe('/v1 pass-through', function () {
   let echo: Server;
   let echoUrl: string;
@@ -56,7 +58,7 @@ describe('/v1 pass-through', function () {
         authorization: `Bearer ${token}`,
         'idempotency-key': 'k-1',
         'if-match': '"3"',
-        'x-correlation-id': 'corr-123',
+        'x-correlation-id': CORRELATION,
         'x-ferry-actor': 'forged',
         'content-type': 'application/json',
       },
@@ -66,13 +68,13 @@ describe('/v1 pass-through', function () {
     expect(res.headers.get('etag')).to.equal('"7"');
     expect(res.headers.get('idempotent-replayed')).to.equal('true');
     expect(res.headers.get('x-secret')).to.equal(null);
-    expect(res.headers.get('x-correlation-id')).to.equal('corr-123');
+    expect(res.headers.get('x-correlation-id')).to.equal(CORRELATION);
     const seen = (await res.json()) as { url: string; method: string; headers: Record<string, string>; body: string; code: string };
     expect(seen.code).to.equal('VERSION_CONFLICT');
     expect(seen.url).to.equal('/v1/patients/pat_x?fail=1');
     expect(seen.method).to.equal('PUT');
     expect(seen.body).to.equal('{"a":1}');
-    expect(seen.headers).to.include({ authorization: `Bearer ${token}`, 'idempotency-key': 'k-1', 'if-match': '"3"', 'x-correlation-id': 'corr-123' });
+    expect(seen.headers).to.include({ authorization: `Bearer ${token}`, 'idempotency-key': 'k-1', 'if-match': '"3"', 'x-correlation-id': CORRELATION });
     expect(Object.keys(seen.headers).filter((h) => h.startsWith('x-ferry-'))).to.deep.equal([]);
   });
 

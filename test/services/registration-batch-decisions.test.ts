@@ -14,7 +14,7 @@ const ID = 'pat_0190a0b0-0000-7000-8000-000000000001';
 const patient = (over: Record<string, unknown> = {}) => ({ givenName: 'Abena', familyName: 'Kora', birthDate: '1990-04-12', sex: 'female', facility: 'north-hc-1', ...over });
 
 function request(over: Partial<MutationRequest>): MutationRequest {
-  return { method: 'POST', path: '/v1/patients', idempotencyKey: undefined, ifMatch: undefined, correlationId: 'c1', authorization: undefined, requires: null, body: patient(), ...over };
+  return { method: 'POST', path: '/v1/patients', idempotencyKey: undefined, ifMatch: undefined, correlationId: '0190a0b0-0000-7000-8000-0000000000c1', authorization: undefined, requires: null, body: patient(), ...over };
 }
 
 function state(over: Partial<PlanState> = {}): PlanState {
@@ -56,10 +56,34 @@ describe('registration batch decisions', () => {
         expect(p.kind === 'refused' ? `refused:${p.error.code}` : `ready:${p.command.kind}`).to.equal(expected);
       });
     }
-    it('keeps a well-formed correlation id and replaces a malformed one', () => {
-      expect(prepareMutation(request({ correlationId: 'abc-1' }), ada).correlationId).to.equal('abc-1');
-      expect(prepareMutation(request({ correlationId: 'has space' }), ada).correlationId).to.match(/^[0-9a-f-]{36}$/);
-    });
+    // Correlation ids reach audit rows and events: only an opaque UUID is kept (in lower case).
+    const kept: Array<[string, string]> = [
+      ['a UUIDv7 (the worker sends mids)', '0190a0b0-0000-7000-8000-0000000000c1'],
+      ['a UUIDv4', '9b2f4c1e-3d5a-4b6c-8d7e-0f1a2b3c4d5e'],
+      ['upper case, kept in lower case', '9B2F4C1E-3D5A-4B6C-8D7E-0F1A2B3C4D5E'],
+    ];
+    for (const [what, id] of kept) {
+      it(`keeps ${what}`, () => {
+        expect(prepareMutation(request({ correlationId: id }), ada).correlationId).to.equal(id.toLowerCase());
+      });
+    }
+    const replaced: Array<[string, string]> = [
+      ['free text', 'abc-1'],
+      ['PHI-like text', 'Amina Okafor 1990-04-12'],
+      ['a forged log line', '0190a0b0-0000-7000-8000-0000000000c1\n{"level":50}'],
+      ['braces', '{9b2f4c1e-3d5a-4b6c-8d7e-0f1a2b3c4d5e}'],
+      ['a urn', 'urn:uuid:9b2f4c1e-3d5a-4b6c-8d7e-0f1a2b3c4d5e'],
+      ['no dashes', '9b2f4c1e3d5a4b6c8d7e0f1a2b3c4d5e'],
+      ['a non-hex digit', '9b2f4c1e-3d5a-4b6c-8d7e-0f1a2b3c4d5g'],
+      ['empty', ''],
+    ];
+    for (const [what, id] of replaced) {
+      it(`replaces ${what} with a fresh UUID`, () => {
+        const got = prepareMutation(request({ correlationId: id }), ada).correlationId;
+        expect(got).to.not.equal(id);
+        expect(got).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      });
+    }
   });
 
   describe('planBatch', () => {

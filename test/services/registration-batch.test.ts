@@ -307,10 +307,10 @@ for (const backend of BACKENDS) {
       it('requires: an update after a failed create is skipped and not stored; the same key later runs normally', async () => {
         const id = newPatientId();
         const updateKey = newKey();
-        const r = await batch([create(syntheticPatient({ id, birthDate: 'not-a-date' })), update(id, 1, syntheticPatient(), { idempotencyKey: updateKey, requires: 0, correlationId: 'corr-skip' })]);
+        const r = await batch([create(syntheticPatient({ id, birthDate: 'not-a-date' })), update(id, 1, syntheticPatient(), { idempotencyKey: updateKey, requires: 0, correlationId: '0190a0b0-5a1e-7000-8000-00000000c0de' })]);
         expect(r.items[0]!.status).to.equal(422);
         expect(r.items[1]).to.deep.include({ status: 422, skipped: true, headers: {} });
-        expect(r.items[1]!.body).to.deep.equal({ code: 'DEPENDENCY_FAILED', message: 'An earlier mutation on this entity did not commit.', correlationId: 'corr-skip' });
+        expect(r.items[1]!.body).to.deep.equal({ code: 'DEPENDENCY_FAILED', message: 'An earlier mutation on this entity did not commit.', correlationId: '0190a0b0-5a1e-7000-8000-00000000c0de' });
         expect(await count(h.db, 'idempotency_keys WHERE key = $1', [updateKey])).to.equal(0);
         const later = await batch([create(syntheticPatient({ id })), update(id, 1, syntheticPatient(), { idempotencyKey: updateKey, requires: 0 })]);
         expect(later.items.map((i) => i.status)).to.deep.equal([201, 200]);
@@ -478,7 +478,7 @@ function generate(seed: number, n: number, bearerOf: (u: User) => string, users:
   const items: BatchItem[] = [];
   for (let i = 0; i < n; i++) {
     const user = pick(users);
-    const base = { correlationId: `corr-${seed}-${i}`, authorization: bearerOf(user) };
+    const base = { correlationId: `00000000-${String(seed % 10000).padStart(4, '0')}-4000-8000-${String(i).padStart(12, '0')}`, authorization: bearerOf(user) };
     const r = rnd();
     let item: BatchItem;
     if (r < 0.12 && items.length > 0) {

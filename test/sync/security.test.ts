@@ -209,6 +209,52 @@ describe('sync: security suite', function () {
     });
   });
 
+  describe('existence oracles: ben’s doc and a doc that does not exist get byte-identical answers', function () {
+    // Everything that may differ is blanked: the ids themselves, the rev, the correlation id and
+    // express's weak etag (a hash of the body, ids included). Status, the rest of the headers
+    // and the body must then be the same bytes.
+    const blank = (text: string, res: { headers: Headers }) => {
+      let out = text.replaceAll(benMid, '<mid>').replaceAll(ghostMid, '<mid>');
+      if (benRev) out = out.replaceAll(benRev, '<rev>');
+      const correlation = res.headers.get('x-correlation-id');
+      return correlation ? out.replaceAll(correlation, '<correlation>') : out;
+    };
+    const comparable = (res: { status: number; text: string; headers: Headers }) => {
+      const headers = [...res.headers].filter(([n, v]) => n !== 'date' && n !== 'x-correlation-id' && !(n === 'etag' && v.startsWith('W/'))).map(([n, v]) => [n, blank(v, res)]);
+      return JSON.stringify({ status: res.status, headers, body: blank(res.text, res) });
+    };
+    type Probe = [string, (m: string) => Promise<{ status: number; text: string; headers: Headers }>];
+    const docUrl = (id: string, q = '') => `${base}/${encodeURIComponent(id)}${q}`;
+    const probes: Probe[] = [
+      ['GET m: doc', (m) => call(docUrl(`m:ben:${m}`), { token: ada })],
+      ['GET s: doc', (m) => call(docUrl(`s:ben:${m}`), { token: ada })],
+      ['GET with revs, open_revs=all', (m) => call(docUrl(`m:ben:${m}`, '?revs=true&open_revs=all'), { token: ada })],
+      ['GET with open_revs=[rev], latest', (m) => call(docUrl(`m:ben:${m}`, `?revs=true&latest=true&open_revs=${encodeURIComponent(JSON.stringify([benRev]))}`), { token: ada })],
+      ['GET with rev', (m) => call(docUrl(`m:ben:${m}`, `?rev=${benRev}`), { token: ada })],
+      ['_all_docs keys', (m) => call(`${base}/_all_docs?include_docs=true`, { token: ada, body: { keys: [`m:ben:${m}`, `s:ben:${m}`] } })],
+      ['_all_docs key=', (m) => call(`${base}/_all_docs?include_docs=true&key=${encodeURIComponent(JSON.stringify(`m:ben:${m}`))}`, { token: ada })],
+      ['_bulk_get with and without rev', (m) => call(`${base}/_bulk_get?revs=true&latest=true`, { token: ada, body: { docs: [{ id: `m:ben:${m}`, rev: benRev }, { id: `s:ben:${m}` }] } })],
+      ['_revs_diff', (m) => call(`${base}/_revs_diff`, { token: ada, body: { [`m:ben:${m}`]: [benRev], [`s:ben:${m}`]: [benRev] } })],
+      ['_changes doc_ids', (m) => call(`${base}/_changes?filter=_doc_ids&include_docs=true`, { token: ada, body: { doc_ids: [`m:ben:${m}`, `s:ben:${m}`] } })],
+      ['_bulk_docs of that id, new_edits=false', (m) => call(`${base}/_bulk_docs`, { token: ada, body: { new_edits: false, docs: [{ ...mutation('ben', m), _rev: benRev }] } })],
+      ['_bulk_docs of that id', (m) => call(`${base}/_bulk_docs`, { token: ada, body: { docs: [mutation('ben', m)] } })],
+      ['_local doc of that name (ben has one)', (m) => call(`${base}/_local/${m}`, { token: ada })],
+      ['_local delete of that name', (m) => call(`${base}/_local/${m}?rev=0-1`, { method: 'DELETE', token: ada })],
+    ];
+    before(async function () {
+      const put = await call(`${base}/_local/${benMid}`, { method: 'PUT', token: ben, body: { last_seq: 3, history: [] } });
+      expect(put.status).to.equal(201);
+    });
+    for (const [what, probe] of probes) {
+      it(what, async function () {
+        const foreign = await probe(benMid);
+        const ghost = await probe(ghostMid);
+        expect(comparable(foreign)).to.equal(comparable(ghost));
+        noLeak(blank(foreign.text, foreign));
+      });
+    }
+  });
+
   describe('writes', function () {
     const errorsOf = (json: unknown) => (json as Array<{ id?: string; error?: string; reason?: string }>).map((r) => r.error);
 

@@ -117,7 +117,10 @@ describe('worker: order by the after chain', () => {
     ['predecessor conflict that this resolves', input(found('conflict'), { resolves: 'm-prev' }), 'proceed'],
     ['predecessor rejected that this resolves', input(found('rejected'), { resolves: 'm-prev' }), 'proceed'],
     ['predecessor conflict, resolving another one', input(found('conflict'), { resolves: 'm-other' }), 'reject', 'DEPENDENCY_FAILED'],
-    ['predecessor of another owner', input(found('committed', { owner: 'ben' })), 'reject', 'DEPENDENCY_FAILED'],
+    // Another user's mutation is answered as a missing one: anything else would confirm it exists.
+    ['predecessor of another owner, within the timeout', input(found('committed', { owner: 'ben' })), 'wait'],
+    ['predecessor of another owner, rejected, within the timeout', input(found('rejected', { owner: 'ben' })), 'wait'],
+    ['predecessor of another owner past the timeout', input(found('committed', { owner: 'ben' }), { now: 11_000 }), 'reject', 'DEPENDENCY_FAILED'],
     ['predecessor on another entity', input(found('committed', { entity: 'pat_2' })), 'reject', 'DEPENDENCY_FAILED'],
     ['predecessor missing, within the timeout', input({ kind: 'missing' }), 'wait'],
     ['predecessor missing past the timeout', input({ kind: 'missing' }, { now: 11_000 }), 'reject', 'DEPENDENCY_FAILED'],
@@ -129,6 +132,15 @@ describe('worker: order by the after chain', () => {
       if (d.kind === 'reject') expect(d.outcome.code).to.equal(code);
     });
   }
+  it('another owner’s mutation and a missing one get the same decision, message included, at every time', () => {
+    for (const now of [2_000, 10_999, 11_000, 50_000]) {
+      for (const state of ['committed', 'rejected', 'conflict', 'waiting', null] as const) {
+        for (const resolves of [null, 'm-prev']) {
+          expect(decideOrder(input(found(state, { owner: 'ben' }), { now, resolves })), `${now} ${state} ${resolves}`).to.deep.equal(decideOrder(input({ kind: 'missing' }, { now, resolves })));
+        }
+      }
+    }
+  });
   it('puts batch members after the mutation their after names', () => {
     const items = [
       { mid: 'c', after: 'b' },

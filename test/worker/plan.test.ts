@@ -94,7 +94,18 @@ describe('worker: planning a round (pure)', () => {
       ['predecessor rejected', () => { const c = create(); return { jobs: [job(update(c))], preds: [[c, found('rejected', c.entity)]] }; }, 'settle rejected DEPENDENCY_FAILED'],
       ['predecessor in conflict, resolved by this one', () => { const c = create(); return { jobs: [job(update(c, { resolves: true }))], preds: [[c, found('conflict', c.entity)]] }; }, 'commit #0'],
       ['predecessor on another entity', () => { const c = create(); return { jobs: [job(update(c, { entity: newEntity() }))], preds: [[c, found('committed', c.entity)]] }; }, 'settle rejected DEPENDENCY_FAILED'],
-      ['predecessor of another owner', () => { const c = create(); return { jobs: [job(update(c))], preds: [[c, found('committed', c.entity, 'ben')]] }; }, 'settle rejected DEPENDENCY_FAILED'],
+      // Another user's mutation is answered as a missing one (an existence oracle otherwise).
+      ['predecessor of another owner', () => { const c = create(); return { jobs: [job(update(c))], preds: [[c, found('committed', c.entity, 'ben')]] }; }, 'settle waiting'],
+      ['predecessor of another owner, on another entity', () => { const c = create(); return { jobs: [job(update(c, { entity: newEntity() }))], preds: [[c, found('rejected', c.entity, 'ben')]] }; }, 'settle waiting'],
+      [
+        'predecessor of another owner past the waiting timeout',
+        () => {
+          const c = create();
+          const u = update(c);
+          return { jobs: [job(u, { status: 'waiting', source: 'pending', pending: { mid: u.mid, owner: OWNER, entity: u.entity, state: 'waiting', after: c.mid, attempts: 0, nextAttemptAt: NOW, firstSeenAt: NOW - WAIT } })], preds: [[c, found('committed', c.entity, 'ben')]] };
+        },
+        'settle rejected DEPENDENCY_FAILED',
+      ],
       [
         'a retry from the feed before its time',
         () => {
@@ -118,6 +129,21 @@ describe('worker: planning a round (pure)', () => {
         const p = plan(jobs, preds);
         expect(summary(p.decisions.get(jobs[0]!.key))).to.equal(expected);
       });
+    }
+  });
+
+  it('another owner’s predecessor and a missing one plan the same: status, message and pending row', () => {
+    for (const firstSeenAt of [NOW, NOW - WAIT + 1, NOW - WAIT, NOW - 2 * WAIT]) {
+      for (const state of ['committed', 'rejected', null] as const) {
+        const c = create();
+        const u = update(c);
+        const pending: PendingRow = { mid: u.mid, owner: OWNER, entity: u.entity, state: 'waiting', after: c.mid, attempts: 0, nextAttemptAt: NOW, firstSeenAt };
+        const j = job(u, { status: 'waiting', source: 'pending', pending });
+        const foreign = plan([j], [[c, found(state, c.entity, 'ben')]]);
+        const missing = plan([j], [[c, { kind: 'missing' }]]);
+        expect(foreign.decisions.get(j.key), `${firstSeenAt} ${state}`).to.deep.equal(missing.decisions.get(j.key));
+        expect(foreign.commits).to.deep.equal([]);
+      }
     }
   });
 

@@ -1,5 +1,4 @@
-import { randomUUID } from 'node:crypto';
-import { CORRELATION_ID } from '../../../http/correlation.ts';
+import { acceptCorrelationId } from '../../../http/correlation.ts';
 import { FerryError, type FieldError } from '../../../validators/codes.ts';
 import type { Caller } from '../access.ts';
 import { IDEMPOTENCY_KEY } from '../idempotency/decision.ts';
@@ -114,7 +113,7 @@ function bodyBytes(body: unknown): number {
  * order the single route checks: who, size, route, key, body.
  */
 export function prepareMutation(req: MutationRequest, caller: Caller | FerryError, bodyLimitBytes: number = ITEM_BODY_LIMIT_BYTES): PreparedMutation {
-  const correlationId = req.correlationId !== undefined && CORRELATION_ID.test(req.correlationId) ? req.correlationId : randomUUID();
+  const correlationId = acceptCorrelationId(req.correlationId);
   const refuse = (error: FerryError): PreparedMutation => ({ kind: 'refused', requires: req.requires, correlationId, error });
   if (caller instanceof FerryError) return refuse(caller);
   if (req.body !== undefined && bodyBytes(req.body) > bodyLimitBytes) return refuse(new FerryError('PAYLOAD_TOO_LARGE'));

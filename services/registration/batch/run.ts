@@ -117,7 +117,7 @@ async function attempt(deps: MutationDeps, tx: Queryable, tenant: string, items:
   if (!serialised) await lockDuplicateKeys(tx, tenant, need.duplicateKeys);
   const records = await lockPatientsForUpdate(tx, tenant, need.updateIds);
   const view = new BatchPatientView({
-    takenIds: await takenIds(tx, need.createIds),
+    takenIds: await takenIds(tx, tenant, need.createIds),
     records,
     nameMatches: await nameMatches(tx, tenant, need.duplicateKeys),
     identifiers: await identifierHolderRows(tx, tenant, need.pairs),

@@ -31,7 +31,7 @@ export interface CommandContext {
 
 /** What a command may ask about the database, as it stands after the batch's earlier items. */
 export interface PatientView {
-  /** Ids are global (device-minted UUIDv7s), so a clash with another tenant's id is still a clash. */
+  /** Taken in the caller's tenant; ids are unique per tenant, so another tenant's patients never show here. */
   idTaken(id: string): boolean;
   /** The caller's tenant's patient, as GET would show it; null when absent or another tenant's. */
   current(id: string): PatientRecord | null;

@@ -87,10 +87,10 @@ export async function lockPatientsForUpdate(tx: Queryable, tenant: string, ids: 
   return rows.map(toRecord);
 }
 
-/** Which of these ids exist, in any tenant. */
-export async function takenIds(tx: Queryable, ids: readonly string[]): Promise<string[]> {
+/** Which of these ids the tenant has already (another tenant's ids are not looked at: they would confirm its patients). */
+export async function takenIds(tx: Queryable, tenant: string, ids: readonly string[]): Promise<string[]> {
   if (ids.length === 0) return [];
-  const { rows } = await tx.query<{ id: string }>('SELECT id FROM patients WHERE id = ANY($1::text[])', [ids]);
+  const { rows } = await tx.query<{ id: string }>('SELECT id FROM patients WHERE tenant = $1 AND id = ANY($2::text[])', [tenant, ids]);
   return rows.map((r) => r.id);
 }
 
@@ -187,7 +187,7 @@ export async function insertPatients(tx: Queryable, writes: readonly PatientWrit
     `INSERT INTO patients (id, tenant, version, data, name_key, given_key, family_key, birth_date, sex, duplicate_override_reason, created_by, updated_by, created_at, updated_at)
      SELECT id, tenant, version, data, name_key, given_key, family_key, birth_date, sex, duplicate_override_reason, created_by, updated_by, created_at, updated_at
        FROM jsonb_to_recordset($1::jsonb) AS r (${ROW_COLUMNS})
-     ON CONFLICT (id) DO NOTHING RETURNING id`,
+     ON CONFLICT (tenant, id) DO NOTHING RETURNING id`,
     [JSON.stringify(writes.map(rowJson))],
   );
   return rows.length;
@@ -211,7 +211,7 @@ export async function updatePatients(tx: Queryable, writes: readonly PatientWrit
  * when one is held by another patient: a concurrent writer got there after our check.
  */
 export async function writeIdentifiers(tx: Queryable, tenant: string, replaced: readonly string[], writes: readonly PatientWrite[]): Promise<boolean> {
-  if (replaced.length > 0) await tx.query('DELETE FROM patient_identifiers WHERE patient_id = ANY($1::text[])', [replaced]);
+  if (replaced.length > 0) await tx.query('DELETE FROM patient_identifiers WHERE tenant = $1 AND patient_id = ANY($2::text[])', [tenant, replaced]);
   const list = writes.flatMap((w) => (w.patient.identifiers ?? []).map((i) => ({ id: w.id, system: i.system, valueKey: identifierKey(i.value) })));
   if (list.length === 0) return true;
   const { rows } = await tx.query(

@@ -7,9 +7,9 @@ import { identifierKey, nameKey, type ExistingPatient } from './matching.ts';
 // far. So the second of two likely-duplicate creates in one batch is DUPLICATE_DETECTED, and an
 // update after a create in the same batch finds the new patient, exactly as sequential calls.
 
-/** Everything the batch's reads returned, for its tenant (ids: any tenant). */
+/** Everything the batch's reads returned, for its tenant. */
 export interface LoadedPatients {
-  /** Which of the ids creates asked for exist already, in any tenant. */
+  /** Which of the ids creates asked for the tenant has already. */
   takenIds: Iterable<string>;
   /** The tenant's patients that updates name, as GET shows them (locked FOR UPDATE). */
   records: Iterable<PatientRecord>;

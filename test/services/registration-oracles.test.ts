@@ -120,14 +120,6 @@ for (const backend of BACKENDS) {
           if (backend === 'postgres') await dropSchema(schema);
         }
       });
-
-      it('an id the tenant itself holds is still 409 ID_CONFLICT', async () => {
-        const id = newPatientId();
-        expect((await create(USERS.ada, syntheticPatient({ id }))).status).to.equal(201);
-        const r = await create(USERS.ben, syntheticPatient({ id }));
-        expect(r.status).to.equal(409);
-        expect(r.body.code).to.equal('ID_CONFLICT');
-      });
     });
 
     describe('another tenant’s patient looks exactly like no patient', () => {

@@ -17,6 +17,8 @@ export const ERROR_CATALOGUE = {
   IDEMPOTENCY_IN_PROGRESS: { status: 409, message: 'A request with this Idempotency-Key is still being processed.' },
   IDEMPOTENCY_KEY_REUSED: { status: 422, message: 'This Idempotency-Key was already used with a different request.' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large.' },
+  DOC_TOO_COMPLEX: { status: 400, message: 'The document is nested too deeply or has too many keys.' },
+  TOO_MANY_IDS: { status: 400, message: 'The request names too many document ids.' },
   PRECONDITION_REQUIRED: { status: 428, message: 'An If-Match header or baseVersion is required.' },
   RATE_LIMITED: { status: 429, message: 'Too many requests; retry later.' },
   QUOTA_EXCEEDED: { status: 429, message: 'A quota was exceeded; retry later.' },

@@ -1,3 +1,5 @@
+import { checkDocShape } from '../../validators/doc-shape.ts';
+import type { ErrorCode } from '../../validators/codes.ts';
 import { mutationDocSchema, parseInboxDocId } from '../../validators/mutation.ts';
 
 // Pure decisions for /sync/{tenant} (DESIGN §5). Every function here takes plain data that the
@@ -51,9 +53,13 @@ export const WRITE_REASONS = {
   shape: 'The document is not a valid mutation.',
   ownerMismatch: 'The mutation owner or tenant does not match your token.',
   tooLarge: 'The document is larger than 64 KB.',
+  tooComplex: 'The document is nested too deeply or has too many keys.',
   immutable: 'Mutations are immutable once written.',
 } as const;
 export type WriteReason = keyof typeof WRITE_REASONS;
+
+/** Catalogue codes a per-doc refusal carries beside CouchDB's `error`/`reason`, where one applies. */
+export const WRITE_REASON_CODES: Partial<Record<WriteReason, ErrorCode>> = { tooComplex: 'DOC_TOO_COMPLEX' };
 
 const ROOT_REV = /^1-[0-9a-f]{32}$/;
 const ALLOWED_UNDERSCORE = new Set(['_id', '_rev', '_revisions']);
@@ -100,6 +106,9 @@ export function decideMutationWrite(raw: unknown, caller: Caller, existing: Exis
     if (key === '_attachments') return { kind: 'forbidden', id, reason: 'attachments' };
     if (key.startsWith('_') && !ALLOWED_UNDERSCORE.has(key)) return { kind: 'forbidden', id, reason: 'reservedField' };
   }
+  // Before anything below walks the doc recursively (JSON.stringify, zod, canonical JSON), which a
+  // doc nested a few thousand levels deep would overflow: the whole batch would then be a 500.
+  if (checkDocShape(raw).kind !== 'ok') return { kind: 'forbidden', id, reason: 'tooComplex' };
   const rev = raw._rev;
   if (newEdits) {
     if (rev !== undefined || raw._revisions !== undefined) {
@@ -144,6 +153,7 @@ export type LocalWriteDecision =
   | { kind: 'write'; body: Record<string, unknown>; nextRev: number }
   | { kind: 'conflict' }
   | { kind: 'bad-request' }
+  | { kind: 'too-complex' }
   | { kind: 'quota' };
 
 /**
@@ -159,6 +169,7 @@ export function decideLocalWrite(
   limits: LocalLimits,
 ): LocalWriteDecision {
   if (!LOCAL_ID.test(id) || !isRecord(body)) return { kind: 'bad-request' };
+  if (checkDocShape(body).kind !== 'ok') return { kind: 'too-complex' };
   if (body._id !== undefined && body._id !== `_local/${id}`) return { kind: 'bad-request' };
   const rev = body._rev;
   if (current !== null && rev !== `0-${current}`) return { kind: 'conflict' };

@@ -12,6 +12,7 @@ import type { LocalStore } from './local-store.ts';
 import type { Caller } from './policy.ts';
 import { DEFAULT_QUOTAS, createPendingEstimate, createPendingLedger, type SyncQuotas } from './quotas.ts';
 import { createRateLimiter } from '../edge/rate-limit.ts';
+import { DEFAULT_LIMITS, bodyClassOf, createLiveFeeds, idCountOf, isLiveFeed, type BodyClass, type SyncLimits } from './bounds.ts';
 import { allDocs, bulkGet, dbInfo, ensureFullCommit, getDoc, serverRoot } from './read.ts';
 import { resolveSyncRoute, type SyncRoute } from './routes.ts';
 import type { Upstream } from './upstream.ts';
@@ -34,8 +35,8 @@ export interface SyncDeps {
   watchers?: HeadWatchers;
   /** `uuid` of `GET /sync/`; stable across gateway processes so replication ids stay the same. */
   serverUuid?: string;
-  /** Largest request body (`_bulk_docs` of 500 docs of up to 64 KB fits). */
-  maxBodyBytes?: number;
+  /** Body limits per route class and the id cap (bounds.ts); defaults `DEFAULT_LIMITS`. */
+  limits?: Partial<SyncLimits>;
   logger?: Logger;
 }
 
@@ -45,6 +46,9 @@ export interface SyncRouter extends Router {
 }
 
 type Handler = (ctx: SyncContext, id: string) => Promise<void> | void;
+
+/** What a client over its live-feed cap is told to wait: about one longpoll of another feed. */
+const LIVE_FEED_RETRY_SECONDS = 10;
 
 /** Verifies the Bearer token; every failure is the same 401 (expired, forged, `alg:none`, …). */
 export function syncAuthentication(opts: { verifyToken: TokenVerifier }) {
@@ -94,7 +98,14 @@ export function syncRouter(deps: SyncDeps): SyncRouter {
   const quotas: SyncQuotas = { ...DEFAULT_QUOTAS, ...deps.quotas };
   const watchers = deps.watchers ?? createHeadWatchers({ upstream: deps.upstream });
   const ownsWatchers = !deps.watchers;
+  const limits: SyncLimits = { ...DEFAULT_LIMITS, ...deps.limits, bodyBytes: { ...DEFAULT_LIMITS.bodyBytes, ...deps.limits?.bodyBytes } };
   const writes = createRateLimiter({ rate: quotas.writesPerSecond, burst: quotas.writeBurst });
+  const reads = createRateLimiter({ rate: quotas.readsPerSecond, burst: quotas.readBurst });
+  const liveFeeds = createLiveFeeds(quotas.maxLiveFeeds);
+  // One parser per body class; each checks Content-Length before reading and stops at its limit.
+  const parsers = Object.fromEntries(
+    (Object.keys(limits.bodyBytes) as BodyClass[]).map((c) => [c, express.json({ limit: limits.bodyBytes[c], type: () => true })]),
+  ) as Record<BodyClass, ReturnType<typeof express.json>>;
   const feed = createFeedIndex(deps.db);
   const writeDeps = {
     local: deps.local,
@@ -126,14 +137,26 @@ export function syncRouter(deps: SyncDeps): SyncRouter {
     const caller = res.locals.syncCaller as Caller;
     if (route && route.kind !== 'root' && route.tenant !== caller.tenant) throw new FerryError('TENANT_MISMATCH');
     if (!route) throw new FerryError('NOT_FOUND');
-    if (isWrite(route, req.method)) {
-      const rate = writes.take(`${caller.tenant}\u0000${caller.owner}`);
-      if (rate.kind === 'limited') throw couchError('RATE_LIMITED', { retryAfterSeconds: rate.retryAfterSeconds });
+    const user = `${caller.tenant}\u0000${caller.owner}`;
+    // Reads have a budget of their own, so a user busy pulling never starves their own pushes.
+    const rate = (isWrite(route, req.method) ? writes : reads).take(user);
+    if (rate.kind === 'limited') throw couchError('RATE_LIMITED', { retryAfterSeconds: rate.retryAfterSeconds });
+    if (isLiveFeed(route, req.query as Record<string, unknown>)) {
+      if (!liveFeeds.acquire(user)) throw couchError('QUOTA_EXCEEDED', { retryAfterSeconds: LIVE_FEED_RETRY_SECONDS });
+      res.once('close', () => liveFeeds.release(user));
     }
     res.locals.syncRoute = route;
     next();
   });
-  router.use(express.json({ limit: deps.maxBodyBytes ?? 16 * 1024 * 1024, type: () => true }));
+  router.use(function syncBody(req: Request, res: Response, next: NextFunction) {
+    const route = res.locals.syncRoute as SyncRoute;
+    parsers[bodyClassOf(route, req.method)](req, res, (err?: unknown) => {
+      if (err) return next(err);
+      const ids = idCountOf(route.kind, req.body, req.query as Record<string, unknown>);
+      if (ids !== null && ids > limits.maxIds) return next(couchError('TOO_MANY_IDS'));
+      next();
+    });
+  });
   router.use(async function syncDispatch(req: Request, res: Response) {
     const route = res.locals.syncRoute as SyncRoute;
     const caller = res.locals.syncCaller as Caller;

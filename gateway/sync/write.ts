@@ -1,7 +1,7 @@
 import { FerryError } from '../../validators/codes.ts';
 import { badRequest, couchError, isRecord, missing, sendJson, type SyncContext } from './context.ts';
 import type { LocalStore } from './local-store.ts';
-import { WRITE_REASONS, decideLocalWrite, decideMutationWrite, ownDocId, type Existing, type WriteDecision } from './policy.ts';
+import { WRITE_REASONS, WRITE_REASON_CODES, decideLocalWrite, decideMutationWrite, ownDocId, type Existing, type WriteDecision } from './policy.ts';
 import type { PendingEstimate, PendingLedger, SyncQuotas } from './quotas.ts';
 
 // The push side (trap 15: `_revs_diff`, then `_bulk_docs` with `new_edits:false`) and `_local`.
@@ -113,7 +113,7 @@ async function loadExisting(ctx: SyncContext, all: string[], absent: AbsentIds):
   return out;
 }
 
-type BulkResult = { id?: string; rev?: string; ok?: boolean; error?: string; reason?: string };
+type BulkResult = { id?: string; rev?: string; ok?: boolean; error?: string; reason?: string; code?: string };
 
 /**
  * `_bulk_docs`: every doc is decided on its own (load-then-decide); forbidden docs get a per-doc
@@ -161,25 +161,34 @@ export function bulkDocs(deps: WriteDeps) {
     let written: BulkResult[] = [];
     if (toWrite.length > 0) {
       const key = `${ctx.caller.tenant}\u0000${owner}`;
-      if (!(await deps.pending.allow(key, toWrite.length, () => deps.ledger.count(ctx.caller.tenant, owner)))) {
-        throw couchError('QUOTA_EXCEEDED', { retryAfterSeconds: deps.quotas.pendingRetryAfterSeconds });
+      const room = await deps.pending.reserve(key, toWrite.length, () => deps.ledger.count(ctx.caller.tenant, owner));
+      if (!room) throw couchError('QUOTA_EXCEEDED', { retryAfterSeconds: deps.quotas.pendingRetryAfterSeconds });
+      let accepted: string[];
+      try {
+        written = await ctx.inbox.json<BulkResult[]>({
+          method: 'POST',
+          path: ['_bulk_docs'],
+          body: newEdits ? { docs: toWrite } : { docs: toWrite, new_edits: false },
+          signal: ctx.signal,
+        });
+        accepted = acceptedMids(toWrite, written, owner);
+      } catch (err) {
+        // Nothing (or nothing we know of) went in: hand the room back rather than keep a phantom.
+        room.release();
+        throw err;
       }
-      written = await ctx.inbox.json<BulkResult[]>({
-        method: 'POST',
-        path: ['_bulk_docs'],
-        body: newEdits ? { docs: toWrite } : { docs: toWrite, new_edits: false },
-        signal: ctx.signal,
-      });
+      room.commit(accepted.length);
       // Counted once the inbox took them: a doc its VDU refused is not pending (a crash right here
       // leaves a batch uncounted, never a phantom that would hold the user's quota forever).
-      await deps.ledger.accepted(ctx.caller.tenant, owner, acceptedMids(toWrite, written, owner));
+      await deps.ledger.accepted(ctx.caller.tenant, owner, accepted);
     }
 
-    const forbidden = (d: Extract<WriteDecision, { kind: 'forbidden' }>): BulkResult => ({
-      ...(d.id !== null ? { id: d.id } : {}),
-      error: 'forbidden',
-      reason: WRITE_REASONS[d.reason],
-    });
+    // `forbidden` is what PouchDB's replicator turns into a `denied` event (any other per-doc
+    // error fails the whole batch, and it would retry the same doc forever).
+    const forbidden = (d: Extract<WriteDecision, { kind: 'forbidden' }>): BulkResult => {
+      const code = WRITE_REASON_CODES[d.reason];
+      return { ...(d.id !== null ? { id: d.id } : {}), error: 'forbidden', reason: WRITE_REASONS[d.reason], ...(code ? { code } : {}) };
+    };
     if (!newEdits) {
       // Replication answers only the failures (`[]` when all went in).
       const errors = decisions.flatMap((d) => (d.kind === 'forbidden' ? [forbidden(d)] : []));
@@ -247,6 +256,7 @@ export function putLocal(deps: WriteDeps) {
       maxBytes: deps.quotas.maxLocalBytes,
     });
     if (decision.kind === 'bad-request') throw badRequest();
+    if (decision.kind === 'too-complex') throw new FerryError('DOC_TOO_COMPLEX');
     if (decision.kind === 'conflict') throw new FerryError('VERSION_CONFLICT', { message: 'Document update conflict.' });
     if (decision.kind === 'quota') throw couchError('QUOTA_EXCEEDED', { retryAfterSeconds: 60 });
     const ok = await deps.local.put(key, decision.nextRev, decision.body);

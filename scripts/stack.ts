@@ -1,7 +1,7 @@
 // The composition root: wires every Ferry piece from a FerryConfig. `npm start`, the per-piece
 // entry points, the acceptance tests and the harness all start Ferry through this one function,
 // so what the tests exercise is what runs.
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { FerryConfig } from './config.ts';
@@ -9,6 +9,7 @@ import { silentLogger, type Logger } from '../http/log.ts';
 import { openPlatform, type Platform } from '../gateway/platform/open.ts';
 import { seedDemo, DEMO_LICENSED } from '../gateway/tenant/demo.ts';
 import { createGatewayApp } from '../gateway/app.ts';
+import { createGatewayServer } from '../gateway/edge/server-timeouts.ts';
 import { createAdminSessionStore } from '../gateway/operators/admin-sessions.ts';
 import { createUpstream } from '../gateway/sync/upstream.ts';
 import { createLocalStore, migrateSync } from '../gateway/sync/local-store.ts';
@@ -176,7 +177,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
             }
           : null,
       });
-      const server: Server = createServer(app);
+      const server: Server = createGatewayServer(app);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => resolve());

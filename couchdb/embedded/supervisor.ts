@@ -54,6 +54,90 @@ export function restartDelay(attempt: number, backoff: { baseMs: number; maxMs: 
 const SERVER_ENTRY = fileURLToPath(new URL('./server.ts', import.meta.url));
 const TSX_LOADER = import.meta.resolve('tsx');
 
+// ---------------------------------------------------------------------------------------------
+// The child's own output. PouchDB prints the whole doc when a view map throws, and express-pouchdb
+// may print request bodies, so a line of the child's is never logged as it is: it becomes a
+// structured event that says what kind of output it was and how much, with none of its text.
+
+export type ChildOutputKind = 'view_map_error' | 'start_failure' | 'other';
+
+/** One burst of the child's output, PHI-free: counts, a kind, and at most an errno-style code. */
+export type ChildOutputEvent = {
+  component: 'couchdb';
+  event: 'child_stderr' | 'child_stdout';
+  pid: number | undefined;
+  kind: ChildOutputKind;
+  lines: number;
+  bytes: number;
+  /** e.g. `EADDRINUSE`, from a start failure: a fixed vocabulary, never free text. */
+  errno?: string;
+};
+
+const VIEW_MAP_BANNER = /map\/reduce function threw|double-check your map\/reduce function/;
+const START_FAILURE = /^embedded CouchDB failed to start/;
+const ERRNO = /\b(E[A-Z]{2,15})\b/;
+const RANK: Record<ChildOutputKind, number> = { other: 0, start_failure: 1, view_map_error: 2 };
+
+/** What one line of the child's output is, from fixed markers only. */
+export function classifyChildLine(line: string): ChildOutputKind {
+  if (VIEW_MAP_BANNER.test(line)) return 'view_map_error';
+  if (START_FAILURE.test(line)) return 'start_failure';
+  return 'other';
+}
+
+/**
+ * Gathers the child's lines into bursts (a view-map error is a banner and then the doc, over many
+ * lines) and emits one event per burst: when the child has been quiet for `idleMs`, when a new
+ * view-map error starts, every `maxLines` lines of a flood, and on `flush()`.
+ */
+export function childOutputRelay(opts: {
+  stream: 'stderr' | 'stdout';
+  pid: number | undefined;
+  emit: (event: ChildOutputEvent) => void;
+  idleMs?: number;
+  maxLines?: number;
+}): { line(text: string): void; flush(): void } {
+  const idleMs = opts.idleMs ?? 100;
+  const maxLines = opts.maxLines ?? 10_000;
+  let burst: { kind: ChildOutputKind; lines: number; bytes: number; errno?: string } | null = null;
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    if (!burst) return;
+    const b = burst;
+    burst = null;
+    opts.emit({
+      component: 'couchdb',
+      event: opts.stream === 'stderr' ? 'child_stderr' : 'child_stdout',
+      pid: opts.pid,
+      kind: b.kind,
+      lines: b.lines,
+      bytes: b.bytes,
+      ...(b.errno ? { errno: b.errno } : {}),
+    });
+  };
+  return {
+    line(text) {
+      const kind = classifyChildLine(text);
+      if (kind === 'view_map_error' && burst && burst.kind === 'view_map_error') flush();
+      burst ??= { kind, lines: 0, bytes: 0 };
+      if (RANK[kind] > RANK[burst.kind]) burst.kind = kind;
+      if (kind === 'start_failure') {
+        const errno = ERRNO.exec(text)?.[1];
+        if (errno) burst.errno = errno;
+      }
+      burst.lines += 1;
+      burst.bytes += Buffer.byteLength(text) + 1;
+      if (burst.lines >= maxLines) return flush();
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(flush, idleMs);
+      timer.unref();
+    },
+    flush,
+  };
+}
+
 interface Running {
   child: ChildProcess;
   port: number;
@@ -75,7 +159,13 @@ async function spawnServer(couchDir: string, port: number, timeoutMs: number, lo
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, NODE_OPTIONS: '' },
   });
-  createInterface({ input: child.stderr! }).on('line', (line) => logger.warn({ component: 'couchdb', pid: child.pid }, line));
+  const stderr = childOutputRelay({ stream: 'stderr', pid: child.pid, emit: (e) => logger.warn(e, 'embedded CouchDB wrote to stderr') });
+  const stdout = childOutputRelay({ stream: 'stdout', pid: child.pid, emit: (e) => logger.info(e, 'embedded CouchDB wrote to stdout') });
+  createInterface({ input: child.stderr! }).on('line', (line) => stderr.line(line));
+  child.once('exit', () => {
+    stderr.flush();
+    stdout.flush();
+  });
   return new Promise<Running>((resolve, reject) => {
     let settled = false;
     const fail = (err: Error) => {
@@ -93,7 +183,7 @@ async function spawnServer(couchDir: string, port: number, timeoutMs: number, lo
       try {
         msg = JSON.parse(line) as typeof msg;
       } catch {
-        logger.info({ component: 'couchdb', pid: child.pid }, line);
+        stdout.line(line);
         return;
       }
       if (msg.event !== 'ready' || typeof msg.port !== 'number' || settled) return;

@@ -11,7 +11,11 @@ import { createLeaseStore, type Fence } from '../../gateway/worker/lease.ts';
 import { createPositionStore, type PositionStore } from '../../gateway/worker/position.ts';
 import { migrateWorker } from '../../gateway/worker/schema.ts';
 import { createStatusWriter, type StatusWrite, type StatusWriter } from '../../gateway/worker/status-writer.ts';
-import { silentLogger } from '../../http/log.ts';
+import { silentLogger, type Logger } from '../../http/log.ts';
+import type { SyncLimits } from '../../gateway/sync/bounds.ts';
+import { createGatewayServer, type ServerTimeouts } from '../../gateway/edge/server-timeouts.ts';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { generateSigningKey, jwksOf, type SigningKey } from '../../identity/keys.ts';
 import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../../identity/tokens.ts';
 import { listen, type Listening } from '../support/http.ts';
@@ -52,6 +56,11 @@ export interface SyncStack {
 
 export interface StackOptions {
   quotas?: Partial<SyncQuotas>;
+  limits?: Partial<SyncLimits>;
+  /** Gateway and embedded-CouchDB supervisor log here (default: silent). */
+  logger?: Logger;
+  /** Serve the gateway with these server timeouts (gateway/edge/server-timeouts.ts) instead of Node's defaults. */
+  serverTimeouts?: Partial<ServerTimeouts>;
 }
 
 export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack> {
@@ -67,7 +76,7 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
     platform = await openPlatform(schema ? { databaseUrl: TEST_DATABASE_URL, schema } : {});
     await migrateSync(platform.db);
     await migrateWorker(platform.db);
-    prepared = await prepareCouch({ dataDir: dir.path, couchdbUrl: undefined }, { tenants: platform.tenants });
+    prepared = await prepareCouch({ dataDir: dir.path, couchdbUrl: undefined }, { tenants: platform.tenants }, opts.logger);
     const ids = prepared.identities;
     const key = await generateSigningKey();
     const issuer = createTokenIssuer({ key, issuer: ISSUER });
@@ -75,15 +84,24 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
     const upstream = createUpstream({ url: ids.url, auth: ids.gateway });
     watchers = createHeadWatchers({ upstream, lingerMs: 200, retryMs: 100 });
     const app = createGatewayApp({
-      logger: silentLogger(),
+      logger: opts.logger ?? silentLogger(),
       signingKeys: [key],
       devIdp: null,
       v1Routes: [],
       readiness: async () => undefined,
       limits: { perIp: { rate: 100_000, burst: 100_000 } },
-      sync: { upstream, verifyToken, local: createLocalStore(platform.db), db: platform.db, watchers, ...(opts.quotas ? { quotas: opts.quotas } : {}) },
+      sync: {
+        upstream,
+        verifyToken,
+        local: createLocalStore(platform.db),
+        db: platform.db,
+        watchers,
+        ...(opts.quotas ? { quotas: opts.quotas } : {}),
+        ...(opts.limits ? { limits: opts.limits } : {}),
+        ...(opts.logger ? { logger: opts.logger } : {}),
+      },
     });
-    server = await listen(app);
+    server = opts.serverTimeouts ? await listenWith(createGatewayServer(app, opts.serverTimeouts)) : await listen(app);
     const worker = createCouchServer({ url: ids.url, auth: ids.worker });
     const leases = createLeaseStore(platform.db);
     const positions = createPositionStore(platform.db);
@@ -149,6 +167,23 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
     dir.remove();
     throw err;
   }
+}
+
+function listenWith(server: Server): Promise<Listening> {
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        server,
+        close: () =>
+          new Promise<void>((done) => {
+            server.closeAllConnections();
+            server.close(() => done());
+          }),
+      });
+    });
+  });
 }
 
 function postgresReachable(): Promise<boolean> {

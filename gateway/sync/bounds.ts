@@ -15,6 +15,12 @@ export interface SyncLimits {
   maxIds: number;
 }
 
+/** Overrides of `DEFAULT_LIMITS`, body classes one by one. */
+export interface SyncLimitsInput {
+  bodyBytes?: Partial<Record<BodyClass, number>>;
+  maxIds?: number;
+}
+
 /**
  * PouchDB's replicator sends 100 ids per `_revs_diff`/`_bulk_get` by default (Ferry's device 500),
  * so 1,000 is ten times what a client needs. A `_bulk_docs` of 500 mutations of a few KB each is

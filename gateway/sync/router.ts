@@ -12,7 +12,7 @@ import type { LocalStore } from './local-store.ts';
 import type { Caller } from './policy.ts';
 import { DEFAULT_QUOTAS, createPendingEstimate, createPendingLedger, type SyncQuotas } from './quotas.ts';
 import { createRateLimiter } from '../edge/rate-limit.ts';
-import { DEFAULT_LIMITS, bodyClassOf, createLiveFeeds, idCountOf, isLiveFeed, type BodyClass, type SyncLimits } from './bounds.ts';
+import { DEFAULT_LIMITS, bodyClassOf, createLiveFeeds, idCountOf, isLiveFeed, type BodyClass, type SyncLimits, type SyncLimitsInput } from './bounds.ts';
 import { allDocs, bulkGet, dbInfo, ensureFullCommit, getDoc, serverRoot } from './read.ts';
 import { resolveSyncRoute, type SyncRoute } from './routes.ts';
 import type { Upstream } from './upstream.ts';
@@ -36,7 +36,7 @@ export interface SyncDeps {
   /** `uuid` of `GET /sync/`; stable across gateway processes so replication ids stay the same. */
   serverUuid?: string;
   /** Body limits per route class and the id cap (bounds.ts); defaults `DEFAULT_LIMITS`. */
-  limits?: Partial<SyncLimits>;
+  limits?: SyncLimitsInput;
   logger?: Logger;
 }
 

@@ -1,5 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import type { SyncLimitsInput } from '../../gateway/sync/bounds.ts';
 import { mid, startSyncStack, status, type SyncStack } from './support.ts';
 
 // The /sync test stack in a child process of its own (gateway + platform DB in the child, the
@@ -34,7 +35,13 @@ export interface StackProcess extends StackInfo {
 
 const ENTRY = fileURLToPath(import.meta.url);
 
-export async function startStackProcess(opts: { quotas?: Record<string, number> } = {}): Promise<StackProcess> {
+/** What the child's stack is started with (plain JSON: it crosses the process boundary). */
+export interface StackProcessOptions {
+  quotas?: Record<string, number>;
+  limits?: SyncLimitsInput;
+}
+
+export async function startStackProcess(opts: StackProcessOptions = {}): Promise<StackProcess> {
   const child: ChildProcess = fork(ENTRY, [JSON.stringify(opts)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   let next = 1;
   const waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
@@ -74,8 +81,13 @@ export async function startStackProcess(opts: { quotas?: Record<string, number> 
 }
 
 async function childMain(): Promise<void> {
-  const opts = JSON.parse(process.argv[2] ?? '{}') as { quotas?: Record<string, number> };
-  const stack: SyncStack = await startSyncStack(opts.quotas ? { quotas: opts.quotas } : {});
+  const opts = JSON.parse(process.argv[2] ?? '{}') as StackProcessOptions;
+  const stack: SyncStack = await startSyncStack({
+    ...(opts.quotas ? { quotas: opts.quotas } : {}),
+    ...(opts.limits ? { limits: opts.limits } : {}),
+    // Served as the gateway is, with its server timeouts.
+    serverTimeouts: {},
+  });
   process.send?.({ url: stack.url, couchUrl: stack.couchUrl, gatewayAuth: stack.gatewayAuth } satisfies StackInfo);
   process.on('message', (m) => {
     const req = m as Request;

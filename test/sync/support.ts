@@ -12,7 +12,7 @@ import { createPositionStore, type PositionStore } from '../../gateway/worker/po
 import { migrateWorker } from '../../gateway/worker/schema.ts';
 import { createStatusWriter, type StatusWrite, type StatusWriter } from '../../gateway/worker/status-writer.ts';
 import { silentLogger, type Logger } from '../../http/log.ts';
-import type { SyncLimits } from '../../gateway/sync/bounds.ts';
+import type { SyncLimitsInput } from '../../gateway/sync/bounds.ts';
 import { createGatewayServer, type ServerTimeouts } from '../../gateway/edge/server-timeouts.ts';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
@@ -56,7 +56,7 @@ export interface SyncStack {
 
 export interface StackOptions {
   quotas?: Partial<SyncQuotas>;
-  limits?: Partial<SyncLimits>;
+  limits?: SyncLimitsInput;
   /** Gateway and embedded-CouchDB supervisor log here (default: silent). */
   logger?: Logger;
   /** Serve the gateway with these server timeouts (gateway/edge/server-timeouts.ts) instead of Node's defaults. */

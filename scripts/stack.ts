@@ -4,7 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import type { FerryConfig } from './config.ts';
+import { registrationUrlOf, type FerryConfig } from './config.ts';
 import { silentLogger, type Logger } from '../http/log.ts';
 import { openPlatform, type Platform } from '../gateway/platform/open.ts';
 import { seedDemo, DEMO_LICENSED } from '../gateway/tenant/demo.ts';
@@ -26,6 +26,8 @@ import { openRegistrationDatabase, startRegistrationService, type RegistrationSe
 import type { Database } from '../sql/database.ts';
 import { buildWebApp } from '../web/build.ts';
 import { makeDataDirPrivate } from './data-dir.ts';
+import { acquireDataDirLock } from './data-dir-lock.ts';
+import { listenFailure } from './startup-error.ts';
 
 export interface StackOptions {
   logger?: Logger;
@@ -65,6 +67,11 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
 
   try {
     makeDataDirPrivate(config.dataDir);
+    // PGlite is single-process: one Ferry process per data dir (released last, at close).
+    if (!config.databaseUrl) {
+      const lock = acquireDataDirLock(config.dataDir, 'server');
+      closers.push(async () => lock.release());
+    }
     const platform = await openPlatform({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: config.databaseUrl ? config.platformSchema : undefined });
     closers.push(() => platform.close());
     if (devIdp) await seedDemo(platform);
@@ -84,7 +91,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
     let registration: RegistrationService | null = null;
     let registrationUrl: string;
     if (config.registrationUrl || opts.registration === false) {
-      registrationUrl = config.registrationUrl ?? `http://127.0.0.1:${config.registrationPort}`;
+      registrationUrl = registrationUrlOf(config);
     } else {
       const db: Database = await openRegistrationDatabase({
         url: config.databaseUrl,
@@ -94,6 +101,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       closers.push(() => db.close());
       registration = await startRegistrationService({
         db,
+        ...(Object.values(config.natsAuth).some(Boolean) ? { natsAuth: config.natsAuth } : {}),
         // In one process the service is handed the platform's public keys; run apart, it fetches the JWKS.
         verifier: serviceVerifier,
         logger,
@@ -101,6 +109,8 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         port: config.registrationPort,
         natsUrl: config.natsUrl,
         licensedTenants: devIdp ? DEMO_LICENSED.registration : [],
+      }).catch((err: unknown) => {
+        throw listenFailure(err, 'registration service', '127.0.0.1', config.registrationPort, { port: 'FERRY_REGISTRATION_PORT', host: 'FERRY_REGISTRATION_PORT' });
       });
       closers.push(() => registration!.close());
       registrationUrl = registration.url;
@@ -178,7 +188,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       });
       const server: Server = createServer(app);
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
+        server.once('error', (err) => reject(listenFailure(err, 'gateway', config.host, config.port, { port: 'FERRY_PORT', host: 'FERRY_HOST' })));
         server.listen(config.port, config.host, () => resolve());
       });
       closers.push(

@@ -106,7 +106,7 @@ const origins = z.string().transform((s, ctx) => {
     .map((o) => o.trim())
     .filter((o) => o !== '');
   for (const o of list) {
-    let ok = false;
+    let ok: boolean;
     try {
       const u = new URL(o);
       // The browser sends `scheme://host[:port]` and nothing else; anything longer never matches.

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { parseTrustedProxies } from '../gateway/operators/trusted-proxies.ts';
 
 // Configuration is read from the environment here, at the entry points, and handed to each
 // component as plain data (DESIGN §2). Components never read process.env themselves.
@@ -33,6 +34,10 @@ export interface FerryConfig {
   fauxton: boolean;
   metricsToken: string | undefined;
   waitingTimeoutMs: number;
+  /** How long /sync and /v1 trust a session/membership check (`FERRY_SESSION_CHECK_TTL_MS`, default 2000). */
+  sessionCheckTtlMs: number;
+  /** `FERRY_TRUSTED_PROXIES`: proxies whose X-Forwarded-* are believed (express `trust proxy`); empty: none. */
+  trustedProxies: string[];
 }
 
 export class ConfigError extends Error {
@@ -97,5 +102,7 @@ export function readConfig(env: Env = process.env): FerryConfig {
     fauxton: !production || env.FERRY_FAUXTON === '1',
     metricsToken: env.FERRY_METRICS_TOKEN || undefined,
     waitingTimeoutMs: Number(env.FERRY_WAITING_TIMEOUT_MS ?? 7 * 24 * 3600_000),
+    sessionCheckTtlMs: positiveOf(env, 'FERRY_SESSION_CHECK_TTL_MS', 2000),
+    trustedProxies: parseTrustedProxies(env.FERRY_TRUSTED_PROXIES, (m) => new ConfigError(m)),
   };
 }

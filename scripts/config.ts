@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { natsConnectionTarget, NatsSettingError, type NatsAuth } from '../nats/connection.ts';
+import { parseTrustedProxies } from '../gateway/operators/trusted-proxies.ts';
 
 // Configuration is read from the environment here, at the entry points, and handed to each
 // component as plain data, so every component can be started in-process by a test with its own
@@ -45,6 +46,10 @@ export interface FerryConfig {
   metricsToken: string | undefined;
   waitingTimeoutMs: number;
   logLevel: LogLevel;
+  /** How long /sync and /v1 trust a session/membership check (`FERRY_SESSION_CHECK_TTL_MS`, default 2000). */
+  sessionCheckTtlMs: number;
+  /** `FERRY_TRUSTED_PROXIES`: proxies whose X-Forwarded-* are believed (express `trust proxy`); empty: none. */
+  trustedProxies: string[];
 }
 
 export class ConfigError extends Error {
@@ -122,6 +127,15 @@ const origins = z.string().transform((s, ctx) => {
   return list;
 });
 
+const trustedProxies = z.string().transform((s, ctx) => {
+  try {
+    return parseTrustedProxies(s);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'must be a comma-separated list of IP addresses, CIDR ranges, or loopback/linklocal/uniquelocal' });
+    return z.NEVER;
+  }
+});
+
 const flag = z.enum(['0', '1', 'true', 'false'], { error: 'must be 1 or 0' }).transform((v) => v === '1' || v === 'true');
 
 /** Every variable Ferry reads. Order is the README table's order. */
@@ -158,6 +172,8 @@ export const ENV_SCHEMA = z.object({
   FERRY_WORKER_RETRY_MAX_MS: optional(milliseconds()),
   FERRY_WORKER_TICK_MS: optional(milliseconds()),
   FERRY_WORKER_BATCH_SIZE: optional(wholeNumber('a whole number from 1 to 1000', 1, 1000)),
+  FERRY_SESSION_CHECK_TTL_MS: optional(milliseconds()),
+  FERRY_TRUSTED_PROXIES: optional(trustedProxies),
 });
 
 export type FerryEnv = z.output<typeof ENV_SCHEMA>;
@@ -237,6 +253,8 @@ export function readConfig(env: Env = process.env): FerryConfig {
     metricsToken: e.FERRY_METRICS_TOKEN,
     waitingTimeoutMs: e.FERRY_WAITING_TIMEOUT_MS ?? 7 * 24 * 3600_000,
     logLevel: e.FERRY_LOG_LEVEL ?? 'info',
+    sessionCheckTtlMs: e.FERRY_SESSION_CHECK_TTL_MS ?? 2000,
+    trustedProxies: e.FERRY_TRUSTED_PROXIES ?? [],
   };
 }
 

@@ -72,7 +72,12 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       const lock = acquireDataDirLock(config.dataDir, 'server');
       closers.push(async () => lock.release());
     }
-    const platform = await openPlatform({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: config.databaseUrl ? config.platformSchema : undefined });
+    const platform = await openPlatform({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      schema: config.databaseUrl ? config.platformSchema : undefined,
+      sessionCheckTtlMs: config.sessionCheckTtlMs,
+    });
     closers.push(() => platform.close());
     if (devIdp) await seedDemo(platform);
 
@@ -150,18 +155,22 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         logger,
         webApp: webDir ? { dir: webDir } : null,
         signingKeys: [key],
-        devIdp: devIdp ? { users: platform.users, memberships: platform.memberships, sessions: platform.sessions, issuer } : null,
+        devIdp: devIdp ? { users: platform.users, memberships: platform.memberships, sessions: platform.sessions, issuer, verifyToken: verifier } : null,
         externalIdp: config.externalAuth
           ? {
               memberships: platform.memberships,
               sessions: platform.sessions,
               issuer,
+              verifyToken: verifier,
               verify: createExternalTokenVerifier({ jwks: config.externalAuth.jwksUrl, issuer: config.externalAuth.issuer, audience: config.externalAuth.audience }),
               ownerSecret: loadOrCreateOwnerSecret(config.dataDir),
             }
           : null,
         v1Routes: [{ collection: 'patients', serviceUrl: registrationUrl }],
         verifyToken: verifier,
+        liveness: platform.liveness,
+        issuer,
+        trustedProxies: config.trustedProxies,
         corsOrigins: config.corsOrigins,
         readiness: async () => {
           await platform.db.query('SELECT 1');
@@ -174,13 +183,14 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
           metricsToken: config.metricsToken,
           openToLoopback: !config.production && !config.couchdbUrl,
         },
-        sync: { upstream, verifyToken: verifier, local: createLocalStore(platform.db), db: platform.db, watchers, logger },
+        sync: { upstream, verifyToken: verifier, liveness: platform.liveness, local: createLocalStore(platform.db), db: platform.db, watchers, logger },
         operators: config.fauxton
           ? {
               couch: { url: couch.identities.url, admin: couch.identities.admin },
               sessions: createAdminSessionStore(platform.db),
               memberships: platform.memberships,
               verifier,
+              liveness: platform.liveness,
               users: devIdp ? platform.users : null,
               logger,
             }

@@ -12,7 +12,8 @@ import { cors } from './edge/cors.ts';
 import { metricsRoute, type MetricsRouteOptions } from './metrics/route.ts';
 import { createRateLimiter, rateLimit, type RateLimit } from './edge/rate-limit.ts';
 import { requestLog } from './edge/request-log.ts';
-import type { TokenVerifier } from '../identity/tokens.ts';
+import type { TokenIssuer, TokenVerifier } from '../identity/tokens.ts';
+import type { Liveness } from './auth/liveness.ts';
 import { webAppRoutes, type WebAppOptions } from '../web/serve.ts';
 
 export interface GatewayDeps {
@@ -45,6 +46,12 @@ export interface GatewayDeps {
   };
   /** Verifies Ferry access tokens at the edge (`/v1` per-user limits, tenant in the logs). */
   verifyToken?: TokenVerifier;
+  /** `/v1`: refuse revoked sessions and removed members, and hand services the live roles (gateway/auth/liveness.ts). */
+  liveness?: Liveness;
+  /** `/v1`: mints the service's token when the live roles differ from the token's. */
+  issuer?: Pick<TokenIssuer, 'mintAccess'>;
+  /** Proxies whose X-Forwarded-Proto/-Host/-For are believed (express `trust proxy`); none when empty. */
+  trustedProxies?: readonly string[];
 }
 
 const DEFAULT_LIMITS = {
@@ -57,7 +64,8 @@ const DEFAULT_LIMITS = {
 export function createGatewayApp(deps: GatewayDeps): Express {
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', false);
+  // Only a listed proxy's X-Forwarded-Proto makes `req.secure` true (the operator cookie's `Secure`).
+  app.set('trust proxy', deps.trustedProxies && deps.trustedProxies.length > 0 ? [...deps.trustedProxies] : false);
   app.use(correlationId());
   app.use(requestLog(deps.logger));
   const limits = { ...DEFAULT_LIMITS, ...deps.limits };
@@ -98,6 +106,8 @@ export function createGatewayApp(deps: GatewayDeps): Express {
     v1Proxy({
       routes: deps.v1Routes,
       ...(deps.verifyToken ? { verifyToken: deps.verifyToken, perUser: createRateLimiter(limits.v1PerUser) } : {}),
+      ...(deps.liveness ? { liveness: deps.liveness } : {}),
+      ...(deps.issuer ? { issuer: deps.issuer } : {}),
     }),
   );
 

@@ -1,5 +1,7 @@
 import { expect } from 'chai';
 import net from 'node:net';
+import PouchDB from 'pouchdb';
+import MemoryAdapter from 'pouchdb-adapter-memory';
 import { DEFAULT_SERVER_TIMEOUTS, createGatewayServer } from '../../gateway/edge/server-timeouts.ts';
 import { DEFAULT_LIMITS, bodyClassOf, idCountOf } from '../../gateway/sync/bounds.ts';
 import { createPendingEstimate } from '../../gateway/sync/quotas.ts';
@@ -12,6 +14,8 @@ import { call, mid, mutation, startSyncStack, type SyncStack } from './support.t
 // The /sync security suite, part two (issue 10, "bounded requests"): what one user can make the
 // gateway parse, hold and relay. Each attack is refused with a 4xx and a catalogue code, never a
 // 500; nothing it carries reaches the log. Speed is measured in bench/, not asserted here.
+
+PouchDB.plugin(MemoryAdapter);
 
 const MARKER = 'Zyxwvsyntheticphi'; // a synthetic PHI marker: must never reach a log line
 
@@ -201,6 +205,32 @@ describe('sync: bounded requests (issue 10)', function () {
           expect(await inboxHas(deep._id)).to.equal(false);
           expect(await inboxHas(fine._id)).to.equal(true);
         }
+      });
+
+      it('stock PouchDB: a too-deep doc is a `denied` event, the rest of the push lands, and the replication resolves', async function () {
+        const db = new PouchDB(`ada-deep-${mid()}`, { adapter: 'memory' });
+        const deep = mutation('ada', mid(), 'north', { payload: { givenName: 'Synthetic', nested: JSON.parse(deepJson(40)) as unknown } });
+        const fine = mutation('ada');
+        await db.bulkDocs([deep, fine]);
+        const denied: Array<Record<string, unknown>> = [];
+        const remote = new PouchDB(base, {
+          skip_setup: true,
+          fetch: (url: string | Request, opts?: RequestInit) => {
+            const headers = new Headers(opts?.headers);
+            headers.set('Authorization', `Bearer ${ada}`);
+            return PouchDB.fetch(url, { ...opts, headers });
+          },
+        } as PouchDB.Configuration.RemoteDatabaseConfiguration);
+        const rep = db.replicate.to(remote);
+        rep.on('denied', (err) => denied.push(err as Record<string, unknown>));
+        const result = await rep;
+        expect(result.ok).to.equal(true);
+        expect(result.doc_write_failures).to.equal(1);
+        expect(denied.map((d) => [d.id, d.code])).to.deep.equal([[deep._id, 'DOC_TOO_COMPLEX']]);
+        expect(await inboxHas(fine._id)).to.equal(true);
+        expect(await inboxHas(deep._id)).to.equal(false);
+        await db.destroy();
+        await remote.close();
       });
 
       it('_bulk_docs: a doc with 5,000 keys is refused per doc with DOC_TOO_COMPLEX', async function () {

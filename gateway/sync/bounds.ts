@@ -11,7 +11,7 @@ export type BodyClass = 'write' | 'local' | 'ids' | 'other';
 export interface SyncLimits {
   /** Largest JSON body per class, in bytes; past it 413 `PAYLOAD_TOO_LARGE`. */
   bodyBytes: Record<BodyClass, number>;
-  /** Most ids one `_revs_diff`, `_bulk_get`, `_all_docs` (keys) or `_changes` (doc_ids) may name; past it 400 `TOO_MANY_IDS`. */
+  /** Most ids one `_revs_diff`, `_bulk_get`, `_bulk_docs` (docs), `_all_docs` (keys) or `_changes` (doc_ids) may name; past it 400 `TOO_MANY_IDS`. */
   maxIds: number;
 }
 
@@ -66,6 +66,8 @@ export function idCountOf(kind: SyncRoute['kind'], body: unknown, query: Record<
     case 'revs_diff':
       return Object.keys(body).length;
     case 'bulk_get':
+    case 'bulk_docs':
+      // A push names its docs' ids too, and each own one is looked up upstream before deciding.
       return Array.isArray(body.docs) ? body.docs.length : null;
     case 'all_docs':
       return Array.isArray(body.keys) ? body.keys.length : null;

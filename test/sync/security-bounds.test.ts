@@ -93,7 +93,8 @@ describe('sync: bounded requests (issue 10)', function () {
       expect(idCountOf('all_docs', undefined, { keys: '["a","b"]' })).to.equal(2);
       expect(idCountOf('all_docs', undefined, { keys: 'not json' })).to.equal(null);
       expect(idCountOf('changes', { doc_ids: ['a'] })).to.equal(1);
-      expect(idCountOf('bulk_docs', { docs: [{}, {}] })).to.equal(null);
+      expect(idCountOf('bulk_docs', { docs: [{}, {}] })).to.equal(2);
+      expect(idCountOf('local', { docs: [{}, {}] })).to.equal(null);
     });
 
     it('pending estimate: a failed write gives its room back, a partial one keeps only what went in', async function () {
@@ -276,7 +277,7 @@ describe('sync: bounded requests (issue 10)', function () {
     describe('id caps and body limits', function () {
       const ids = (n: number) => Array.from({ length: n }, () => `m:ada:${mid()}`);
 
-      it('_revs_diff, _bulk_get, _all_docs and _changes accept 1,000 ids and refuse 1,001 with 400 TOO_MANY_IDS', async function () {
+      it('_revs_diff, _bulk_get, _all_docs and _changes accept 1,000 ids and refuse 1,001 with 400 TOO_MANY_IDS; so does _bulk_docs past 1,000 docs', async function () {
         const shapes: Array<[string, (list: string[]) => unknown, string?]> = [
           ['_revs_diff', (l) => Object.fromEntries(l.map((id) => [id, [rev1()]]))],
           ['_bulk_get', (l) => ({ docs: l.map((id) => ({ id })) })],
@@ -290,6 +291,10 @@ describe('sync: bounded requests (issue 10)', function () {
           expect(over.status, `${path} 1,001`).to.equal(400);
           expect(over.json).to.include({ error: 'bad_request', code: 'TOO_MANY_IDS' });
         }
+        // A push of 1,001 docs (each own id would be looked up upstream before deciding).
+        const push = await call(`${base}/_bulk_docs`, { token: ada, body: { docs: Array.from({ length: 1001 }, () => ({ _id: `m:ada:${mid()}` })) } });
+        expect(push.status).to.equal(400);
+        expect(push.json).to.include({ code: 'TOO_MANY_IDS' });
         const keys = Array.from({ length: 1001 }, (_, i) => `k${i}`);
         const get = await call(`${base}/_all_docs?keys=${encodeURIComponent(JSON.stringify(keys))}`, { token: ada });
         expect(get.status).to.equal(400);

@@ -10,6 +10,7 @@ import { syncRouter, type SyncDeps } from './sync/router.ts';
 import { operatorRoutes, type OperatorDeps } from './operators/routes.ts';
 import { cors } from './edge/cors.ts';
 import { metricsRoute, type MetricsRouteOptions } from './metrics/route.ts';
+import { httpMetrics } from './metrics/http.ts';
 import { createRateLimiter, rateLimit, type RateLimit } from './edge/rate-limit.ts';
 import { requestLog } from './edge/request-log.ts';
 import type { TokenVerifier } from '../identity/tokens.ts';
@@ -59,6 +60,7 @@ export function createGatewayApp(deps: GatewayDeps): Express {
   app.disable('x-powered-by');
   app.set('trust proxy', false);
   app.use(correlationId());
+  if (deps.metrics?.http) app.use(httpMetrics(deps.metrics.http));
   app.use(requestLog(deps.logger));
   const limits = { ...DEFAULT_LIMITS, ...deps.limits };
   const ipOf = (req: Request) => req.socket.remoteAddress ?? 'unknown';

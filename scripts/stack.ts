@@ -15,7 +15,9 @@ import { createLocalStore, migrateSync } from '../gateway/sync/local-store.ts';
 import { createHeadWatchers } from '../gateway/sync/feed.ts';
 import { startWorker, type Worker } from '../gateway/worker/worker.ts';
 import { createWorkerMetrics } from '../gateway/worker/metrics.ts';
-import { createRegistry } from '../gateway/metrics/registry.ts';
+import { createRegistry, processRegistry } from '../gateway/metrics/registry.ts';
+import { createHttpMetrics } from '../gateway/metrics/http.ts';
+import { registerPlatformMetrics, type ServiceOutbox } from '../gateway/metrics/platform.ts';
 import { loadOrCreateSigningKey, jwksOf } from '../identity/keys.ts';
 import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../identity/tokens.ts';
 import { loadOrCreateOwnerSecret } from '../identity/owner.ts';
@@ -82,6 +84,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
     closers.push(() => couch.stop());
 
     let registration: RegistrationService | null = null;
+    let registrationDb: Database | null = null;
     let registrationUrl: string;
     if (config.registrationUrl || opts.registration === false) {
       registrationUrl = config.registrationUrl ?? `http://127.0.0.1:${config.registrationPort}`;
@@ -92,6 +95,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         schema: config.databaseUrl ? config.registrationSchema : undefined,
       });
       closers.push(() => db.close());
+      registrationDb = db;
       registration = await startRegistrationService({
         db,
         // In one process the service is handed the platform's public keys; run apart, it fetches the JWKS.
@@ -107,6 +111,9 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
     }
 
     const metrics = createRegistry();
+    // The outboxes this process can see: the registration service's, when it runs here.
+    const outboxes: ServiceOutbox[] = registration && registrationDb ? [{ service: 'registration', db: registrationDb, relay: registration.relay }] : [];
+    registerPlatformMetrics(metrics, { platformDb: platform.db, outboxes });
     let worker: Worker | null = null;
     if (opts.worker !== false) {
       worker = await startWorker({
@@ -158,8 +165,8 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
           if (!(await couchServerAs(couch.identities, 'gateway').up())) throw new Error('CouchDB unreachable');
         },
         metrics: {
-          registries: [metrics],
-          platformDb: platform.db,
+          registries: [processRegistry(), metrics],
+          http: createHttpMetrics(metrics),
           verifier,
           metricsToken: config.metricsToken,
           openToLoopback: !config.production && !config.couchdbUrl,

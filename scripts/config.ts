@@ -33,6 +33,12 @@ export interface FerryConfig {
   fauxton: boolean;
   metricsToken: string | undefined;
   waitingTimeoutMs: number;
+  /** The local operator API on FERRY_DATA_DIR/operator.sock; on by default with the embedded database. */
+  operatorApi: boolean;
+  /** How long /readyz waits for any one dependency before it counts as down. */
+  readyzTimeoutMs: number;
+  /** Events waiting in a service outbox above which /readyz reports `degraded`. */
+  readyzOutboxBacklog: number;
 }
 
 export class ConfigError extends Error {
@@ -60,6 +66,22 @@ export function positiveOf(env: Env, name: string, fallback: number): number {
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
   if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${name} must be a positive number`);
+  return n;
+}
+
+function switchOf(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (/^(1|on|true|yes)$/i.test(raw)) return true;
+  if (/^(0|off|false|no)$/i.test(raw)) return false;
+  throw new ConfigError(`${name} must be on or off`);
+}
+
+function countOf(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new ConfigError(`${name} must be a whole number, 0 or more`);
   return n;
 }
 
@@ -97,5 +119,8 @@ export function readConfig(env: Env = process.env): FerryConfig {
     fauxton: !production || env.FERRY_FAUXTON === '1',
     metricsToken: env.FERRY_METRICS_TOKEN || undefined,
     waitingTimeoutMs: Number(env.FERRY_WAITING_TIMEOUT_MS ?? 7 * 24 * 3600_000),
+    operatorApi: switchOf(env, 'FERRY_OPERATOR_API', !env.DATABASE_URL),
+    readyzTimeoutMs: positiveOf(env, 'FERRY_READYZ_TIMEOUT_MS', 2000),
+    readyzOutboxBacklog: countOf(env, 'FERRY_READYZ_OUTBOX_BACKLOG', 1000),
   };
 }

@@ -18,6 +18,8 @@ import { createWorkerMetrics } from '../gateway/worker/metrics.ts';
 import { createRegistry, processRegistry } from '../gateway/metrics/registry.ts';
 import { createHttpMetrics } from '../gateway/metrics/http.ts';
 import { registerPlatformMetrics, type ServiceOutbox } from '../gateway/metrics/platform.ts';
+import { createReadiness, type ComponentCheck } from '../gateway/health/readiness.ts';
+import { couchCheck, databaseCheck, outboxCheck, relayCheck, serviceCheck } from '../gateway/health/checks.ts';
 import { loadOrCreateSigningKey, jwksOf } from '../identity/keys.ts';
 import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../identity/tokens.ts';
 import { loadOrCreateOwnerSecret } from '../identity/owner.ts';
@@ -114,6 +116,14 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
     // The outboxes this process can see: the registration service's, when it runs here.
     const outboxes: ServiceOutbox[] = registration && registrationDb ? [{ service: 'registration', db: registrationDb, relay: registration.relay }] : [];
     registerPlatformMetrics(metrics, { platformDb: platform.db, outboxes });
+    // What /readyz probes: what this stack needs, and what it runs itself (DESIGN §5).
+    const gatewayCouch = couchServerAs(couch.identities, 'gateway');
+    const readinessChecks: ComponentCheck[] = [couchCheck(() => gatewayCouch.up()), databaseCheck('platform_db', platform.db)];
+    if (registration && registrationDb) readinessChecks.push(serviceCheck('registration', { db: registrationDb, url: registration.url }));
+    for (const o of outboxes) {
+      if (o.relay) readinessChecks.push(relayCheck({ ...o, relay: o.relay }));
+      readinessChecks.push(outboxCheck(o, config.readyzOutboxBacklog));
+    }
     let worker: Worker | null = null;
     if (opts.worker !== false) {
       worker = await startWorker({
@@ -160,10 +170,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         v1Routes: [{ collection: 'patients', serviceUrl: registrationUrl }],
         verifyToken: verifier,
         corsOrigins: config.corsOrigins,
-        readiness: async () => {
-          await platform.db.query('SELECT 1');
-          if (!(await couchServerAs(couch.identities, 'gateway').up())) throw new Error('CouchDB unreachable');
-        },
+        readiness: createReadiness(readinessChecks, { timeoutMs: config.readyzTimeoutMs }),
         metrics: {
           registries: [processRegistry(), metrics],
           http: createHttpMetrics(metrics),

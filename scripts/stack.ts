@@ -30,6 +30,8 @@ import { openRegistrationDatabase, startRegistrationService, type RegistrationSe
 import type { Database } from '../sql/database.ts';
 import { buildWebApp } from '../web/build.ts';
 import { makeDataDirPrivate } from './data-dir.ts';
+import { startOperatorApi } from '../gateway/tenant/operator-api.ts';
+import { provisionTenant } from '../couchdb/provision.ts';
 
 export interface StackOptions {
   logger?: Logger;
@@ -110,6 +112,23 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       });
       closers.push(() => registration!.close());
       registrationUrl = registration.url;
+    }
+
+    if (config.operatorApi) {
+      // While this process holds the data directory, the `ferry` CLI runs its commands here.
+      const service = registration;
+      const operatorApi = await startOperatorApi({
+        dataDir: config.dataDir,
+        logger,
+        admin: {
+          tenants: platform.tenants,
+          memberships: platform.memberships,
+          users: platform.users,
+          provision: (tenant) => provisionTenant({ admin: couch.server, tenant, registry: platform.tenants }),
+          licensing: async (module) => (module === 'registration' && service ? service.licensing : null),
+        },
+      });
+      closers.push(() => operatorApi.close());
     }
 
     const metrics = createRegistry();

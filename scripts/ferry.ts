@@ -9,7 +9,7 @@ import { TENANT_ID, OWNER_ID, ROLES, type Role } from '../validators/identity.ts
 import { deriveOwner, loadOrCreateOwnerSecret } from '../identity/owner.ts';
 import { FerryError } from '../validators/codes.ts';
 import { MODULES, runAdmin, type AdminDeps, type AdminRequest, type AdminResult } from '../gateway/tenant/admin.ts';
-import { callOperatorApi, socketAnswers, socketPathOf } from '../gateway/tenant/operator-api.ts';
+import { callOperatorApi, OperatorApiError, socketAnswers, socketPathOf } from '../gateway/tenant/operator-api.ts';
 import { createLicensing, openRegistrationDatabase } from '../services/registration/index.ts';
 import type { Database } from '../sql/database.ts';
 
@@ -179,7 +179,7 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof UsageError) console.error(`${err.message}\n${USAGE}`);
     else if (err instanceof FerryError) console.error(describeError(err));
-    else if (err instanceof InvalidTenantError || err instanceof ConfigError || err instanceof CouchIdentityError) console.error(`error: ${err.message}`);
+    else if (err instanceof InvalidTenantError || err instanceof ConfigError || err instanceof CouchIdentityError || err instanceof OperatorApiError) console.error(`error: ${err.message}`);
     else console.error(err);
     const clientError = err instanceof UsageError || err instanceof InvalidTenantError || (err instanceof FerryError && err.status < 500);
     process.exit(clientError ? 2 : 1);

@@ -24,6 +24,11 @@ const MAX_BODY_BYTES = 64 * 1024;
 export const socketPathOf = (dataDir: string) => join(dataDir, SOCKET_NAME);
 export const tokenPathOf = (dataDir: string) => join(dataDir, TOKEN_NAME);
 
+/** The operator API cannot be reached or used; the message says what to check (no secrets in it). */
+export class OperatorApiError extends Error {
+  override name = 'OperatorApiError';
+}
+
 export interface OperatorApi {
   socketPath: string;
   close(): Promise<void>;
@@ -150,7 +155,12 @@ export async function startOperatorApi(opts: { dataDir: string; admin: AdminDeps
 
 /** Sends one command to the running server's operator API. Errors come back as the server's FerryError. */
 export async function callOperatorApi(dataDir: string, request: AdminRequest, opts: { timeoutMs?: number } = {}): Promise<AdminResult> {
-  const token = readFileSync(tokenPathOf(dataDir), 'utf8').trim();
+  let token: string;
+  try {
+    token = readFileSync(tokenPathOf(dataDir), 'utf8').trim();
+  } catch {
+    throw new OperatorApiError(`a server answers on ${socketPathOf(dataDir)} but its token file ${TOKEN_NAME} cannot be read; run the CLI as the user that runs Ferry`);
+  }
   const payload = JSON.stringify(request);
   const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
     const req = httpRequest(
@@ -169,12 +179,17 @@ export async function callOperatorApi(dataDir: string, request: AdminRequest, op
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new Error('operator API: no answer in time')));
+    req.on('timeout', () => req.destroy(new OperatorApiError('the operator API did not answer in time')));
     req.on('error', reject);
     req.end(payload);
   });
   // The boundary: the server's JSON, checked field by field below.
-  const parsed = JSON.parse(body) as { result?: AdminResult } & Partial<ErrorBody>;
+  let parsed: { result?: AdminResult } & Partial<ErrorBody>;
+  try {
+    parsed = JSON.parse(body) as typeof parsed;
+  } catch {
+    throw new OperatorApiError(`the operator API answered ${status} without JSON`);
+  }
   if (status === 200 && parsed.result) return parsed.result;
   const { code, message: _message, errors, ...details } = parsed;
   throw new FerryError(isErrorCode(code) ? code : 'INTERNAL', { status, ...(errors ? { errors } : {}), details });

@@ -10,6 +10,10 @@ export interface TokenProvider {
   getToken(): Promise<string>;
   /** Get a new access token (e.g. `POST /auth/refresh`). Called at most once per expired token. */
   refresh(): Promise<string>;
+  /** The current refresh token, which `session.signOut()` revokes on the server. Optional: without it the access token is sent. */
+  revocationToken?(): string | null | Promise<string | null>;
+  /** Forget every token held (called by `session.signOut()`). */
+  clear?(): void | Promise<void>;
 }
 
 /** Where the mismatch was seen: the token's claims, the gateway's 403, or the app (membership gone). */

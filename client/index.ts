@@ -2,7 +2,8 @@
 // (memory, leveldb) or `browser.ts` (IndexedDB) for a ready-made PouchDB.
 
 export { openSession, switchTenant } from './session.ts';
-export type { Session, SessionOptions, SessionEvents, MutateResult, MutateOptions, CloseResult, ResolveResult } from './session.ts';
+export type { Session, SessionOptions, SessionEvents, MutateResult, MutateOptions, CloseResult, ResolveResult, SignOutResult } from './session.ts';
+export { revokeOnServer } from './sign-out.ts';
 export type { TokenProvider, FetchLike, TenantMismatchSource } from './auth-fetch.ts';
 export { createAuthFetch, peekClaims } from './auth-fetch.ts';
 export type { SyncState, SyncOnceResult, Scheduler, OnlineSource } from './sync.ts';

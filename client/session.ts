@@ -17,6 +17,7 @@ import { changePassphrase as rewrapKeyring, getLocal, localDbName, openStore, ra
 import { chain, mutationDoc } from './outbox.ts';
 import { LocalIndex, entityView, isPending, localNoteId, mutationInfo, type EntityView, type LocalNoteDoc, type MutationInfo } from './reconcile.ts';
 import { planResolution, toConflict, type Conflict, type Resolution } from './conflicts.ts';
+import { revokeOnServer } from './sign-out.ts';
 import { getDraft, listDrafts, removeDraft, saveDraft, type Draft, type DraftInput } from './drafts.ts';
 import { ConnectionLoop, DEFAULT_BATCH_SIZE, browserOnlineSource, realScheduler, replicationConnector, syncOnce, type OnlineSource, type Scheduler, type SyncOnceResult, type SyncState } from './sync.ts';
 
@@ -67,6 +68,9 @@ export interface MutateOptions {
 }
 
 export type CloseResult = { ok: true; unsynced: number } | { ok: false; reason: 'unsynced'; unsynced: number };
+
+/** `revoked`: the gateway took the revocation; false when it could not be reached (the tokens are cleared anyway). */
+export type SignOutResult = { ok: true; unsynced: number; revoked: boolean } | { ok: false; reason: 'unsynced'; unsynced: number };
 
 export type ResolveResult = MutateResult | { ok: true; discarded: string } | { ok: false; code: 'CANNOT_RESOLVE'; reason: string; errors: FieldError[] };
 
@@ -167,6 +171,12 @@ export interface Session {
   close(options?: { confirm?: boolean }): Promise<CloseResult>;
   /** Destroys the local database. With unsynced mutations, needs `{ confirm: true }`. */
   wipe(options?: { confirm?: boolean }): Promise<CloseResult>;
+  /**
+   * Device sign-out: stops sync and closes the store (or destroys it with `wipe: true`), revokes the
+   * session on the server (`POST /auth/revoke`, RFC 7009 style) and clears the token provider's
+   * tokens. With unsynced mutations, needs `{ confirm: true }`, and nothing happens without it.
+   */
+  signOut(options?: { confirm?: boolean; wipe?: boolean }): Promise<SignOutResult>;
 }
 
 const fieldError = (path: string, message: string): FieldError[] => [{ path, message }];
@@ -741,6 +751,21 @@ class SessionImpl implements Session {
 
   wipe(options: { confirm?: boolean } = {}): Promise<CloseResult> {
     return this.inLifecycle(() => this.wipeNow(options));
+  }
+
+  signOut(options: { confirm?: boolean; wipe?: boolean } = {}): Promise<SignOutResult> {
+    return this.inLifecycle(() => this.signOutNow(options));
+  }
+
+  private async signOutNow(options: { confirm?: boolean; wipe?: boolean }): Promise<SignOutResult> {
+    const unsynced = this.isClosed ? 0 : await this.countUnsynced();
+    if (unsynced > 0 && !options.confirm) return { ok: false, reason: 'unsynced', unsynced };
+    // Replication stops first, so nothing is in flight with a token that is being revoked.
+    if (options.wipe) await this.wipeNow({ confirm: true });
+    else await this.closeNow({ confirm: true });
+    const revoked = await revokeOnServer(this.options.fetch ?? ((input, init) => globalThis.fetch(input, init)), this.options.gatewayUrl, this.options.tokens);
+    await this.options.tokens.clear?.();
+    return { ok: true, unsynced, revoked };
   }
 
   private async wipeNow(options: { confirm?: boolean }): Promise<CloseResult> {

@@ -14,7 +14,8 @@ import { httpMetrics } from './metrics/http.ts';
 import { healthRoutes, type HealthDeps } from './health/routes.ts';
 import { createRateLimiter, rateLimit, type RateLimit } from './edge/rate-limit.ts';
 import { requestLog } from './edge/request-log.ts';
-import type { TokenVerifier } from '../identity/tokens.ts';
+import type { TokenIssuer, TokenVerifier } from '../identity/tokens.ts';
+import type { Liveness } from './auth/liveness.ts';
 import { webAppRoutes, type WebAppOptions } from '../web/serve.ts';
 
 export interface GatewayDeps {
@@ -47,6 +48,12 @@ export interface GatewayDeps {
   };
   /** Verifies Ferry access tokens at the edge (`/v1` per-user limits, tenant in the logs). */
   verifyToken?: TokenVerifier;
+  /** `/v1`: refuse revoked sessions and removed members, and hand services the live roles (gateway/auth/liveness.ts). */
+  liveness?: Liveness;
+  /** `/v1`: mints the service's token when the live roles differ from the token's. */
+  issuer?: Pick<TokenIssuer, 'mintAccess'>;
+  /** Proxies whose X-Forwarded-Proto/-Host/-For are believed (express `trust proxy`); none when empty. */
+  trustedProxies?: readonly string[];
 }
 
 const DEFAULT_LIMITS = {
@@ -59,7 +66,8 @@ const DEFAULT_LIMITS = {
 export function createGatewayApp(deps: GatewayDeps): Express {
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', false);
+  // Only a listed proxy's X-Forwarded-Proto makes `req.secure` true (the operator cookie's `Secure`).
+  app.set('trust proxy', deps.trustedProxies && deps.trustedProxies.length > 0 ? [...deps.trustedProxies] : false);
   app.use(correlationId());
   if (deps.metrics?.http) app.use(httpMetrics(deps.metrics.http));
   app.use(requestLog(deps.logger));
@@ -93,6 +101,8 @@ export function createGatewayApp(deps: GatewayDeps): Express {
     v1Proxy({
       routes: deps.v1Routes,
       ...(deps.verifyToken ? { verifyToken: deps.verifyToken, perUser: createRateLimiter(limits.v1PerUser) } : {}),
+      ...(deps.liveness ? { liveness: deps.liveness } : {}),
+      ...(deps.issuer ? { issuer: deps.issuer } : {}),
     }),
   );
 

@@ -3,7 +3,7 @@
 
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect } from '@nats-io/transport-node';
+import { connectNats } from '../nats/connection.ts';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { v7 as uuidv7 } from 'uuid';
 import type { CouchServer } from '../couchdb/client.ts';
@@ -34,7 +34,7 @@ export async function unpublished(db: Database): Promise<number> {
 
 /** The stream's last sequence now (0 when it does not exist yet): the run reads only what follows. */
 export async function streamLastSeq(natsUrl: string): Promise<number> {
-  const nc = await connect({ servers: natsUrl, timeout: 5_000 });
+  const nc = await connectNats(natsUrl, {}, { timeout: 5_000 });
   try {
     const jsm = await jetstreamManager(nc);
     return (await jsm.streams.info(STREAM)).state.last_seq;
@@ -57,7 +57,7 @@ interface EventPayload {
  * patient ids and versions are counted.
  */
 export async function streamEvents(natsUrl: string, afterSeq: number, tenants: readonly string[]): Promise<StreamEvent[]> {
-  const nc = await connect({ servers: natsUrl, timeout: 5_000 });
+  const nc = await connectNats(natsUrl, {}, { timeout: 5_000 });
   try {
     const jsm = await jetstreamManager(nc);
     const last = (await jsm.streams.info(STREAM)).state.last_seq;
@@ -86,7 +86,7 @@ export async function streamEvents(natsUrl: string, afterSeq: number, tenants: r
  * patient under a new message id, as a relay that lost its dedupe would. Proves the check fires.
  */
 export async function publishDuplicateCreated(natsUrl: string, event: { tenant: string; patientId: string; actingUser: string }): Promise<void> {
-  const nc = await connect({ servers: natsUrl, timeout: 5_000 });
+  const nc = await connectNats(natsUrl, {}, { timeout: 5_000 });
   try {
     const eventId = uuidv7();
     const payload = { v: 1, eventId, type: 'patient.created', tenant: event.tenant, patientId: event.patientId, version: 1, actingUser: event.actingUser, actor: 'harness-inject', correlationId: null, occurredAt: new Date().toISOString() };

@@ -4,7 +4,7 @@ import { openPlatform, type Platform } from '../gateway/platform/open.ts';
 import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
 import { provisionTenant, InvalidTenantError } from '../couchdb/provision.ts';
 import { CouchIdentityError } from '../couchdb/identities.ts';
-import { findRunningEmbedded } from '../couchdb/embedded/supervisor.ts';
+import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from './data-dir-lock.ts';
 import { TENANT_ID, OWNER_ID, ROLES, type Role } from '../validators/identity.ts';
 import { deriveOwner, loadOrCreateOwnerSecret } from '../identity/owner.ts';
 import { FerryError } from '../validators/codes.ts';
@@ -149,13 +149,38 @@ async function run(config: FerryConfig, request: AdminRequest): Promise<AdminRes
 }
 
 async function openPlatformOf(config: FerryConfig): Promise<Platform> {
-  // PGlite is single-process: with the embedded defaults, the CLI must not open the data dir
-  // while `npm start` holds it. A server with its operator API on was reached above.
-  const running = !config.couchdbUrl ? findRunningEmbedded(config.dataDir) : null;
-  if (running && !config.databaseUrl) {
-    throw new UsageError(`Ferry is running on ${config.dataDir} (process ${running.pid}) without its operator API; stop it first, start it with FERRY_OPERATOR_API=on, or set DATABASE_URL`);
+  // PGlite is single-process: with the embedded platform database the CLI takes the data dir's
+  // lock for as long as it runs, so it never opens the files under a running server, and a server
+  // started meanwhile is refused. A server with its operator API on was reached before this.
+  let lock: DataDirLock | null = null;
+  if (!config.databaseUrl) {
+    try {
+      lock = acquireDataDirLock(config.dataDir, 'cli');
+    } catch (err) {
+      if (err instanceof DataDirLockedError) {
+        throw new UsageError(
+          `Ferry is running on ${config.dataDir} (${err.holder.component}, process ${err.holder.pid}) without its operator API; stop it first, start it with FERRY_OPERATOR_API=on, or set DATABASE_URL`,
+        );
+      }
+      throw err;
+    }
   }
-  return openPlatform({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: config.databaseUrl ? config.platformSchema : undefined });
+  try {
+    const platform = await openPlatform({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: config.databaseUrl ? config.platformSchema : undefined });
+    const close = platform.close.bind(platform);
+    return Object.assign(platform, {
+      close: async () => {
+        try {
+          await close();
+        } finally {
+          lock?.release();
+        }
+      },
+    });
+  } catch (err) {
+    lock?.release();
+    throw err;
+  }
 }
 
 /** Prints the owner of an external subject, so an operator can grant access without storing the sub. */

@@ -4,7 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import type { FerryConfig } from './config.ts';
+import { registrationUrlOf, type FerryConfig } from './config.ts';
 import { silentLogger, type Logger } from '../http/log.ts';
 import { openPlatform, type Platform } from '../gateway/platform/open.ts';
 import { seedDemo, DEMO_LICENSED } from '../gateway/tenant/demo.ts';
@@ -30,6 +30,8 @@ import { openRegistrationDatabase, startRegistrationService, type RegistrationSe
 import type { Database } from '../sql/database.ts';
 import { buildWebApp } from '../web/build.ts';
 import { makeDataDirPrivate } from './data-dir.ts';
+import { acquireDataDirLock } from './data-dir-lock.ts';
+import { listenFailure } from './startup-error.ts';
 import { startOperatorApi } from '../gateway/tenant/operator-api.ts';
 import { provisionTenant } from '../couchdb/provision.ts';
 
@@ -71,7 +73,17 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
 
   try {
     makeDataDirPrivate(config.dataDir);
-    const platform = await openPlatform({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: config.databaseUrl ? config.platformSchema : undefined });
+    // PGlite is single-process: one Ferry process per data dir (released last, at close).
+    if (!config.databaseUrl) {
+      const lock = acquireDataDirLock(config.dataDir, 'server');
+      closers.push(async () => lock.release());
+    }
+    const platform = await openPlatform({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      schema: config.databaseUrl ? config.platformSchema : undefined,
+      sessionCheckTtlMs: config.sessionCheckTtlMs,
+    });
     closers.push(() => platform.close());
     if (devIdp) await seedDemo(platform);
 
@@ -91,7 +103,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
     let registrationDb: Database | null = null;
     let registrationUrl: string;
     if (config.registrationUrl || opts.registration === false) {
-      registrationUrl = config.registrationUrl ?? `http://127.0.0.1:${config.registrationPort}`;
+      registrationUrl = registrationUrlOf(config);
     } else {
       const db: Database = await openRegistrationDatabase({
         url: config.databaseUrl,
@@ -102,6 +114,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       registrationDb = db;
       registration = await startRegistrationService({
         db,
+        ...(Object.values(config.natsAuth).some(Boolean) ? { natsAuth: config.natsAuth } : {}),
         // In one process the service is handed the platform's public keys; run apart, it fetches the JWKS.
         verifier: serviceVerifier,
         logger,
@@ -109,6 +122,8 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         port: config.registrationPort,
         natsUrl: config.natsUrl,
         licensedTenants: devIdp ? DEMO_LICENSED.registration : [],
+      }).catch((err: unknown) => {
+        throw listenFailure(err, 'registration service', '127.0.0.1', config.registrationPort, { port: 'FERRY_REGISTRATION_PORT', host: 'FERRY_REGISTRATION_PORT' });
       });
       closers.push(() => registration!.close());
       registrationUrl = registration.url;
@@ -176,18 +191,22 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         logger,
         webApp: webDir ? { dir: webDir } : null,
         signingKeys: [key],
-        devIdp: devIdp ? { users: platform.users, memberships: platform.memberships, sessions: platform.sessions, issuer } : null,
+        devIdp: devIdp ? { users: platform.users, memberships: platform.memberships, sessions: platform.sessions, issuer, verifyToken: verifier } : null,
         externalIdp: config.externalAuth
           ? {
               memberships: platform.memberships,
               sessions: platform.sessions,
               issuer,
+              verifyToken: verifier,
               verify: createExternalTokenVerifier({ jwks: config.externalAuth.jwksUrl, issuer: config.externalAuth.issuer, audience: config.externalAuth.audience }),
               ownerSecret: loadOrCreateOwnerSecret(config.dataDir),
             }
           : null,
         v1Routes: [{ collection: 'patients', serviceUrl: registrationUrl }],
         verifyToken: verifier,
+        liveness: platform.liveness,
+        issuer,
+        trustedProxies: config.trustedProxies,
         corsOrigins: config.corsOrigins,
         readiness: createReadiness(readinessChecks, { timeoutMs: config.readyzTimeoutMs }),
         metrics: {
@@ -197,13 +216,14 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
           metricsToken: config.metricsToken,
           openToLoopback: !config.production && !config.couchdbUrl,
         },
-        sync: { upstream, verifyToken: verifier, local: createLocalStore(platform.db), db: platform.db, watchers, logger },
+        sync: { upstream, verifyToken: verifier, liveness: platform.liveness, local: createLocalStore(platform.db), db: platform.db, watchers, logger },
         operators: config.fauxton
           ? {
               couch: { url: couch.identities.url, admin: couch.identities.admin },
               sessions: createAdminSessionStore(platform.db),
               memberships: platform.memberships,
               verifier,
+              liveness: platform.liveness,
               users: devIdp ? platform.users : null,
               logger,
             }
@@ -211,7 +231,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       });
       const server: Server = createServer(app);
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
+        server.once('error', (err) => reject(listenFailure(err, 'gateway', config.host, config.port, { port: 'FERRY_PORT', host: 'FERRY_HOST' })));
         server.listen(config.port, config.host, () => resolve());
       });
       closers.push(

@@ -7,7 +7,7 @@
 // which tenant. PGlite is single-process, so DATABASE_URL is required. Prints one JSON line
 // `{"event":"ready",…}` on stdout once it is looking at the tenant registry.
 import { hostname } from 'node:os';
-import { readConfig, positiveOf, ConfigError, type FerryConfig } from './config.ts';
+import { readConfig, readEnv, registrationUrlOf, ConfigError, type FerryConfig } from './config.ts';
 import { createLogger } from '../http/log.ts';
 import { createCouchServer } from '../couchdb/client.ts';
 import { WORKER_PASSWORD_ENV, WORKER_USER } from '../couchdb/identities.ts';
@@ -35,10 +35,11 @@ export interface WorkerProcessConfig {
 }
 
 export function readWorkerConfig(config: FerryConfig, env: Env = process.env): WorkerProcessConfig {
-  if (!config.databaseUrl) throw new ConfigError('the worker runs as its own process only against PostgreSQL: set DATABASE_URL');
-  if (!config.couchdbUrl) throw new ConfigError('set COUCHDB_URL to the CouchDB server the inboxes live on');
-  const password = env[WORKER_PASSWORD_ENV];
-  if (!password) throw new ConfigError(`set ${WORKER_PASSWORD_ENV} to the ${WORKER_USER} CouchDB user's password`);
+  if (!config.databaseUrl) throw new ConfigError('the worker runs as its own process only against PostgreSQL: set DATABASE_URL', ['DATABASE_URL']);
+  if (!config.couchdbUrl) throw new ConfigError('set COUCHDB_URL to the CouchDB server the inboxes live on', ['COUCHDB_URL']);
+  const e = readEnv(env);
+  const password = e.FERRY_COUCH_WORKER_PASSWORD;
+  if (!password) throw new ConfigError(`set ${WORKER_PASSWORD_ENV} to the ${WORKER_USER} CouchDB user's password`, [WORKER_PASSWORD_ENV]);
   const url = new URL(config.couchdbUrl);
   // Admin credentials in COUCHDB_URL are for provisioning only; the worker is ferry-worker.
   url.username = '';
@@ -47,19 +48,19 @@ export function readWorkerConfig(config: FerryConfig, env: Env = process.env): W
     couchUrl: url.toString().replace(/\/+$/, ''),
     workerPassword: password,
     platformSchema: config.platformSchema,
-    registrationUrl: config.registrationUrl ?? `http://127.0.0.1:${config.registrationPort}`,
-    workerId: env.FERRY_WORKER_ID || `${hostname()}:${process.pid}`,
-    leaseTtlMs: positiveOf(env, 'FERRY_WORKER_LEASE_TTL_MS', 15_000),
-    retryBaseMs: positiveOf(env, 'FERRY_WORKER_RETRY_BASE_MS', DEFAULT_RETRY_POLICY.baseMs),
-    retryMaxMs: positiveOf(env, 'FERRY_WORKER_RETRY_MAX_MS', DEFAULT_RETRY_POLICY.maxMs),
-    tickMs: positiveOf(env, 'FERRY_WORKER_TICK_MS', 1_000),
-    batchSize: positiveOf(env, 'FERRY_WORKER_BATCH_SIZE', 200),
+    registrationUrl: registrationUrlOf(config),
+    workerId: e.FERRY_WORKER_ID ?? `${hostname()}:${process.pid}`,
+    leaseTtlMs: e.FERRY_WORKER_LEASE_TTL_MS ?? 15_000,
+    retryBaseMs: e.FERRY_WORKER_RETRY_BASE_MS ?? DEFAULT_RETRY_POLICY.baseMs,
+    retryMaxMs: e.FERRY_WORKER_RETRY_MAX_MS ?? DEFAULT_RETRY_POLICY.maxMs,
+    tickMs: e.FERRY_WORKER_TICK_MS ?? 1_000,
+    batchSize: e.FERRY_WORKER_BATCH_SIZE ?? 200,
   };
 }
 
 async function main(config: FerryConfig, wc: WorkerProcessConfig): Promise<void> {
   makeDataDirPrivate(config.dataDir);
-  const logger = createLogger('ferry-worker');
+  const logger = createLogger('ferry-worker', { level: config.logLevel });
   const platform = await openPlatform({ databaseUrl: config.databaseUrl, schema: wc.platformSchema });
   const key = await loadOrCreateSigningKey(config.dataDir);
   const issuer = createTokenIssuer({ key, issuer: config.issuer });

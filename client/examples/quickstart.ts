@@ -11,13 +11,22 @@ export async function devIdpTokens(gatewayUrl: string, username: string, passwor
     if (!res.ok) throw new Error(`${path} answered ${res.status}`);
     return (await res.json()) as { access_token: string; refresh_token: string; user: { id: string } };
   };
-  let session = await post('/auth/token', { username, password, tenant });
+  let session: Awaited<ReturnType<typeof post>> | null = await post('/auth/token', { username, password, tenant });
+  const current = () => {
+    if (!session) throw new Error('signed out');
+    return session;
+  };
   return {
     owner: session.user.id,
-    getToken: async () => session.access_token,
+    getToken: async () => current().access_token,
     refresh: async () => {
-      session = await post('/auth/refresh', { refresh_token: session.refresh_token });
+      session = await post('/auth/refresh', { refresh_token: current().refresh_token });
       return session.access_token;
+    },
+    // For session.signOut(): the token it revokes on the server, and forgetting both afterwards.
+    revocationToken: () => session?.refresh_token ?? null,
+    clear: () => {
+      session = null;
     },
   };
 }
@@ -80,8 +89,14 @@ export async function quickstart(opts: { gatewayUrl?: string; log?: (line: strin
   // 6. Closing with unsynced work needs confirmation.
   const closing = await session.close();
   if (!closing.ok) log(`close refused: ${closing.unsynced} unsynced mutation(s)`);
-  await session.wipe({ confirm: true });
-  log('wiped');
+  if (online) {
+    // 7. Sign-out: stops sync, wipes the store, revokes the session on the server, forgets the tokens.
+    const out = await session.signOut({ confirm: true, wipe: true });
+    log(`signed out${out.ok && out.revoked ? ', session revoked on the server' : ''}`);
+  } else {
+    await session.wipe({ confirm: true });
+    log('wiped');
+  }
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

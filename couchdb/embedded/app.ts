@@ -5,6 +5,7 @@ import PouchDB from 'pouchdb';
 import expressPouchDB, { type ExpressPouchApp, type Middleware, type WrappedDb } from 'express-pouchdb';
 import type { CouchCredentials } from '../client.ts';
 import { ensurePrivateDir } from '../secrets.ts';
+import { installDesignDocCache } from './design-cache.ts';
 import { decideAfterAuth, decideBeforeAuth, type AccessDecision, type UserCtx } from './access.ts';
 
 // The embedded CouchDB-compatible server: express-pouchdb on PouchDB 9 + leveldb, wrapped so that
@@ -163,6 +164,7 @@ export async function createEmbeddedApp(opts: EmbeddedAppOptions): Promise<Reque
   };
   insertAfterAuthentication(app, afterAuth);
   installCachedDiskSize(app, dbDir);
+  installDesignDocCache(app);
 
   await setConfig(app, 'log', 'level', 'warning');
   await setConfig(app, 'couch_httpd_auth', 'secret', opts.cookieSecret);

@@ -4,7 +4,7 @@ import { FerryError } from '../../validators/codes.ts';
 import { parseWith } from '../../validators/issues.ts';
 import { tenantIdSchema } from '../../validators/identity.ts';
 import { verifyPassword } from '../../identity/password.ts';
-import { asyncRoute, openSession, refreshRoute, type SessionDeps } from './session-routes.ts';
+import { asyncRoute, openSession, refreshRoute, revokeRoute, type SessionDeps } from './session-routes.ts';
 import type { UserStore } from './users.ts';
 
 export type { TokenAnswer } from './session-routes.ts';
@@ -39,5 +39,6 @@ export function devIdentityRoutes(deps: DevIdpDeps): Router {
   );
 
   router.use(refreshRoute(deps));
+  router.use(revokeRoute(deps));
   return router;
 }

@@ -1,8 +1,8 @@
-import { Router, type Request, type Response, type NextFunction } from 'express';
+import { Router, urlencoded, type Request, type Response, type NextFunction } from 'express';
 import { z } from 'zod';
 import { FerryError } from '../../validators/codes.ts';
 import { parseWith } from '../../validators/issues.ts';
-import type { TokenIssuer } from '../../identity/tokens.ts';
+import type { TokenIssuer, TokenVerifier } from '../../identity/tokens.ts';
 import type { MembershipDirectory } from '../tenant/membership.ts';
 import type { SessionStore } from './sessions.ts';
 
@@ -22,6 +22,8 @@ export interface SessionDeps {
   memberships: MembershipDirectory;
   sessions: SessionStore;
   issuer: TokenIssuer;
+  /** Verifies an access token presented to `POST /auth/revoke`; without it only refresh tokens revoke. */
+  verifyToken?: TokenVerifier;
 }
 
 const refreshRequest = z.strictObject({ refresh_token: z.string().min(16).max(256) });
@@ -60,9 +62,9 @@ export function refreshRoute(deps: SessionDeps): Router {
       if (!parsed.ok) throw new FerryError('VALIDATION_FAILED', { errors: parsed.errors });
       const outcome = await deps.sessions.refresh(parsed.value.refresh_token, async (s) => {
         // The tenant never changes on refresh; membership is checked again so removal takes effect.
-        const roles = await deps.memberships.rolesOf(s.tenantId, s.userId);
-        if (!roles) throw notMember();
-        return answer(deps, s.userId, s.tenantId, roles, s.sid, s.refreshToken);
+        // Throwing here rolls the rotation back, so the same refresh token still works once.
+        if (!s.roles) throw notMember();
+        return answer(deps, s.userId, s.tenantId, s.roles, s.sid, s.refreshToken);
       });
       if (outcome.kind !== 'rotated') throw new FerryError('UNAUTHENTICATED', { message: 'The refresh token is not valid.' });
       res.setHeader('Cache-Control', 'no-store');
@@ -70,4 +72,49 @@ export function refreshRoute(deps: SessionDeps): Router {
     }),
   );
   return router;
+}
+
+const revokeRequest = z.object({
+  token: z.string().min(1).max(4096),
+  token_type_hint: z.enum(['refresh_token', 'access_token']).optional(),
+});
+
+/**
+ * `POST /revoke` in the manner of RFC 7009 (OAuth token revocation): `token` is a refresh or an
+ * access token, form-encoded or JSON, with an optional `token_type_hint`. Either kind ends the
+ * session it belongs to on the server, so its refresh token stops working and every access token of
+ * the session is refused on /sync and /v1 within the liveness TTL (at once in this process). The
+ * answer is 200 with an empty body whether or not the token meant anything, so it tells a caller
+ * nothing about a token it does not hold; only a request without a `token` is 400.
+ */
+export function revokeRoute(deps: Pick<SessionDeps, 'sessions' | 'verifyToken'>): Router {
+  const router = Router();
+  router.post(
+    '/revoke',
+    urlencoded({ extended: false, limit: '8kb' }),
+    asyncRoute(async (req, res) => {
+      const parsed = parseWith(revokeRequest, req.body);
+      if (!parsed.ok) throw new FerryError('VALIDATION_FAILED', { errors: parsed.errors });
+      await revokeToken(deps, parsed.value.token, parsed.value.token_type_hint);
+      res.setHeader('Cache-Control', 'no-store');
+      res.status(200).end();
+    }),
+  );
+  return router;
+}
+
+/** A JWT has two dots; a refresh token is base64url without any. The hint only picks the first try. */
+async function revokeToken(deps: Pick<SessionDeps, 'sessions' | 'verifyToken'>, token: string, hint: 'refresh_token' | 'access_token' | undefined): Promise<void> {
+  const looksLikeJwt = token.split('.').length === 3;
+  const asRefresh = async () => (await deps.sessions.revokeByRefreshToken(token)) !== null;
+  const asAccess = async () => {
+    if (!deps.verifyToken || !looksLikeJwt) return false;
+    // Only a token this platform signed names a session to end; anything else is ignored (still 200).
+    const claims = await deps.verifyToken(token).catch(() => null);
+    if (!claims) return false;
+    await deps.sessions.revoke(claims.sid);
+    return true;
+  };
+  const order = hint === 'access_token' || (hint === undefined && looksLikeJwt) ? [asAccess, asRefresh] : [asRefresh, asAccess];
+  for (const attempt of order) if (await attempt()) return;
 }

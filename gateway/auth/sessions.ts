@@ -34,18 +34,43 @@ function newRefreshToken(): string {
   return randomBytes(32).toString('base64url');
 }
 
+/** What a rotation hands the caller, read in the same statement that locked the token. */
+export interface RotatedSession {
+  sid: string;
+  userId: string;
+  tenantId: string;
+  /** The new refresh token. */
+  refreshToken: string;
+  /** The user's roles in the tenant now; null when no longer a member. */
+  roles: string[] | null;
+}
+
 export interface SessionStore {
   open(userId: string, tenantId: string): Promise<{ sid: string; refreshToken: string }>;
-  /** Rotates the token; the callback may refuse (e.g. membership gone) by throwing, which rolls back. */
-  refresh<T>(token: string, onRotate: (s: { sid: string; userId: string; tenantId: string; refreshToken: string }) => Promise<T>): Promise<
+  /**
+   * Rotates the token and runs `onRotate` in the same transaction: if it throws (membership gone,
+   * signing failed, …) the rotation rolls back, so the client's retry with the same token is a
+   * plain refresh, not a reuse. `onRotate` must not query the database itself (PGlite holds its one
+   * connection for the transaction); what it needs comes in `RotatedSession`.
+   */
+  refresh<T>(token: string, onRotate: (s: RotatedSession) => Promise<T>): Promise<
     { kind: 'rotated'; value: T } | { kind: 'rejected' } | { kind: 'revoked' }
   >;
   isActive(sid: string): Promise<boolean>;
   revoke(sid: string): Promise<void>;
+  /** Revokes the session a refresh token belongs to (rotated or not); null when the token is unknown. */
+  revokeByRefreshToken(token: string): Promise<string | null>;
 }
 
-export function createSessionStore(db: Database, opts: { ttlSeconds?: number } = {}): SessionStore {
+export interface SessionStoreOptions {
+  ttlSeconds?: number;
+  /** Called after a revocation has committed (reuse, sign-out), so caches in this process drop the session. */
+  onRevoke?: (sid: string) => void;
+}
+
+export function createSessionStore(db: Database, opts: SessionStoreOptions = {}): SessionStore {
   const ttl = opts.ttlSeconds ?? 14 * 24 * 3600;
+  const revoked = (sid: string) => opts.onRevoke?.(sid);
   const insertToken = async (tx: Queryable, sid: string) => {
     const token = newRefreshToken();
     await tx.query('INSERT INTO refresh_tokens (token_hash, sid) VALUES ($1, $2)', [hashRefreshToken(token), sid]);
@@ -63,11 +88,11 @@ export function createSessionStore(db: Database, opts: { ttlSeconds?: number } =
       });
     },
     async refresh(token, onRotate) {
-      // Revocation must survive even when the caller's work throws, so it commits on its own.
       const outcome = await db.transaction(async (tx) => {
-        const { rows } = await tx.query<{ sid: string; user_id: string; tenant_id: string; rotated_at: unknown; revoked_at: unknown; expired: boolean }>(
-          `SELECT t.sid, s.user_id, s.tenant_id, t.rotated_at, s.revoked_at, (s.expires_at < now()) AS expired
+        const { rows } = await tx.query<{ sid: string; user_id: string; tenant_id: string; rotated_at: unknown; revoked_at: unknown; expired: boolean; roles: string[] | null }>(
+          `SELECT t.sid, s.user_id, s.tenant_id, t.rotated_at, s.revoked_at, (s.expires_at < now()) AS expired, m.roles
              FROM refresh_tokens t JOIN refresh_sessions s ON s.sid = t.sid
+             LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id
             WHERE t.token_hash = $1 FOR UPDATE OF t, s`,
           [hashRefreshToken(token)],
         );
@@ -79,15 +104,21 @@ export function createSessionStore(db: Database, opts: { ttlSeconds?: number } =
         );
         if (decision.kind === 'reject') return { kind: 'rejected' as const };
         if (decision.kind === 'revoke-session') {
+          // Returned, not thrown, so the revocation commits: the reuse means the token leaked.
           await tx.query('UPDATE refresh_sessions SET revoked_at = now() WHERE sid = $1 AND revoked_at IS NULL', [decision.sid]);
-          return { kind: 'revoked' as const };
+          return { kind: 'revoked' as const, sid: decision.sid };
         }
         await tx.query('UPDATE refresh_tokens SET rotated_at = now() WHERE token_hash = $1', [hashRefreshToken(token)]);
         const refreshToken = await insertToken(tx, decision.sid);
-        return { kind: 'rotate' as const, s: { sid: decision.sid, userId: decision.userId, tenantId: decision.tenantId, refreshToken } };
+        // Inside the transaction: a throw here un-rotates the token.
+        const value = await onRotate({ sid: decision.sid, userId: decision.userId, tenantId: decision.tenantId, refreshToken, roles: row?.roles ?? null });
+        return { kind: 'rotated' as const, value };
       });
-      if (outcome.kind !== 'rotate') return outcome;
-      return { kind: 'rotated', value: await onRotate(outcome.s) };
+      if (outcome.kind === 'revoked') {
+        revoked(outcome.sid);
+        return { kind: 'revoked' };
+      }
+      return outcome;
     },
     async isActive(sid) {
       const { rows } = await db.query('SELECT 1 FROM refresh_sessions WHERE sid = $1 AND revoked_at IS NULL AND expires_at > now()', [sid]);
@@ -95,6 +126,17 @@ export function createSessionStore(db: Database, opts: { ttlSeconds?: number } =
     },
     async revoke(sid) {
       await db.query('UPDATE refresh_sessions SET revoked_at = now() WHERE sid = $1 AND revoked_at IS NULL', [sid]);
+      revoked(sid);
+    },
+    async revokeByRefreshToken(token) {
+      const { rows } = await db.query<{ sid: string }>(
+        `UPDATE refresh_sessions s SET revoked_at = COALESCE(s.revoked_at, now())
+           FROM refresh_tokens t WHERE t.token_hash = $1 AND s.sid = t.sid RETURNING s.sid`,
+        [hashRefreshToken(token)],
+      );
+      const sid = rows[0]?.sid ?? null;
+      if (sid) revoked(sid);
+      return sid;
     },
   };
 }

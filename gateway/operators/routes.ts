@@ -8,6 +8,7 @@ import { verifyPassword } from '../../identity/password.ts';
 import type { UserStore } from '../auth/users.ts';
 import type { MembershipDirectory } from '../tenant/membership.ts';
 import type { AdminSessionStore } from './admin-sessions.ts';
+import type { Liveness } from '../auth/liveness.ts';
 import type { Logger } from '../../http/log.ts';
 
 // Operators reach Fauxton and the CouchDB admin API through the gateway (DESIGN §5). Browsers
@@ -34,12 +35,20 @@ export function isOperatorPath(path: string): boolean {
   return COUCH_ENDPOINTS.has(first) || DB_NAME.test(first);
 }
 
-/** The host of an Origin header; null for `null` or anything unparsable. */
-function originHost(origin: string): string | null {
+/**
+ * Is an Origin header the gateway's own origin: same scheme, host and port (default ports
+ * normalised, so `https://h` equals `https://h:443`)? `null` and anything unparsable are not.
+ * `protocol` and `host` are what the request arrived as (behind a trusted proxy, what the browser
+ * used). Pure, so it is tested from a table.
+ */
+export function isSameOrigin(origin: string, request: { protocol: string; host: string | undefined }): boolean {
+  if (!request.host) return false;
   try {
-    return new URL(origin).host;
+    const theirs = new URL(origin);
+    const ours = new URL(`${request.protocol}://${request.host}`);
+    return theirs.origin !== 'null' && theirs.origin === ours.origin;
   } catch {
-    return null;
+    return false;
   }
 }
 
@@ -56,6 +65,8 @@ export interface OperatorDeps {
   sessions: AdminSessionStore;
   memberships: MembershipDirectory;
   verifier: TokenVerifier;
+  /** When present, a Bearer token's session must still be open and `platform-admin` held now, not only when it was minted. */
+  liveness?: Liveness;
   /** Null when the dev IdP is off: operators then present a platform-admin Bearer token. */
   users: UserStore | null;
   logger: Logger;
@@ -88,13 +99,20 @@ export function operatorRoutes(deps: OperatorDeps): Router {
   const upstream = new URL(deps.couch.url);
   const adminAuth = `Basic ${Buffer.from(`${deps.couch.admin.username}:${deps.couch.admin.password}`).toString('base64')}`;
 
+  /** The roles a verified Bearer token stands for: the live ones when liveness is on. */
+  async function bearerRoles(token: string): Promise<{ owner: string; roles: readonly string[] }> {
+    const claims = await deps.verifier(token);
+    const roles = deps.liveness ? await deps.liveness.check(claims) : claims.roles;
+    return { owner: claims.owner, roles };
+  }
+
   /** Who is the platform admin behind this request, if anyone: cookie session or Bearer token. */
   async function platformAdminOf(req: Request): Promise<string | null> {
     const token = bearerToken(req.get('authorization'));
     if (token) {
-      const claims = await deps.verifier(token);
-      if (!claims.roles.includes('platform-admin')) throw new FerryError('FORBIDDEN');
-      return claims.owner;
+      const caller = await bearerRoles(token);
+      if (!caller.roles.includes('platform-admin')) throw new FerryError('FORBIDDEN');
+      return caller.owner;
     }
     const sid = cookieOf(req, ADMIN_COOKIE);
     if (!sid) return null;
@@ -109,8 +127,8 @@ export function operatorRoutes(deps: OperatorDeps): Router {
       let userId: string | null = null;
       const token = bearerToken(req.get('authorization'));
       if (token) {
-        const claims = await deps.verifier(token);
-        if (claims.roles.includes('platform-admin')) userId = claims.owner;
+        const caller = await bearerRoles(token);
+        if (caller.roles.includes('platform-admin')) userId = caller.owner;
       } else if (deps.users) {
         const parsed = loginBody.safeParse(req.body);
         if (!parsed.success) throw new FerryError('VALIDATION_FAILED');
@@ -122,6 +140,7 @@ export function operatorRoutes(deps: OperatorDeps): Router {
       }
       if (!userId) throw new FerryError('FORBIDDEN');
       const sid = await deps.sessions.open(userId);
+      // `req.secure` is true over TLS, or behind a trusted proxy (FERRY_TRUSTED_PROXIES) that says the browser used https.
       res.cookie(ADMIN_COOKIE, sid, { httpOnly: true, sameSite: 'strict', secure: req.secure, path: '/', maxAge: 8 * 3600_000 });
       if (fromForm) res.redirect(303, '/_utils/');
       else res.json({ ok: true, user: { id: userId } });
@@ -138,7 +157,7 @@ export function operatorRoutes(deps: OperatorDeps): Router {
     const sid = cookieOf(req, ADMIN_COOKIE);
     (sid ? deps.sessions.close(sid) : Promise.resolve())
       .then(() => {
-        res.clearCookie(ADMIN_COOKIE, { path: '/' });
+        res.clearCookie(ADMIN_COOKIE, { httpOnly: true, sameSite: 'strict', secure: req.secure, path: '/' });
         res.json({ ok: true });
       })
       .catch(next);
@@ -157,13 +176,14 @@ export function operatorRoutes(deps: OperatorDeps): Router {
           }
           throw new FerryError('UNAUTHENTICATED');
         }
-        // SameSite=Strict already blocks cross-site cookies; a foreign Origin on a write is refused too.
+        // SameSite=Strict already blocks cross-site cookies; a foreign Origin on a write is refused too,
+        // and "foreign" includes another scheme or port on the same host (a plain-HTTP page, another service).
         const origin = req.get('origin');
-        if (origin && req.method !== 'GET' && req.method !== 'HEAD' && originHost(origin) !== req.get('host')) throw new FerryError('FORBIDDEN');
+        if (origin && req.method !== 'GET' && req.method !== 'HEAD' && !isSameOrigin(origin, { protocol: req.protocol, host: req.host })) throw new FerryError('FORBIDDEN');
         if (req.path === '/_session' && req.method === 'DELETE') {
           const sid = cookieOf(req, ADMIN_COOKIE);
           if (sid) void deps.sessions.close(sid);
-          res.clearCookie(ADMIN_COOKIE, { path: '/' });
+          res.clearCookie(ADMIN_COOKIE, { httpOnly: true, sameSite: 'strict', secure: req.secure, path: '/' });
           res.json({ ok: true });
           return;
         }

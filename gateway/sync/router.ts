@@ -15,6 +15,7 @@ import { createRateLimiter } from '../edge/rate-limit.ts';
 import { allDocs, bulkGet, dbInfo, ensureFullCommit, getDoc, serverRoot } from './read.ts';
 import { resolveSyncRoute, type SyncRoute } from './routes.ts';
 import type { Upstream } from './upstream.ts';
+import type { Liveness } from '../auth/liveness.ts';
 import type { Queryable } from '../../sql/database.ts';
 import { bulkDocs, createAbsentIds, deleteLocal, getLocal, putLocal, revsDiff } from './write.ts';
 
@@ -25,6 +26,8 @@ export interface SyncDeps {
   /** The tenant inboxes, reached as CouchDB user `ferry-gateway`. */
   upstream: Upstream;
   verifyToken: TokenVerifier;
+  /** Session and membership still live (gateway/auth/liveness.ts); absent, a token is trusted until it expires. */
+  liveness?: Liveness;
   /** `_local` docs per user (platform database). */
   local: LocalStore;
   /** The platform database: the pull feed's index (`feed_index`) and the pending quota (`pending_mutations`). */
@@ -46,12 +49,17 @@ export interface SyncRouter extends Router {
 
 type Handler = (ctx: SyncContext, id: string) => Promise<void> | void;
 
-/** Verifies the Bearer token; every failure is the same 401 (expired, forged, `alg:none`, …). */
-export function syncAuthentication(opts: { verifyToken: TokenVerifier }) {
+/**
+ * Verifies the Bearer token; every failure is the same 401 (expired, forged, `alg:none`, a revoked
+ * session, …). A user no longer in the token's tenant gets 403 TENANT_MISMATCH, as any non-member.
+ */
+export function syncAuthentication(opts: { verifyToken: TokenVerifier; liveness?: Liveness | undefined }) {
   return async function syncAuthenticate(req: Request, res: Response, next: NextFunction): Promise<void> {
     const token = bearerToken(req.get('authorization'));
     if (!token) throw new FerryError('UNAUTHENTICATED');
     const claims = await opts.verifyToken(token);
+    // Cached per session (a map lookup on the hot path), not a query per request.
+    if (opts.liveness) await opts.liveness.check(claims);
     const caller: Caller = { tenant: claims.tid, owner: claims.owner };
     res.locals.syncCaller = caller;
     res.locals.tenant = caller.tenant;
@@ -120,7 +128,7 @@ export function syncRouter(deps: SyncDeps): SyncRouter {
   const isWrite = (route: SyncRoute, method: string) => route.kind === 'bulk_docs' || (route.kind === 'local' && (method === 'PUT' || method === 'DELETE'));
 
   const router = express.Router() as SyncRouter;
-  router.use(syncAuthentication({ verifyToken: deps.verifyToken }));
+  router.use(syncAuthentication({ verifyToken: deps.verifyToken, liveness: deps.liveness }));
   router.use(function syncRoute(req: Request, res: Response, next: NextFunction) {
     const route = resolveSyncRoute(rawPathOf(req), req.method);
     const caller = res.locals.syncCaller as Caller;

@@ -4,6 +4,7 @@ import { silentLogger, type Logger } from '../../http/log.ts';
 import type { TokenVerifier } from '../../identity/tokens.ts';
 import type { Database } from '../../sql/database.ts';
 import { createRegistrationApp } from './app.ts';
+import type { NatsAuth } from '../../nats/connection.ts';
 import { createOutboxRelay, type OutboxRelay, type RelayOptions } from './events/relay.ts';
 import { DEFAULT_RETENTION_MS } from './idempotency/decision.ts';
 import { purgeExpiredIdempotencyKeys } from './idempotency/store.ts';
@@ -28,7 +29,9 @@ export interface RegistrationServiceOptions {
   port?: number;
   /** Null runs without a relay: events wait in the outbox. */
   natsUrl?: string | null;
-  relay?: Omit<RelayOptions, 'db' | 'natsUrl' | 'logger'>;
+  /** Credentials when `natsUrl` carries none (NATS_USER/NATS_PASSWORD, NATS_CREDS). */
+  natsAuth?: NatsAuth;
+  relay?: Omit<RelayOptions, 'db' | 'natsUrl' | 'natsAuth' | 'logger'>;
   idempotencyRetentionMs?: number;
   purgeIntervalMs?: number;
   /** Tenants to license at start (idempotent), e.g. the dev seed's `north` and `south`. */
@@ -48,7 +51,7 @@ export async function startRegistrationService(opts: RegistrationServiceOptions)
   const logger = opts.logger ?? silentLogger();
   const licensing = createLicensing(opts.db);
   for (const tenant of opts.licensedTenants ?? []) await licensing.license(tenant);
-  const relay = opts.natsUrl ? createOutboxRelay({ ...opts.relay, db: opts.db, natsUrl: opts.natsUrl, logger }) : null;
+  const relay = opts.natsUrl ? createOutboxRelay({ ...opts.relay, db: opts.db, natsUrl: opts.natsUrl, ...(opts.natsAuth ? { natsAuth: opts.natsAuth } : {}), logger }) : null;
   const app = createRegistrationApp({
     db: opts.db,
     verifier: opts.verifier,

@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { startRegistrationService, type RegistrationService } from '../../services/registration/index.ts';
 import { createOutboxRelay, type OutboxRelay } from '../../services/registration/events/relay.ts';
@@ -8,7 +7,7 @@ import { createRegistrationApp } from '../../services/registration/app.ts';
 import { ensureStream } from '../../services/registration/events/stream.ts';
 import type { Database } from '../../sql/database.ts';
 import { listen, type Listening } from '../support/http.ts';
-import { requireNats, requirePostgres, TEST_NATS_URL } from '../support/services.ts';
+import { connectTestNats, requireNats, requirePostgres, TEST_NATS_URL } from '../support/services.ts';
 import {
   BACKENDS,
   call,
@@ -44,7 +43,7 @@ describe('registration events: the REGISTRATION stream\'s duplicate window', fun
 
   it('raises an existing stream\'s 2-minute default window with streams.update (on a stream of its own)', async function () {
     const name = `FERRY_TEST_${newKey().replace(/-/g, '').slice(-12).toUpperCase()}`;
-    const nc = await connect({ servers: TEST_NATS_URL });
+    const nc = await connectTestNats();
     const jsm = await jetstreamManager(nc);
     try {
       await jsm.streams.add({ name, subjects: [`${name}.a`], duplicate_window: 120 * 1e9 });
@@ -116,7 +115,7 @@ for (const backend of BACKENDS) {
       const r = relay();
       await waitFor(async () => r.status().connected && r.status().consecutiveFailures === 0);
       await waitFor(async () => (await streamLastSeq()) >= 0);
-      const nc = await connect({ servers: TEST_NATS_URL });
+      const nc = await connectTestNats();
       try {
         const info = await (await jetstreamManager(nc)).streams.info('REGISTRATION');
         expect(info.config.duplicate_window).to.be.at.least(7.2e12);

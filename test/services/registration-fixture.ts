@@ -1,14 +1,13 @@
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { v7 as uuidv7 } from 'uuid';
-import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { generateSigningKey, jwksOf } from '../../identity/keys.ts';
 import { createTokenIssuer, createTokenVerifier, type TokenVerifier } from '../../identity/tokens.ts';
 import type { Database } from '../../sql/database.ts';
 import { openRegistrationDatabase } from '../../services/registration/schema.ts';
 import type { PatientEvent } from '../../services/registration/events/outbox.ts';
-import { dropSchema, freePort, TEST_DATABASE_URL, TEST_NATS_URL, uniqueSchema } from '../support/services.ts';
+import { connectTestNats, dropSchema, freePort, TEST_DATABASE_URL, TEST_NATS_URL, uniqueSchema } from '../support/services.ts';
 
 // Shared by the registration suites: a database per suite on either backend, tokens, synthetic
 // patients and a reader of the REGISTRATION stream. No real people: names are random letters.
@@ -169,7 +168,7 @@ export interface StreamedEvent {
 
 /** Reads the REGISTRATION stream by sequence from `afterSeq`, keeping only events for `patientIds`. */
 export async function streamEventsFor(patientIds: ReadonlySet<string>, afterSeq: number): Promise<StreamedEvent[]> {
-  const nc = await connect({ servers: TEST_NATS_URL });
+  const nc = await connectTestNats();
   try {
     const jsm = await jetstreamManager(nc);
     const last = (await jsm.streams.info('REGISTRATION')).state.last_seq;
@@ -188,7 +187,7 @@ export async function streamEventsFor(patientIds: ReadonlySet<string>, afterSeq:
 
 /** The stream's last sequence now (0 when it does not exist yet), to read only what follows. */
 export async function streamLastSeq(): Promise<number> {
-  const nc = await connect({ servers: TEST_NATS_URL });
+  const nc = await connectTestNats();
   try {
     const jsm = await jetstreamManager(nc);
     return (await jsm.streams.info('REGISTRATION')).state.last_seq;
@@ -211,8 +210,10 @@ export async function natsProxy(): Promise<NatsProxy> {
   const target = new URL(TEST_NATS_URL);
   let server: net.Server | null = null;
   const sockets = new Set<net.Socket>();
+  // The hop passes bytes through, so the client still authenticates to NATS: keep the credentials.
+  const auth = target.username ? `${target.username}${target.password ? `:${target.password}` : ''}@` : '';
   return {
-    url: `nats://127.0.0.1:${port}`,
+    url: `nats://${auth}127.0.0.1:${port}`,
     up: () =>
       new Promise<void>((resolve, reject) => {
         server = net.createServer((client) => {

@@ -4,12 +4,21 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import pg from 'pg';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { connectNats } from '../../nats/connection.ts';
 
 // Real services for tests: PostgreSQL on 127.0.0.1:5432 and NATS JetStream on 127.0.0.1:4222.
-// Locally a suite whose service is missing skips; in CI (CI=true) it fails, as the brief requires.
+// Locally a suite whose service is missing skips; in CI (CI=true) it fails.
+// TEST_NATS_URL may carry credentials (`nats://user:pass@127.0.0.1:4223`): .ci/run starts a
+// nats-server with authorisation on and sets it, so every suite runs against an auth-on NATS.
 
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const TEST_NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+
+/** A connection to the tests' NATS, with the credentials TEST_NATS_URL carries. */
+export function connectTestNats(opts: { timeout?: number } = {}): Promise<NatsConnection> {
+  return connectNats(TEST_NATS_URL, {}, { timeout: opts.timeout ?? 5_000 });
+}
 
 function reachable(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {

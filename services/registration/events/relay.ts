@@ -1,4 +1,5 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { natsConnectionTarget, natsConnectOptions, type NatsAuth } from '../../../nats/connection.ts';
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import { loggableError, silentLogger, type Logger } from '../../../http/log.ts';
 import type { Queryable } from '../../../sql/database.ts';
@@ -25,7 +26,10 @@ export interface OutboxEvent {
 
 export interface RelayOptions {
   db: Queryable;
+  /** May carry credentials (`nats://user:pass@host:4222`); never logged as given. */
   natsUrl: string;
+  /** NATS_USER/NATS_PASSWORD or NATS_CREDS, when the URL carries none. */
+  natsAuth?: NatsAuth;
   logger?: Logger;
   /** Events read per round. */
   batchSize?: number;
@@ -67,6 +71,8 @@ export function createOutboxRelay(opts: RelayOptions): OutboxRelay {
   const pollMs = opts.pollMs ?? 1000;
   const backoff = opts.backoff ?? { baseMs: 200, maxMs: 10_000 };
   const publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
+  // Parsed once, up front: contradictory credentials fail at start, not in the retry loop.
+  const target = natsConnectionTarget(opts.natsUrl, opts.natsAuth);
   let nc: NatsConnection | null = null;
   let js: JetStreamClient | null = null;
   let streamReady = false;
@@ -95,7 +101,7 @@ export function createOutboxRelay(opts: RelayOptions): OutboxRelay {
     }
     if (!nc) {
       nc = await connect({
-        servers: opts.natsUrl,
+        ...natsConnectOptions(target),
         name: 'ferry-registration-relay',
         timeout: opts.connectTimeoutMs ?? 2000,
         reconnect: true,
@@ -105,7 +111,7 @@ export function createOutboxRelay(opts: RelayOptions): OutboxRelay {
       });
       js = jetstream(nc, { timeout: publishTimeoutMs });
       streamReady = false;
-      logger.info({ component: 'registration-relay' }, 'connected to NATS');
+      logger.info({ component: 'registration-relay', servers: target.display, auth: target.auth }, 'connected to NATS');
     }
     if (!streamReady) {
       await ensureStream(await jetstreamManager(nc, { timeout: publishTimeoutMs }));

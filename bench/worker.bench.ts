@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { mutationDoc, newEntity, patientPayload, startEnv, type MutationFixture } from '../test/worker/fixture.ts';
 import { rawBulkDocsRate } from './raw.ts';
 import type { Report } from './run.ts';
+import { valueOf, histogramOf } from '../gateway/metrics/registry.ts';
 
 // Inbox-to-committed-status throughput of the worker: 10,000 mutations over 100 entities in
 // 2 tenants (per entity one create, then chained updates), already in the inboxes when the
@@ -97,10 +98,14 @@ async function run(report: Report, against: Against): Promise<void> {
     const cpuBefore = process.cpuUsage();
     const childBefore = childCpuMs(env.couch.pid());
     const worker = await env.startWorker({ leaseTtlMs: 15_000, tickMs: 500, ...(stub ? { services: { registration: stub.url } } : {}) });
-    const committed = () => TENANTS.reduce((n, t) => n + worker.metrics.outcomes.get({ tenant: t, state: 'committed', code: 'none' }), 0);
+    const committed = async () => {
+      let n = 0;
+      for (const t of TENANTS) n += await valueOf(worker.metrics.outcomes, { tenant: t, state: 'committed', code: 'none' });
+      return n;
+    };
     const deadline = Date.now() + 30 * 60_000;
-    while (committed() < total) {
-      if (Date.now() > deadline) throw new Error(`only ${committed()} of ${total} committed in time`);
+    while ((await committed()) < total) {
+      if (Date.now() > deadline) throw new Error(`only ${await committed()} of ${total} committed in time`);
       await new Promise((r) => setTimeout(r, 50));
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -110,7 +115,7 @@ async function run(report: Report, against: Against): Promise<void> {
       baseline: raw,
       note: `${total} mutations, ${ENTITIES} entities, ${TENANTS.length} tenants`,
     });
-    const latency = TENANTS.map((t) => worker.metrics.commitLatency.get({ tenant: t, module: 'registration' }));
+    const latency = await Promise.all(TENANTS.map((t) => histogramOf(worker.metrics.commitLatency, { tenant: t, module: 'registration' })));
     const calls = latency.reduce((n, l) => n + l.count, 0);
     // CPU time per mutation is steadier than the rate on a shared machine: it is what to cut.
     report.note(`${against}: CPU per mutation ${(((cpu.user + cpu.system) / 1000) / total * 1000).toFixed(0)} µs in the worker's process (worker${stub ? '' : ' + service'}), ${((childCpu / total) * 1000).toFixed(0)} µs in the CouchDB child`);

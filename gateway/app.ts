@@ -10,6 +10,8 @@ import { syncRouter, type SyncDeps } from './sync/router.ts';
 import { operatorRoutes, type OperatorDeps } from './operators/routes.ts';
 import { cors } from './edge/cors.ts';
 import { metricsRoute, type MetricsRouteOptions } from './metrics/route.ts';
+import { httpMetrics } from './metrics/http.ts';
+import { healthRoutes, type HealthDeps } from './health/routes.ts';
 import { createRateLimiter, rateLimit, type RateLimit } from './edge/rate-limit.ts';
 import { requestLog } from './edge/request-log.ts';
 import type { TokenIssuer, TokenVerifier } from '../identity/tokens.ts';
@@ -24,8 +26,8 @@ export interface GatewayDeps {
   /** Present in external OIDC mode (`FERRY_AUTH_*`): `POST /auth/exchange` and `/auth/refresh`; never together with devIdp. */
   externalIdp?: ExternalIdpDeps | null;
   v1Routes: readonly V1Route[];
-  /** Throws when a dependency the gateway needs (CouchDB, platform database) is unreachable. */
-  readiness: () => Promise<void>;
+  /** `/readyz`: which dependencies are down or degraded (gateway/health/readiness.ts). */
+  readiness: HealthDeps['readiness'];
   /** Fauxton and the CouchDB admin API for platform-admins; null when switched off. */
   operators?: OperatorDeps | null;
   /** `/metrics`; null serves none. */
@@ -67,6 +69,7 @@ export function createGatewayApp(deps: GatewayDeps): Express {
   // Only a listed proxy's X-Forwarded-Proto makes `req.secure` true (the operator cookie's `Secure`).
   app.set('trust proxy', deps.trustedProxies && deps.trustedProxies.length > 0 ? [...deps.trustedProxies] : false);
   app.use(correlationId());
+  if (deps.metrics?.http) app.use(httpMetrics(deps.metrics.http));
   app.use(requestLog(deps.logger));
   const limits = { ...DEFAULT_LIMITS, ...deps.limits };
   const ipOf = (req: Request) => req.socket.remoteAddress ?? 'unknown';
@@ -80,15 +83,7 @@ export function createGatewayApp(deps: GatewayDeps): Express {
     next();
   });
 
-  app.get('/healthz', (_req, res) => {
-    res.json({ ok: true });
-  });
-  app.get('/readyz', (_req, res) => {
-    deps
-      .readiness()
-      .then(() => res.json({ ok: true }))
-      .catch(() => res.status(503).json({ ok: false }));
-  });
+  app.use(healthRoutes({ readiness: deps.readiness }));
   app.get('/.well-known/jwks.json', (_req, res) => {
     res.setHeader('Cache-Control', 'public, max-age=300');
     res.json(jwksOf(deps.signingKeys));

@@ -50,6 +50,12 @@ export interface FerryConfig {
   sessionCheckTtlMs: number;
   /** `FERRY_TRUSTED_PROXIES`: proxies whose X-Forwarded-* are believed (express `trust proxy`); empty: none. */
   trustedProxies: string[];
+  /** The local operator API on FERRY_DATA_DIR/operator.sock; on by default with the embedded database. */
+  operatorApi: boolean;
+  /** How long /readyz waits for any one dependency before it counts as down. */
+  readyzTimeoutMs: number;
+  /** Events waiting in a service outbox above which /readyz reports `degraded`. */
+  readyzOutboxBacklog: number;
 }
 
 export class ConfigError extends Error {
@@ -137,6 +143,7 @@ const trustedProxies = z.string().transform((s, ctx) => {
 });
 
 const flag = z.enum(['0', '1', 'true', 'false'], { error: 'must be 1 or 0' }).transform((v) => v === '1' || v === 'true');
+const onOff = z.enum(['on', 'off', '1', '0', 'true', 'false'], { error: 'must be on or off' }).transform((v) => v === 'on' || v === '1' || v === 'true');
 
 /** Every variable Ferry reads. Order is the README table's order. */
 export const ENV_SCHEMA = z.object({
@@ -174,6 +181,9 @@ export const ENV_SCHEMA = z.object({
   FERRY_WORKER_BATCH_SIZE: optional(wholeNumber('a whole number from 1 to 1000', 1, 1000)),
   FERRY_SESSION_CHECK_TTL_MS: optional(milliseconds()),
   FERRY_TRUSTED_PROXIES: optional(trustedProxies),
+  FERRY_OPERATOR_API: optional(onOff),
+  FERRY_READYZ_TIMEOUT_MS: optional(milliseconds(60_000)),
+  FERRY_READYZ_OUTBOX_BACKLOG: optional(wholeNumber('a whole number, 0 or more', 0, Number.MAX_SAFE_INTEGER)),
 });
 
 export type FerryEnv = z.output<typeof ENV_SCHEMA>;
@@ -255,6 +265,9 @@ export function readConfig(env: Env = process.env): FerryConfig {
     logLevel: e.FERRY_LOG_LEVEL ?? 'info',
     sessionCheckTtlMs: e.FERRY_SESSION_CHECK_TTL_MS ?? 2000,
     trustedProxies: e.FERRY_TRUSTED_PROXIES ?? [],
+    operatorApi: e.FERRY_OPERATOR_API ?? !e.DATABASE_URL,
+    readyzTimeoutMs: e.FERRY_READYZ_TIMEOUT_MS ?? 2000,
+    readyzOutboxBacklog: e.FERRY_READYZ_OUTBOX_BACKLOG ?? 1000,
   };
 }
 

@@ -1,63 +1,149 @@
+import { join } from 'node:path';
 import { readConfig, ConfigError, type FerryConfig } from './config.ts';
 import { openPlatform, type Platform } from '../gateway/platform/open.ts';
-import { prepareCouch } from '../couchdb/prepare.ts';
+import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
 import { provisionTenant, InvalidTenantError } from '../couchdb/provision.ts';
 import { CouchIdentityError } from '../couchdb/identities.ts';
 import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from './data-dir-lock.ts';
 import { TENANT_ID, OWNER_ID, ROLES, type Role } from '../validators/identity.ts';
 import { deriveOwner, loadOrCreateOwnerSecret } from '../identity/owner.ts';
+import { FerryError } from '../validators/codes.ts';
+import { MODULES, runAdmin, type AdminDeps, type AdminRequest, type AdminResult } from '../gateway/tenant/admin.ts';
+import { callOperatorApi, OperatorApiError, socketAnswers, socketPathOf } from '../gateway/tenant/operator-api.ts';
+import { createLicensing, openRegistrationDatabase } from '../services/registration/index.ts';
+import type { Database } from '../sql/database.ts';
 
 // Operator CLI. Reads the same configuration as `npm start` (FERRY_DATA_DIR, COUCHDB_URL,
 // DATABASE_URL).
 //
 //   npm run ferry -- tenant create <id>   provision inbox_{id} and record the tenant (idempotent)
 //   npm run ferry -- tenant list          the tenants in the registry
+//   npm run ferry -- tenant license|unlicense <id> <module>   the module licence, in its service's database
 //   npm run ferry -- member add|remove|list …   memberships (external IdP users are known by owner)
 //   npm run ferry -- owner-of <sub>       the owner derived from a sub under FERRY_AUTH_ISSUER
+//
+// The commands themselves are gateway/tenant/admin.ts. While a server runs on FERRY_DATA_DIR it
+// holds the embedded databases, so the CLI sends the command to its operator API
+// (FERRY_DATA_DIR/operator.sock); otherwise it opens the databases itself and runs it here.
 
 const USAGE = `usage:
   npm run ferry -- tenant create <id>                  provision inbox_<id> (idempotent)
   npm run ferry -- tenant list                         list the registered tenants
+  npm run ferry -- tenant license <id> <module>        license a module for a tenant (modules: ${MODULES.join(', ')})
+  npm run ferry -- tenant unlicense <id> <module>      withdraw a module's licence
   npm run ferry -- member add <tenant> <owner> <roles> grant roles (comma-separated: ${ROLES.join(',')})
   npm run ferry -- member remove <tenant> <owner>      revoke a membership
   npm run ferry -- member list <tenant>                list a tenant's members and roles
-  npm run ferry -- owner-of <sub>                      print the owner of an external IdP subject (needs FERRY_AUTH_*)`;
+  npm run ferry -- owner-of <sub>                      print the owner of an external IdP subject (needs FERRY_AUTH_*)
+Works whether or not the server is running (through its operator API on FERRY_DATA_DIR/operator.sock).`;
 
 class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<void> {
-  const [group, command, arg, ...rest] = argv;
+  const [group] = argv;
   if (group === undefined || group === 'help' || group === '--help' || group === '-h') {
     console.log(USAGE);
     return;
   }
   if (group === 'owner-of') return ownerOf(argv.slice(1));
-  if (group === 'member') return member(argv.slice(1));
-  if (group !== 'tenant' || (command !== 'create' && command !== 'list')) throw new UsageError(`unknown command: ${argv.join(' ')}`);
-  if (command === 'create' && (arg === undefined || rest.length)) throw new UsageError('tenant create takes exactly one tenant id');
-  if (command === 'list' && arg !== undefined) throw new UsageError('tenant list takes no arguments');
-  if (command === 'create' && !TENANT_ID.test(arg!)) throw new InvalidTenantError();
-
+  const request = group === 'member' ? memberRequest(argv.slice(1)) : group === 'tenant' ? tenantRequest(argv.slice(1)) : null;
+  if (!request) throw new UsageError(`unknown command: ${argv.join(' ')}`);
   const config = readConfig();
-  const platform = await openPlatformOf(config);
-  try {
-    if (command === 'list') {
-      for (const t of await platform.tenants.list()) console.log(t);
-      return;
-    }
-    const couch = await prepareCouch(config, platform, undefined, {
-      demoTenants: false,
-      reprovisionRegistered: false,
-      reuseRunning: true,
-    });
-    try {
-      const result = await provisionTenant({ admin: couch.server, tenant: arg!, registry: platform.tenants });
+  for (const line of describe(await run(config, request))) console.log(line);
+}
+
+function tenantRequest(args: string[]): AdminRequest {
+  const [command, tenant, module, ...rest] = args;
+  if (command === 'list') {
+    if (args.length !== 1) throw new UsageError('tenant list takes no arguments');
+    return { command: 'tenant.list' };
+  }
+  if (command === 'create') {
+    if (tenant === undefined || module !== undefined) throw new UsageError('tenant create takes exactly one tenant id');
+    if (!TENANT_ID.test(tenant)) throw new InvalidTenantError();
+    return { command: 'tenant.create', tenant };
+  }
+  if (command === 'license' || command === 'unlicense') {
+    if (tenant === undefined || module === undefined || rest.length) throw new UsageError(`tenant ${command} takes a tenant id and a module`);
+    if (!TENANT_ID.test(tenant)) throw new InvalidTenantError();
+    return { command: `tenant.${command}`, tenant, module };
+  }
+  throw new UsageError(`unknown command: tenant ${args.join(' ')}`);
+}
+
+function rolesOf(arg: string): Role[] {
+  const roles = arg.split(',').map((r) => r.trim());
+  const known: readonly string[] = ROLES;
+  if (!roles.length || roles.some((r) => !known.includes(r))) throw new UsageError(`roles must be a comma-separated list of: ${ROLES.join(', ')}`);
+  return [...new Set(roles)] as Role[];
+}
+
+function memberRequest(args: string[]): AdminRequest {
+  const [command, tenant, owner, roleArg, ...rest] = args;
+  const arity = { add: 3, remove: 2, list: 1 } as const;
+  if (command !== 'add' && command !== 'remove' && command !== 'list') throw new UsageError(`unknown command: member ${args.join(' ')}`);
+  if (args.length - 1 !== arity[command] || rest.length) throw new UsageError(`member ${command} takes ${arity[command]} argument(s)`);
+  if (!TENANT_ID.test(tenant!)) throw new InvalidTenantError();
+  if (command !== 'list' && !OWNER_ID.test(owner!)) throw new UsageError('owner must match ^[A-Za-z0-9_-]{1,64}$ (see owner-of)');
+  if (command === 'list') return { command: 'member.list', tenant: tenant! };
+  if (command === 'remove') return { command: 'member.remove', tenant: tenant!, owner: owner! };
+  return { command: 'member.add', tenant: tenant!, owner: owner!, roles: rolesOf(roleArg!) };
+}
+
+/** What the operator reads: the same lines whichever path ran the command. */
+function describe(result: AdminResult): string[] {
+  switch (result.command) {
+    case 'tenant.create': {
       const changes = [result.dbCreated && 'database created', result.securityUpdated && '_security set', result.designUpdated && 'design doc written'].filter(Boolean);
-      console.log(`tenant ${result.tenant}: ${result.db} ${changes.length ? changes.join(', ') : 'already up to date'}`);
-    } finally {
-      await couch.stop();
+      return [`tenant ${result.tenant}: ${result.db} ${changes.length ? changes.join(', ') : 'already up to date'}`];
     }
+    case 'tenant.list':
+      return result.tenants;
+    case 'tenant.license':
+    case 'tenant.unlicense': {
+      const state = result.command === 'tenant.license' ? 'licensed' : 'not licensed';
+      return [`tenant ${result.tenant}: ${result.module} ${state}${result.changed ? '' : ' (unchanged)'}`];
+    }
+    case 'member.add':
+      return [`member ${result.owner} of ${result.tenant}: ${result.roles.join(',')}`];
+    case 'member.remove':
+      return [`member ${result.owner} removed from ${result.tenant}`];
+    case 'member.list':
+      return result.members.map((m) => `${m.userId}\t${m.roles.join(',')}`);
+  }
+}
+
+/** Through the running server's operator API when it answers; otherwise on the databases directly. */
+async function run(config: FerryConfig, request: AdminRequest): Promise<AdminResult> {
+  if (await socketAnswers(socketPathOf(config.dataDir))) return callOperatorApi(config.dataDir, request);
+  const platform = await openPlatformOf(config);
+  let couch: PreparedCouch | null = null;
+  let registrationDb: Database | null = null;
+  const deps: AdminDeps = {
+    tenants: platform.tenants,
+    memberships: platform.memberships,
+    users: platform.users,
+    async provision(tenant) {
+      couch ??= await prepareCouch(config, platform, undefined, { demoTenants: false, reprovisionRegistered: false, reuseRunning: true });
+      return provisionTenant({ admin: couch.server, tenant, registry: platform.tenants });
+    },
+    async licensing(module) {
+      // The licence lives in the owning service's database; one run elsewhere is licensed there.
+      if (module !== 'registration' || config.registrationUrl) return null;
+      registrationDb ??= await openRegistrationDatabase({
+        url: config.databaseUrl,
+        dataDir: config.databaseUrl ? undefined : join(config.dataDir, 'pg', 'registration'),
+        schema: config.databaseUrl ? config.registrationSchema : undefined,
+      });
+      return createLicensing(registrationDb);
+    },
+  };
+  try {
+    return await runAdmin(deps, request);
   } finally {
+    // The casts: TypeScript does not see the assignments made inside the deps' closures.
+    await (couch as PreparedCouch | null)?.stop();
+    await (registrationDb as Database | null)?.close();
     await platform.close();
   }
 }
@@ -65,14 +151,16 @@ async function main(argv: string[]): Promise<void> {
 async function openPlatformOf(config: FerryConfig): Promise<Platform> {
   // PGlite is single-process: with the embedded platform database the CLI takes the data dir's
   // lock for as long as it runs, so it never opens the files under a running server, and a server
-  // started meanwhile is refused.
+  // started meanwhile is refused. A server with its operator API on was reached before this.
   let lock: DataDirLock | null = null;
   if (!config.databaseUrl) {
     try {
       lock = acquireDataDirLock(config.dataDir, 'cli');
     } catch (err) {
       if (err instanceof DataDirLockedError) {
-        throw new UsageError(`Ferry is running on ${config.dataDir} (${err.holder.component}, process ${err.holder.pid}); stop it first, or set DATABASE_URL`);
+        throw new UsageError(
+          `Ferry is running on ${config.dataDir} (${err.holder.component}, process ${err.holder.pid}) without its operator API; stop it first, start it with FERRY_OPERATOR_API=on, or set DATABASE_URL`,
+        );
       }
       throw err;
     }
@@ -103,47 +191,22 @@ function ownerOf(args: string[]): void {
   console.log(deriveOwner(loadOrCreateOwnerSecret(config.dataDir), config.externalAuth.issuer, args[0]));
 }
 
-function rolesOf(arg: string): Role[] {
-  const roles = arg.split(',').map((r) => r.trim());
-  const known: readonly string[] = ROLES;
-  if (!roles.length || roles.some((r) => !known.includes(r))) throw new UsageError(`roles must be a comma-separated list of: ${ROLES.join(', ')}`);
-  return [...new Set(roles)] as Role[];
-}
-
-async function member(args: string[]): Promise<void> {
-  const [command, tenant, owner, roleArg, ...rest] = args;
-  const arity = { add: 3, remove: 2, list: 1 } as const;
-  if (command !== 'add' && command !== 'remove' && command !== 'list') throw new UsageError(`unknown command: member ${args.join(' ')}`);
-  if (args.length - 1 !== arity[command] || rest.length) throw new UsageError(`member ${command} takes ${arity[command]} argument(s)`);
-  if (!TENANT_ID.test(tenant!)) throw new InvalidTenantError();
-  if (command !== 'list' && !OWNER_ID.test(owner!)) throw new UsageError('owner must match ^[A-Za-z0-9_-]{1,64}$ (see owner-of)');
-  const roles = command === 'add' ? rolesOf(roleArg!) : [];
-  const config = readConfig();
-  const platform = await openPlatformOf(config);
-  try {
-    if (!(await platform.tenants.exists(tenant!))) throw new UsageError(`unknown tenant ${tenant}; run tenant create first`);
-    if (command === 'list') {
-      for (const m of await platform.memberships.membersOf(tenant!)) console.log(`${m.userId}\t${m.roles.join(',')}`);
-    } else if (command === 'add') {
-      // The memberships need a users row; an external user's row has no password.
-      await platform.users.ensureExternal(owner!);
-      await platform.memberships.set(tenant!, owner!, roles);
-      console.log(`member ${owner} of ${tenant}: ${roles.join(',')}`);
-    } else {
-      await platform.memberships.remove(tenant!, owner!);
-      console.log(`member ${owner} removed from ${tenant}`);
-    }
-  } finally {
-    await platform.close();
-  }
+/** A structured error: its code, the catalogue message, and the ids it names (never PHI). */
+function describeError(err: FerryError): string {
+  const { code, message, errors, correlationId: _c, ...details } = err.toBody();
+  const extra = Object.entries(details).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : String(v)}`);
+  const fields = (errors ?? []).map((e) => `${e.path} ${e.message}`);
+  return [`error: ${code}: ${message}`, ...extra, ...fields].join('\n  ');
 }
 
 main(process.argv.slice(2)).then(
   () => process.exit(0),
   (err: unknown) => {
     if (err instanceof UsageError) console.error(`${err.message}\n${USAGE}`);
-    else if (err instanceof InvalidTenantError || err instanceof ConfigError || err instanceof CouchIdentityError) console.error(`error: ${err.message}`);
+    else if (err instanceof FerryError) console.error(describeError(err));
+    else if (err instanceof InvalidTenantError || err instanceof ConfigError || err instanceof CouchIdentityError || err instanceof OperatorApiError) console.error(`error: ${err.message}`);
     else console.error(err);
-    process.exit(err instanceof UsageError || err instanceof InvalidTenantError ? 2 : 1);
+    const clientError = err instanceof UsageError || err instanceof InvalidTenantError || (err instanceof FerryError && err.status < 500);
+    process.exit(clientError ? 2 : 1);
   },
 );

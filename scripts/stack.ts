@@ -16,7 +16,11 @@ import { createLocalStore, migrateSync } from '../gateway/sync/local-store.ts';
 import { createHeadWatchers } from '../gateway/sync/feed.ts';
 import { startWorker, type Worker } from '../gateway/worker/worker.ts';
 import { createWorkerMetrics } from '../gateway/worker/metrics.ts';
-import { createRegistry } from '../gateway/metrics/registry.ts';
+import { createRegistry, processRegistry } from '../gateway/metrics/registry.ts';
+import { createHttpMetrics } from '../gateway/metrics/http.ts';
+import { registerPlatformMetrics, type ServiceOutbox } from '../gateway/metrics/platform.ts';
+import { createReadiness, type ComponentCheck } from '../gateway/health/readiness.ts';
+import { couchCheck, databaseCheck, outboxCheck, relayCheck, serviceCheck } from '../gateway/health/checks.ts';
 import { loadOrCreateSigningKey, jwksOf } from '../identity/keys.ts';
 import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../identity/tokens.ts';
 import { loadOrCreateOwnerSecret } from '../identity/owner.ts';
@@ -29,6 +33,8 @@ import { buildWebApp } from '../web/build.ts';
 import { makeDataDirPrivate } from './data-dir.ts';
 import { acquireDataDirLock } from './data-dir-lock.ts';
 import { listenFailure } from './startup-error.ts';
+import { startOperatorApi } from '../gateway/tenant/operator-api.ts';
+import { provisionTenant } from '../couchdb/provision.ts';
 
 export interface StackOptions {
   logger?: Logger;
@@ -95,6 +101,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
     closers.push(() => couch.stop());
 
     let registration: RegistrationService | null = null;
+    let registrationDb: Database | null = null;
     let registrationUrl: string;
     if (config.registrationUrl || opts.registration === false) {
       registrationUrl = registrationUrlOf(config);
@@ -105,6 +112,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         schema: config.databaseUrl ? config.registrationSchema : undefined,
       });
       closers.push(() => db.close());
+      registrationDb = db;
       registration = await startRegistrationService({
         db,
         ...(Object.values(config.natsAuth).some(Boolean) ? { natsAuth: config.natsAuth } : {}),
@@ -122,7 +130,35 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       registrationUrl = registration.url;
     }
 
+    if (config.operatorApi) {
+      // While this process holds the data directory, the `ferry` CLI runs its commands here.
+      const service = registration;
+      const operatorApi = await startOperatorApi({
+        dataDir: config.dataDir,
+        logger,
+        admin: {
+          tenants: platform.tenants,
+          memberships: platform.memberships,
+          users: platform.users,
+          provision: (tenant) => provisionTenant({ admin: couch.server, tenant, registry: platform.tenants }),
+          licensing: async (module) => (module === 'registration' && service ? service.licensing : null),
+        },
+      });
+      closers.push(() => operatorApi.close());
+    }
+
     const metrics = createRegistry();
+    // The outboxes this process can see: the registration service's, when it runs here.
+    const outboxes: ServiceOutbox[] = registration && registrationDb ? [{ service: 'registration', db: registrationDb, relay: registration.relay }] : [];
+    registerPlatformMetrics(metrics, { platformDb: platform.db, outboxes });
+    // What /readyz probes: what this stack needs, and what it runs itself (DESIGN §5).
+    const gatewayCouch = couchServerAs(couch.identities, 'gateway');
+    const readinessChecks: ComponentCheck[] = [couchCheck(() => gatewayCouch.up()), databaseCheck('platform_db', platform.db)];
+    if (registration && registrationDb) readinessChecks.push(serviceCheck('registration', { db: registrationDb, url: registration.url }));
+    for (const o of outboxes) {
+      if (o.relay) readinessChecks.push(relayCheck({ ...o, relay: o.relay }));
+      readinessChecks.push(outboxCheck(o, config.readyzOutboxBacklog));
+    }
     let worker: Worker | null = null;
     if (opts.worker !== false) {
       worker = await startWorker({
@@ -173,13 +209,10 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         issuer,
         trustedProxies: config.trustedProxies,
         corsOrigins: config.corsOrigins,
-        readiness: async () => {
-          await platform.db.query('SELECT 1');
-          if (!(await couchServerAs(couch.identities, 'gateway').up())) throw new Error('CouchDB unreachable');
-        },
+        readiness: createReadiness(readinessChecks, { timeoutMs: config.readyzTimeoutMs }),
         metrics: {
-          registries: [metrics],
-          platformDb: platform.db,
+          registries: [processRegistry(), metrics],
+          http: createHttpMetrics(metrics),
           verifier,
           metricsToken: config.metricsToken,
           openToLoopback: !config.production && !config.couchdbUrl,

@@ -26,6 +26,8 @@ export const ERROR_CATALOGUE = {
   DEPENDENCY_FAILED: { status: 422, message: 'An earlier mutation on this entity did not commit.' },
   INTERNAL: { status: 500, message: 'Something went wrong on our side.' },
   UNAVAILABLE: { status: 503, message: 'A dependency is unavailable; retry later.' },
+  UNKNOWN_TENANT: { status: 404, message: 'No such tenant; create it first.' },
+  UNKNOWN_MODULE: { status: 404, message: 'No such module.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;

@@ -354,7 +354,7 @@ describe('external OIDC mode', function () {
       expect(ferry('member', 'add', 'north', 'not/an owner', 'viewer').code).to.equal(2);
       const unknown = ferry('member', 'add', 'west', 'abc', 'viewer');
       expect(unknown.code).to.equal(2);
-      expect(unknown.err).to.contain('unknown tenant');
+      expect(unknown.err).to.contain('error: UNKNOWN_TENANT');
     });
   });
 });

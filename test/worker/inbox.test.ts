@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Worker } from '../../gateway/worker/worker.ts';
 import { requirePostgres } from '../support/services.ts';
 import { mutationDoc, newEntity, newMid, patientPayload, serviceCounts, startEnv, waitUntil, type Env, type StatusSeen } from './fixture.ts';
+import { valueOf } from '../../gateway/metrics/registry.ts';
 
 // The worker against the real embedded CouchDB and the real registration service: mutation docs
 // are written into the inbox as replication writes them, and the resulting status docs checked.
@@ -202,7 +203,7 @@ describe('worker: inbox to status docs', function () {
     const u = update('ada', c.entity as string, c.mid, 1, patientPayload({ facility: 'north-hc-9' }));
     await env.push('north', [u]);
     await env.waitStatus('north', 'ada', u.mid, (s) => s.state === 'waiting');
-    expect(worker.metrics.queueDepth.get({ tenant: 'north' })).to.be.at.least(1);
+    expect(await valueOf(worker.metrics.queueDepth, { tenant: 'north' })).to.be.at.least(1);
     await env.push('north', [c]);
     expect(await settled(c)).to.include({ state: 'committed' });
     expect(await settled(u)).to.include({ state: 'committed' });
@@ -256,10 +257,10 @@ describe('worker: inbox to status docs', function () {
   });
 
   it('exposes queue depth, outcomes by code, commit latency, retries and lease state', async () => {
-    const text = worker.metrics.registry.render();
-    expect(text).to.match(/ferry_worker_outcomes_total\{code="VALIDATION_FAILED",state="rejected",tenant="north"\} \d+/);
-    expect(text).to.match(/ferry_worker_lease\{state="held",tenant="north"\} 1/);
-    expect(text).to.match(/ferry_worker_commit_seconds_count\{module="registration",tenant="north"\} \d+/);
+    const text = await worker.metrics.registry.metrics();
+    expect(text).to.match(/ferry_worker_outcomes_total\{tenant="north",state="rejected",code="VALIDATION_FAILED"\} \d+/);
+    expect(text).to.match(/ferry_worker_lease\{tenant="north",state="held"\} 1/);
+    expect(text).to.match(/ferry_worker_commit_seconds_count\{tenant="north",module="registration"\} \d+/);
     expect(text).to.include('ferry_worker_queue_depth{tenant="north"}');
     expect(worker.held().sort()).to.deep.equal(['east', 'north', 'south']);
   });

@@ -6,6 +6,7 @@ import { migrateWorker } from '../../gateway/worker/schema.ts';
 import { createStatusWriter } from '../../gateway/worker/status-writer.ts';
 import { statusDocFor } from '../../gateway/worker/status.ts';
 import { mutationDoc, newEntity, newMid, patientPayload, sharedEnv, waitUntil } from './fixture.ts';
+import { valueOf } from '../../gateway/metrics/registry.ts';
 
 // Leases and fencing: one holder per tenant, a standby that takes over, and a worker whose lease
 // lapsed can write nothing: not the pending table, not the checkpoint, not counters, not status
@@ -87,7 +88,7 @@ describe('worker: leases and fencing', function () {
     const standby = await shared.env.startWorker({ workerId: 'standby', leaseTtlMs: 6_000 });
     await new Promise((r) => setTimeout(r, 1_000));
     expect(standby.held()).to.not.include('north');
-    expect(standby.metrics.lease.get({ tenant: 'north', state: 'standby' })).to.equal(1);
+    expect(await valueOf(standby.metrics.lease, { tenant: 'north', state: 'standby' })).to.equal(1);
     const c = mutationDoc({ owner: 'ada', tenant: 'north', entity: newEntity(), op: 'patient.create', payload: patientPayload() });
     await shared.env.push('north', [c]);
     await shared.env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'committed');

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import type { Worker } from '../../gateway/worker/worker.ts';
 import { requirePostgres } from '../support/services.ts';
 import { mutationDoc, newEntity, patientPayload, serviceCounts, startEnv, waitUntil, type Env, type MutationFixture } from './fixture.ts';
+import { valueOf } from '../../gateway/metrics/registry.ts';
 
 // The owning service is down for about 10 s: mutations go `retrying` (their successors `waiting`),
 // other entities are not held up, and once it is back everything commits, nothing lost or doubled.
@@ -35,16 +36,16 @@ describe('worker: service outage', function () {
     await env.push('north', [...creates, ...updates]);
     for (const c of creates) await env.waitStatus('north', 'ada', c.mid, (s) => s.state === 'retrying');
     for (const u of updates) await env.waitStatus('north', 'ada', u.mid, (s) => s.state === 'waiting');
-    expect(worker.metrics.queueDepth.get({ tenant: 'north' })).to.equal(20);
+    expect(await valueOf(worker.metrics.queueDepth, { tenant: 'north' })).to.equal(20);
     await new Promise((r) => setTimeout(r, Math.max(0, 10_000 - (Date.now() - downAt))));
-    expect(worker.metrics.retries.get({ tenant: 'north' })).to.be.above(10);
+    expect(await valueOf(worker.metrics.retries, { tenant: 'north' })).to.be.above(10);
     await env.restartService();
 
     for (const d of [...creates, ...updates]) {
       const s = await env.waitStatus('north', 'ada', d.mid, (x) => x.state === 'committed', 30_000);
       if (creates.includes(d)) expect(s.attempts).to.be.above(1);
     }
-    await waitUntil(async () => worker.metrics.queueDepth.get({ tenant: 'north' }) === 0, 5_000);
+    await waitUntil(async () => (await valueOf(worker.metrics.queueDepth, { tenant: 'north' })) === 0, 5_000);
     const after = await serviceCounts(env.serviceDb);
     expect(after.patients - before.patients).to.equal(10);
     expect(after.events - before.events).to.equal(20);

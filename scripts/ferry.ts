@@ -4,6 +4,7 @@ import { openPlatform, type Platform } from '../gateway/platform/open.ts';
 import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
 import { provisionTenant, InvalidTenantError } from '../couchdb/provision.ts';
 import { CouchIdentityError } from '../couchdb/identities.ts';
+import { makeDataDirPrivate } from './data-dir.ts';
 import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from './data-dir-lock.ts';
 import { TENANT_ID, OWNER_ID, ROLES, type Role } from '../validators/identity.ts';
 import { deriveOwner, loadOrCreateOwnerSecret } from '../identity/owner.ts';
@@ -116,6 +117,8 @@ function describe(result: AdminResult): string[] {
 /** Through the running server's operator API when it answers; otherwise on the databases directly. */
 async function run(config: FerryConfig, request: AdminRequest): Promise<AdminResult> {
   if (await socketAnswers(socketPathOf(config.dataDir))) return callOperatorApi(config.dataDir, request);
+  // The CLI may be the first to write the data dir (PGlite, the embedded CouchDB): private, as the server makes it.
+  makeDataDirPrivate(config.dataDir);
   const platform = await openPlatformOf(config);
   let couch: PreparedCouch | null = null;
   let registrationDb: Database | null = null;

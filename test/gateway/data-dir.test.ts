@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeDataDirPrivate } from '../../scripts/data-dir.ts';
@@ -69,6 +70,24 @@ describe('data directory: private files', function () {
       expect(exposed(stack.dir.path).filter((p) => !/^\/pg\/.+ 6[0-7][0-7]$/.test(p))).to.deep.equal([]);
     } finally {
       await stack.stop();
+    }
+  });
+
+  it('the ferry CLI on a fresh data directory leaves nothing there for other users', async function () {
+    const dir = tempDir('ferry-cli-private-');
+    try {
+      // The umask of a usual shell, under which PGlite wrote a 0755 pg/ folder.
+      const env = { ...process.env, FERRY_DATA_DIR: dir.path, DATABASE_URL: '', COUCHDB_URL: '' };
+      const code = await new Promise<number | null>((resolve, reject) => {
+        const child = spawn('/bin/sh', ['-c', `umask 022 && exec "${process.execPath}" --import tsx scripts/ferry.ts tenant list`], { env, stdio: 'ignore' });
+        child.once('error', reject);
+        child.once('exit', resolve);
+      });
+      expect(code).to.equal(0);
+      expect(exposed(dir.path, { reachableOnly: true })).to.deep.equal([]);
+      expect(exposed(dir.path).filter((p) => !/^\/pg\/.+ 6[0-7][0-7]$/.test(p))).to.deep.equal([]);
+    } finally {
+      dir.remove();
     }
   });
 });

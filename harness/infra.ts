@@ -1,7 +1,8 @@
 // Everything one run needs, fresh and private to it: a temp data dir, PostgreSQL schemas for the
 // platform and the registration service, the embedded CouchDB (owned by this process, so killing
-// the gateway leaves it up), the registration service (in this process, relaying to the real
-// NATS JetStream), synthetic tenants and users, and the gateway and worker as child processes.
+// the gateway leaves it up), synthetic tenants and users, and the registration service (relaying
+// to the real NATS JetStream), the gateway and the worker as child processes: in production an
+// owning service runs apart, and in this process it would share an event loop with 50 devices.
 
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, mkdtempSync, rmSync, type WriteStream } from 'node:fs';
@@ -14,11 +15,10 @@ import { openPlatform, type Platform } from '../gateway/platform/open.ts';
 import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
 import { provisionTenant } from '../couchdb/provision.ts';
 import { WORKER_PASSWORD_ENV } from '../couchdb/identities.ts';
-import { loadOrCreateSigningKey, jwksOf, type SigningKey } from '../identity/keys.ts';
-import { createTokenVerifier } from '../identity/tokens.ts';
-import { openRegistrationDatabase, startRegistrationService, type RegistrationService } from '../services/registration/index.ts';
+import { loadOrCreateSigningKey, type SigningKey } from '../identity/keys.ts';
+import { createLicensing, openRegistrationDatabase } from '../services/registration/index.ts';
 import type { Database } from '../sql/database.ts';
-import { GATEWAY_ENTRY, WORKER_ENTRY, managedProcess, type ManagedProcess } from './processes.ts';
+import { GATEWAY_ENTRY, REGISTRATION_ENTRY, WORKER_ENTRY, managedProcess, type ManagedProcess } from './processes.ts';
 
 export const DEFAULT_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const DEFAULT_NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -44,7 +44,7 @@ export interface Infra {
   couch: PreparedCouch;
   key: SigningKey;
   serviceDb: Database;
-  registration: RegistrationService;
+  registration: ManagedProcess;
   gatewayUrl: string;
   gateway: ManagedProcess;
   worker: ManagedProcess;
@@ -115,13 +115,15 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
     for (const tenant of tenants) await provisionTenant({ admin: couch.server, tenant, registry: platform.tenants });
 
     const key = await loadOrCreateSigningKey(dataDir);
-    const verifier = createTokenVerifier({ jwks: jwksOf([key]), issuer: ISSUER });
-    const serviceDb = await openRegistrationDatabase({ url: databaseUrl, schema: registrationSchema, max: 12 });
+    // The harness's own connection: it migrates the schema, licenses the tenants and reads the
+    // service's rows for the invariants; the service process opens its own.
+    const serviceDb = await openRegistrationDatabase({ url: databaseUrl, schema: registrationSchema, max: 4 });
     closers.push(() => serviceDb.close());
-    const registration = await startRegistrationService({ db: serviceDb, verifier, logger, natsUrl, licensedTenants: tenants, relay: { pollMs: 250 } });
-    closers.push(() => registration.close());
+    const licensing = createLicensing(serviceDb);
+    for (const tenant of tenants) await licensing.license(tenant);
 
     const gatewayPort = await freePort();
+    const registrationPort = await freePort();
     const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
     const common = {
       FERRY_DATA_DIR: dataDir,
@@ -129,11 +131,19 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
       NATS_URL: natsUrl,
       FERRY_PLATFORM_SCHEMA: platformSchema,
       FERRY_REGISTRATION_SCHEMA: registrationSchema,
-      FERRY_REGISTRATION_URL: registration.url,
+      FERRY_REGISTRATION_URL: `http://127.0.0.1:${registrationPort}`,
       FERRY_ISSUER: ISSUER,
       FERRY_LOG_LEVEL: 'info',
       NODE_ENV: 'test',
     };
+    const registration = managedProcess({
+      name: 'registration',
+      entry: REGISTRATION_ENTRY,
+      logFile: join(logDir, 'registration.log'),
+      env: () => ({ ...common, FERRY_REGISTRATION_PORT: String(registrationPort)}),
+    });
+    closers.push(() => registration.stop());
+    await registration.start();
     const gateway = managedProcess({
       name: 'gateway',
       entry: GATEWAY_ENTRY,

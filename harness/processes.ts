@@ -1,5 +1,6 @@
-// The gateway and the worker as child processes (scripts/gateway.ts, scripts/worker.ts), so that
-// kill -9 is real. Every line a child writes goes to a log file the PHI check reads afterwards.
+// The gateway, the worker and the registration service as child processes (scripts/gateway.ts,
+// scripts/worker.ts, scripts/registration.ts), so that kill -9 is real and none of them shares an
+// event loop with the simulated devices. Every line a child writes goes to a log file the PHI check reads afterwards.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
@@ -9,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 const TSX = import.meta.resolve('tsx');
 export const GATEWAY_ENTRY = fileURLToPath(new URL('../scripts/gateway.ts', import.meta.url));
 export const WORKER_ENTRY = fileURLToPath(new URL('../scripts/worker.ts', import.meta.url));
+export const REGISTRATION_ENTRY = fileURLToPath(new URL('../scripts/registration.ts', import.meta.url));
 
 export interface ChildSpec {
   name: string;

@@ -115,6 +115,15 @@ class AppTokens implements TokenProvider {
     this.access = null;
     sessionStorage.removeItem(REFRESH_KEY);
   }
+
+  /** What sign-out revokes on the server (POST /auth/revoke): the refresh token ends the whole session. */
+  revocationToken(): string | null {
+    return sessionStorage.getItem(REFRESH_KEY) ?? this.access;
+  }
+
+  clear(): void {
+    this.forget();
+  }
 }
 
 const tokens = new AppTokens();
@@ -381,21 +390,23 @@ function conflictCard(s: Session, c: Conflict): HTMLElement {
 
 function deviceControls(s: Session): HTMLElement {
   const message = h('p', { class: 'note', id: 'device-message' });
+  // Sign-out and wipe both end the session on the server too (POST /auth/revoke), so a token
+  // left on a lost or shared device stops working at once.
   const confirmIfUnsynced = async (what: 'wipe' | 'close'): Promise<void> => {
-    const first = what === 'wipe' ? await s.wipe() : await s.close();
+    const wipe = what === 'wipe';
+    const first = await s.signOut({ wipe });
     if (!first.ok) {
-      if (!confirm(`${first.unsynced} change(s) have not reached the server yet and will be lost from this device. ${what === 'wipe' ? 'Wipe' : 'Sign out'} anyway?`)) {
+      if (!confirm(`${first.unsynced} change(s) have not reached the server yet and will be lost from this device. ${wipe ? 'Wipe' : 'Sign out'} anyway?`)) {
         message.textContent = `Kept: ${first.unsynced} unsynced change(s).`;
         return;
       }
-      if (what === 'wipe') await s.wipe({ confirm: true });
-      else await s.close({ confirm: true });
+      await s.signOut({ wipe, confirm: true });
     }
     session = null;
     syncState = { kind: 'stopped' };
-    if (what === 'wipe' || what === 'close') tokens.forget();
+    tokens.forget();
     renderHeader();
-    signInScreen(what === 'wipe' ? 'The local store was wiped.' : 'Signed out.');
+    signInScreen(wipe ? 'The local store was wiped.' : 'Signed out.');
   };
   return h(
     'section',

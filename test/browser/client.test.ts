@@ -210,9 +210,15 @@ describe('the device library in Debian Chromium (web app, IndexedDB, offline)', 
       await page.waitForFunction(() => document.querySelectorAll('#mutations tr[data-state=committed]').length === 1, null, { timeout: 30_000 });
       expect(await page.textContent('#patients')).to.include('v1');
       expect(pageErrors).to.deep.equal([]);
-      // Sign out needs no confirmation with nothing unsynced; the store stays for next time.
+      // Sign out needs no confirmation with nothing unsynced; the store stays for next time, and
+      // the session ends on the server: the refresh token the tab held no longer refreshes.
+      const refreshToken = await page.evaluate(() => sessionStorage.getItem('ferry.refresh'));
+      expect(refreshToken).to.be.a('string');
       await page.click('#signout');
       await page.waitForSelector('#signin');
+      expect(await page.evaluate(() => sessionStorage.getItem('ferry.refresh'))).to.equal(null);
+      const refresh = await fetch(`${stack.url}/auth/refresh`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refresh_token: refreshToken }) });
+      expect(refresh.status).to.equal(401);
     } finally {
       await ctx.close();
     }

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 
@@ -24,8 +24,15 @@ export async function loadOrCreateSigningKey(dataDir: string): Promise<SigningKe
     const jwk = await exportJWK(privateKey);
     const tmp = `${file}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(jwk), { mode: 0o600 });
-    // Two processes starting at once: the first rename wins and both then read the same key.
-    if (!existsSync(file)) renameSync(tmp, file);
+    try {
+      // A hard link fails if the name exists: of processes starting at once (the gateway, the
+      // worker, a service) exactly one key lands, and every one of them reads that one.
+      linkSync(tmp, file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    } finally {
+      rmSync(tmp, { force: true });
+    }
   }
   return signingKeyFromJwk(JSON.parse(readFileSync(file, 'utf8')) as JWK);
 }

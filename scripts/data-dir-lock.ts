@@ -7,8 +7,7 @@ import { join } from 'node:path';
 // still claims them, and corrupt what both write. `ferry.lock` in the data dir names the holder;
 // it is written whole to a temp file and then hard-linked into place, which fails if the name
 // exists: of two processes starting at once exactly one gets it, and nobody ever reads a
-// half-written lock. A lock
-// whose holder is gone (crash, kill -9, a container restarted with the same pid) is stale and
+// half-written lock. A lock whose holder is gone (crash, kill -9, a container restarted with the same pid) is stale and
 // is taken over: the holder is identified by pid *and* the kernel's start time of that pid, so a
 // recycled pid does not keep the lock alive.
 
@@ -147,17 +146,35 @@ function take(dataDir: string, path: string, temp: string, record: LockRecord): 
     if (other !== 'unreadable' && holderIsLive(other, pidAlive, startTimeOf)) {
       throw new DataDirLockedError(dataDir, { pid: other.pid, component: other.component, since: other.since });
     }
-    // Stale: remove it only if it is still the same stale file, then race for the name again.
-    const again = readRecord(path);
-    const same = other === 'unreadable' ? again === 'unreadable' : again !== null && again !== 'unreadable' && again.token === other.token;
-    if (same) {
-      try {
-        unlinkSync(path);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-    }
+    removeStale(path, temp, other);
   }
   const holder = readDataDirLock(dataDir);
   throw new DataDirLockedError(dataDir, holder ?? { pid: 0, component: 'unknown', since: '' });
+}
+
+/**
+ * Removes the stale lock `seen` under a takeover guard (`ferry.lock.takeover`, taken by the same
+ * hard-link trick), so two processes that both found it stale can never remove each other's fresh
+ * lock: the one holding the guard re-reads the lock and removes it only if it is still `seen`.
+ * The other finds the guard taken and simply races for the lock name again.
+ */
+function removeStale(path: string, temp: string, seen: LockRecord | 'unreadable'): void {
+  const guard = `${path}.takeover`;
+  try {
+    linkSync(temp, guard);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    const holder = readRecord(guard);
+    // A guard is held for a few system calls; one whose holder is gone was left by a crash.
+    if (holder === null || (holder !== 'unreadable' && holderIsLive(holder, pidAlive, startTimeOf))) return;
+    rmSync(guard, { force: true });
+    return;
+  }
+  try {
+    const again = readRecord(path);
+    const same = seen === 'unreadable' ? again === 'unreadable' : again !== null && again !== 'unreadable' && again.token === seen.token;
+    if (same) rmSync(path, { force: true });
+  } finally {
+    rmSync(guard, { force: true });
+  }
 }

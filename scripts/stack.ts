@@ -217,6 +217,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
           registries: [processRegistry(), metrics],
           http: createHttpMetrics(metrics),
           verifier,
+          liveness: platform.liveness,
           metricsToken: config.metricsToken,
           openToLoopback: !config.production && !config.couchdbUrl,
         },

@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { Router, type Request } from 'express';
 import { FerryError } from '../../validators/codes.ts';
 import { bearerToken, type TokenVerifier } from '../../identity/tokens.ts';
+import type { Liveness } from '../auth/liveness.ts';
 import { renderAll, type MetricsRegistry } from './registry.ts';
 import type { HttpMetrics } from './http.ts';
 
@@ -15,6 +16,8 @@ export interface MetricsRouteOptions {
   /** Request durations per route class; the gateway observes every request when set. */
   http?: HttpMetrics;
   verifier: TokenVerifier;
+  /** The token's live roles (a revoked session or a demoted admin stops scraping within seconds). */
+  liveness?: Liveness;
   metricsToken?: string | undefined;
   openToLoopback: boolean;
 }
@@ -36,7 +39,8 @@ export function metricsRoute(opts: MetricsRouteOptions): Router {
     if (token) {
       if (opts.metricsToken && sameSecret(token, opts.metricsToken)) return true;
       const claims = await opts.verifier(token);
-      return claims.roles.includes('platform-admin');
+      const roles = opts.liveness ? await opts.liveness.check(claims) : claims.roles;
+      return roles.includes('platform-admin');
     }
     return opts.openToLoopback && isLoopback(req.socket.remoteAddress);
   }

@@ -53,10 +53,12 @@ export function bodyClassOf(route: SyncRoute, method: string): BodyClass {
  * `_all_docs?keys=`); null where none applies or the list is malformed (the handler refuses that).
  */
 export function idCountOf(kind: SyncRoute['kind'], body: unknown, query: Record<string, unknown> = {}): number | null {
-  if (kind === 'all_docs' && typeof query.keys === 'string' && !(isRecord(body) && body.keys !== undefined)) {
+  // An id list in the query string (`_all_docs?keys=`, `_changes?doc_ids=`) counts like one in the body.
+  const inQuery = kind === 'all_docs' ? 'keys' : kind === 'changes' ? 'doc_ids' : null;
+  if (inQuery && typeof query[inQuery] === 'string' && !(isRecord(body) && body[inQuery] !== undefined)) {
     try {
-      const keys: unknown = JSON.parse(query.keys);
-      return Array.isArray(keys) ? keys.length : null;
+      const ids: unknown = JSON.parse(query[inQuery]);
+      return Array.isArray(ids) ? ids.length : null;
     } catch {
       return null;
     }

@@ -92,6 +92,17 @@ describe('couchdb/embedded: design docs kept for validation', () => {
       expect(await write('third')).to.equal('forbidden');
     });
 
+    it('has no server-side replication: every design doc reaches a database through its own HTTP routes', async () => {
+      // The cache is cleared by writes through the database object the server keeps per name;
+      // `_replicate` and `_replicator` would write through another one (they are left out).
+      expect((await raw(couch.url, 'PUT', '/vdu_source', admin())).status).to.equal(201);
+      expect((await raw(couch.url, 'PUT', '/vdu_source/_design/other', { ...admin(), body: { validate_doc_update: vduRejecting('anything') } })).status).to.equal(201);
+      const replicate = await raw(couch.url, 'POST', '/_replicate', { ...admin(), body: { source: 'vdu_source', target: db.slice(1) } });
+      expect(replicate.status).to.be.oneOf([400, 404]);
+      // The source's design doc never arrived in the inbox.
+      expect((await raw(couch.url, 'GET', `${db}/_design/other`, admin())).status).to.equal(404);
+    });
+
     it('stops validating once the design doc is deleted, and starts again when one is added', async () => {
       const del = await raw(couch.url, 'DELETE', `${db}/_design/rules?rev=${await designRev()}`, admin());
       expect(del.status).to.equal(200);

@@ -405,6 +405,22 @@ describe('revocation on a running stack', function () {
     expect((await createPatient(ada)).status).to.equal(201);
   });
 
+  it('/metrics with a platform-admin token stops at once when its session is revoked, and when the role is taken away', async function () {
+    const metrics = (token: string) => statusOf(fetch(`${stack.url}/metrics`, { headers: { authorization: `Bearer ${token}` } }));
+    const first = await login('admin', 'north');
+    expect(await metrics(first.access_token)).to.equal(200);
+    expect((await revoke(`token=${encodeURIComponent(first.refresh_token)}`)).status).to.equal(200);
+    expect(await metrics(first.access_token)).to.equal(401);
+    const second = (await login('admin', 'north')).access_token;
+    expect(await metrics(second)).to.equal(200);
+    await stack.platform.memberships.set('north', 'admin', ['admin']);
+    try {
+      expect(await metrics(second)).to.equal(403);
+    } finally {
+      await stack.platform.memberships.set('north', 'admin', ['admin', 'platform-admin']);
+    }
+  });
+
   it('a change made by another process (a second database connection) takes effect within the check TTL', async function () {
     const dee = await login('dee', 'north');
     const cy = await login('cy', 'east');

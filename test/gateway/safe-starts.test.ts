@@ -194,6 +194,30 @@ describe('the data dir lock (scripts/data-dir-lock.ts)', function () {
     acquireDataDirLock(d.path, 'server').release();
   });
 
+  it('takes over a stale lock only under the takeover guard: a live guard holder keeps it, a crashed one does not', async () => {
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((r) => dead.once('exit', r));
+    const lockPath = join(d.path, LOCK_FILE);
+    const guardPath = `${lockPath}.takeover`;
+    const stale = { pid: dead.pid, component: 'server', since: 'x', started: null, token: 'stale' };
+    // Another process is in the middle of taking the same stale lock over: this one leaves it be.
+    const busy = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)']);
+    try {
+      writeFileSync(lockPath, JSON.stringify(stale));
+      writeFileSync(guardPath, JSON.stringify({ pid: busy.pid, component: 'server', since: 'x', started: null, token: 'guard' }));
+      expect(() => acquireDataDirLock(d.path, 'server')).to.throw(DataDirLockedError);
+      expect(JSON.parse(readFileSync(lockPath, 'utf8'))).to.include({ token: 'stale' });
+    } finally {
+      busy.kill('SIGKILL');
+      await new Promise((r) => busy.once('exit', r));
+    }
+    // Its holder is gone now (a crash mid-takeover): the guard is cleared and the lock taken.
+    const lock = acquireDataDirLock(d.path, 'server');
+    expect(JSON.parse(readFileSync(lockPath, 'utf8'))).to.include({ pid: process.pid });
+    expect(() => readFileSync(guardPath)).to.throw(/ENOENT/);
+    lock.release();
+  });
+
   it('does not remove a lock another process took over after its own was judged stale', () => {
     const lock = acquireDataDirLock(d.path, 'server');
     const other = { pid: process.pid, component: 'cli', since: 'x', started: null, token: 'someone-else' };

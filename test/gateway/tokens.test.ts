@@ -1,8 +1,12 @@
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { SignJWT, exportJWK, generateKeyPair, base64url } from 'jose';
 import { generateSigningKey, jwksOf, type SigningKey } from '../../identity/keys.ts';
 import { createTokenIssuer, createTokenVerifier, bearerToken, WORKER_ACTOR } from '../../identity/tokens.ts';
 import { FerryError } from '../../validators/codes.ts';
+import { tempDir } from '../support/services.ts';
 
 const grant = { sub: 'ada', owner: 'ada', tid: 'north', roles: ['registrar'], sid: 's-1' };
 
@@ -87,5 +91,29 @@ describe('token verification refuses every forgery', function () {
     expect(bearerToken('Basic abc')).to.equal(null);
     expect(bearerToken('Bearer a b')).to.equal(null);
     expect(bearerToken(undefined)).to.equal(null);
+  });
+});
+
+describe('the signing key on a fresh data dir', function () {
+  this.timeout(60_000);
+
+  it('is one key however many processes start at once, and no temp file is left', async function () {
+    const dir = tempDir('ferry-keys-');
+    try {
+      const script = `import(${JSON.stringify(new URL('../../identity/keys.ts', import.meta.url).href)}).then((k) => k.loadOrCreateSigningKey(process.argv[1])).then((key) => console.log(key.kid))`;
+      const run = () =>
+        new Promise<string>((resolve, reject) => {
+          const child = spawn(process.execPath, ['--import', 'tsx', '-e', script, dir.path], { stdio: ['ignore', 'pipe', 'inherit'] });
+          let out = '';
+          child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+          child.once('error', reject);
+          child.once('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`exit ${code}`))));
+        });
+      const kids = await Promise.all([run(), run(), run(), run()]);
+      expect(new Set(kids).size, kids.join(' ')).to.equal(1);
+      expect(readdirSync(join(dir.path, 'keys'))).to.deep.equal(['signing-key.json']);
+    } finally {
+      dir.remove();
+    }
   });
 });

@@ -86,13 +86,14 @@ describe('sync: bounded requests (issue 10)', function () {
       for (const [path, method, cls] of table) expect(bodyClassOf(resolveSyncRoute(path, method)!, method), `${method} ${path}`).to.equal(cls);
     });
 
-    it('ids per request, from the body or `_all_docs?keys=`', function () {
+    it('ids per request, from the body, `_all_docs?keys=` or `_changes?doc_ids=`', function () {
       expect(idCountOf('revs_diff', { a: [], b: [] })).to.equal(2);
       expect(idCountOf('bulk_get', { docs: [{}, {}, {}] })).to.equal(3);
       expect(idCountOf('all_docs', { keys: ['a'] })).to.equal(1);
       expect(idCountOf('all_docs', undefined, { keys: '["a","b"]' })).to.equal(2);
       expect(idCountOf('all_docs', undefined, { keys: 'not json' })).to.equal(null);
       expect(idCountOf('changes', { doc_ids: ['a'] })).to.equal(1);
+      expect(idCountOf('changes', undefined, { filter: '_doc_ids', doc_ids: '["a","b","c"]' })).to.equal(3);
       expect(idCountOf('bulk_docs', { docs: [{}, {}] })).to.equal(2);
       expect(idCountOf('local', { docs: [{}, {}] })).to.equal(null);
     });

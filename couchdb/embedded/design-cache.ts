@@ -4,7 +4,9 @@ import type { ExpressPouchApp, WrappedDb } from 'express-pouchdb';
 // range read over `_design/` with `include_docs`, which on leveldb opens and closes an iterator.
 // In a `_bulk_docs` of 200 status docs that is 200 iterators, about a fifth of the embedded
 // server's CPU under the worker's load (profile in docs/SYNC.md). The answer changes only when a
-// design doc is written, so it is kept per database object until one is.
+// design doc is written, so it is kept per database object until one is. Every write reaches a
+// database through that object: the server's own replication (`_replicate`, `_replicator`), which
+// would write through another, is left out of the embedded server (app.ts, EXCLUDED_PARTS).
 
 type Callback = (err: unknown, value?: unknown) => void;
 type Method = (...args: unknown[]) => unknown;

@@ -11,7 +11,11 @@ export interface Listening {
 
 /** Serves an app on a random loopback port; `close` also drops keep-alive sockets. */
 export function listen(app: RequestListener): Promise<Listening> {
-  const server = createServer(app);
+  return listenOn(createServer(app));
+}
+
+/** The same for a server made elsewhere (e.g. with the gateway's timeouts). */
+export function listenOn(server: Server): Promise<Listening> {
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () => {
       const { port } = server.address() as AddressInfo;

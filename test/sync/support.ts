@@ -14,11 +14,9 @@ import { createStatusWriter, type StatusWrite, type StatusWriter } from '../../g
 import { silentLogger, type Logger } from '../../http/log.ts';
 import type { SyncLimitsInput } from '../../gateway/sync/bounds.ts';
 import { createGatewayServer, type ServerTimeouts } from '../../gateway/edge/server-timeouts.ts';
-import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
 import { generateSigningKey, jwksOf, type SigningKey } from '../../identity/keys.ts';
 import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../../identity/tokens.ts';
-import { listen, type Listening } from '../support/http.ts';
+import { listen, listenOn, type Listening } from '../support/http.ts';
 import { TEST_DATABASE_URL, dropSchema, tempDir, uniqueSchema, type TempDir } from '../support/services.ts';
 import net from 'node:net';
 
@@ -101,7 +99,7 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
         ...(opts.logger ? { logger: opts.logger } : {}),
       },
     });
-    server = opts.serverTimeouts ? await listenWith(createGatewayServer(app, opts.serverTimeouts)) : await listen(app);
+    server = opts.serverTimeouts ? await listenOn(createGatewayServer(app, opts.serverTimeouts)) : await listen(app);
     const worker = createCouchServer({ url: ids.url, auth: ids.worker });
     const leases = createLeaseStore(platform.db);
     const positions = createPositionStore(platform.db);
@@ -167,23 +165,6 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
     dir.remove();
     throw err;
   }
-}
-
-function listenWith(server: Server): Promise<Listening> {
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      resolve({
-        url: `http://127.0.0.1:${port}`,
-        server,
-        close: () =>
-          new Promise<void>((done) => {
-            server.closeAllConnections();
-            server.close(() => done());
-          }),
-      });
-    });
-  });
 }
 
 function postgresReachable(): Promise<boolean> {

@@ -92,6 +92,9 @@ function writeToken(path: string): string {
   return token;
 }
 
+/** How long a stop waits for commands under way. */
+const CLOSE_GRACE_MS = 5_000;
+
 export async function startOperatorApi(opts: { dataDir: string; admin: AdminDeps; logger?: Logger }): Promise<OperatorApi> {
   const logger = opts.logger ?? silentLogger();
   const socketPath = socketPathOf(opts.dataDir);
@@ -117,12 +120,16 @@ export async function startOperatorApi(opts: { dataDir: string; admin: AdminDeps
     logger.info({ component: 'operator-api', command: request.command, tenant: 'tenant' in request ? request.tenant : undefined }, 'operator command');
     send(res, 200, { result });
   };
+  // Commands under way: a stop lets them finish and answer (bounded) before the stack's databases close.
+  const running = new Set<Promise<void>>();
   const server: Server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
+    const command = handle(req, res).catch((err: unknown) => {
       const ferry = err instanceof FerryError ? err : new FerryError('INTERNAL');
       if (ferry.status >= 500) logger.error({ component: 'operator-api', err: loggableError(err) }, 'operator command failed');
       if (!res.headersSent) send(res, ferry.status, ferry.toBody());
     });
+    running.add(command);
+    void command.finally(() => running.delete(command));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -138,10 +145,11 @@ export async function startOperatorApi(opts: { dataDir: string; admin: AdminDeps
   return {
     socketPath,
     async close() {
-      await new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      });
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, CLOSE_GRACE_MS).unref())]);
+      server.closeAllConnections();
+      await closed;
       rmSync(socketPath, { force: true });
       // Only our own token: a newer server on the same directory may have replaced it.
       try {

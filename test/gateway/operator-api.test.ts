@@ -5,7 +5,9 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { readConfig } from '../../scripts/config.ts';
 import { startStack } from '../../scripts/stack.ts';
-import { requireNats, TEST_NATS_URL } from '../support/services.ts';
+import { callOperatorApi, startOperatorApi } from '../../gateway/tenant/operator-api.ts';
+import type { AdminDeps } from '../../gateway/tenant/admin.ts';
+import { requireNats, tempDir, TEST_NATS_URL } from '../support/services.ts';
 import { startTestStack, type TestStack } from '../support/stack.ts';
 
 // Operations without downtime (issue 10): while the server runs on an embedded data dir, every
@@ -171,6 +173,41 @@ describe('operator API: switched off, and after the server stops', function () {
       expect(licensed, licensed.err).to.include({ code: 0, out: 'tenant east: registration licensed\n' });
     } finally {
       stack.dir.remove();
+    }
+  });
+});
+
+describe('operator API: a stop lets a command under way answer', function () {
+  this.timeout(30_000);
+
+  it('answers a command that was running when the server began to stop, then closes', async function () {
+    const dir = tempDir('ferry-opapi-');
+    let began!: () => void;
+    let finish!: (tenants: string[]) => void;
+    const running = new Promise<void>((r) => (began = r));
+    // Only tenant.list runs here, so the directory needs nothing else (a test double at the boundary).
+    const admin = {
+      tenants: {
+        list: () =>
+          new Promise<string[]>((r) => {
+            finish = r;
+            began();
+          }),
+      },
+    } as unknown as AdminDeps;
+    const api = await startOperatorApi({ dataDir: dir.path, admin });
+    try {
+      const answer = callOperatorApi(dir.path, { command: 'tenant.list' });
+      await running;
+      const closing = api.close();
+      // The stop is under way; only now does the command finish.
+      await new Promise((r) => setTimeout(r, 100));
+      finish(['north']);
+      expect(await answer).to.deep.equal({ command: 'tenant.list', tenants: ['north'] });
+      await closing;
+      expect(existsSync(join(dir.path, 'operator.sock'))).to.equal(false);
+    } finally {
+      dir.remove();
     }
   });
 });

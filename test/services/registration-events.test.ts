@@ -228,7 +228,7 @@ for (const backend of BACKENDS) {
         proxy = await natsProxy();
       });
       afterEach(async () => {
-        await proxy.down();
+        await proxy.close();
       });
 
       it('events wait in the outbox and are published once each, in order, when NATS comes back (also after a drop mid-connection)', async () => {

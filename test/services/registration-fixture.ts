@@ -7,7 +7,7 @@ import { createTokenIssuer, createTokenVerifier, type TokenVerifier } from '../.
 import type { Database } from '../../sql/database.ts';
 import { openRegistrationDatabase } from '../../services/registration/schema.ts';
 import type { PatientEvent } from '../../services/registration/events/outbox.ts';
-import { connectTestNats, dropSchema, freePort, TEST_DATABASE_URL, TEST_NATS_URL, uniqueSchema } from '../support/services.ts';
+import { connectTestNats, dropSchema, TEST_DATABASE_URL, TEST_NATS_URL, uniqueSchema } from '../support/services.ts';
 
 // Shared by the registration suites: a database per suite on either backend, tokens, synthetic
 // patients and a reader of the REGISTRATION stream. No real people: names are random letters.
@@ -203,45 +203,59 @@ export interface NatsProxy {
   url: string;
   up(): Promise<void>;
   down(): Promise<void>;
+  /** Down for good: the port is released. */
+  close(): Promise<void>;
 }
 
 export async function natsProxy(): Promise<NatsProxy> {
-  const port = await freePort();
   const target = new URL(TEST_NATS_URL);
-  let server: net.Server | null = null;
   const sockets = new Set<net.Socket>();
+  let accepting = false;
+  // The port stays bound while NATS is "down" and every connection is dropped at once. A port
+  // left free in between can be taken: a client retrying 127.0.0.1:P with nothing listening may
+  // get P as its own source port (a TCP self-connect), and the next listen is EADDRINUSE.
+  const server = net.createServer((client) => {
+    if (!accepting) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect({ host: target.hostname, port: Number(target.port) });
+    sockets.add(client);
+    sockets.add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as net.AddressInfo;
   // The hop passes bytes through, so the client still authenticates to NATS: keep the credentials.
   const auth = target.username ? `${target.username}${target.password ? `:${target.password}` : ''}@` : '';
   return {
     url: `nats://${auth}127.0.0.1:${port}`,
-    up: () =>
-      new Promise<void>((resolve, reject) => {
-        server = net.createServer((client) => {
-          const upstream = net.connect({ host: target.hostname, port: Number(target.port) });
-          sockets.add(client);
-          sockets.add(upstream);
-          const drop = () => {
-            client.destroy();
-            upstream.destroy();
-            sockets.delete(client);
-            sockets.delete(upstream);
-          };
-          client.on('error', drop).on('close', drop);
-          upstream.on('error', drop).on('close', drop);
-          client.pipe(upstream);
-          upstream.pipe(client);
-        });
-        server.once('error', reject);
-        server.listen(port, '127.0.0.1', () => resolve());
-      }),
-    down: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        sockets.clear();
-        if (!server) return resolve();
-        server.close(() => resolve());
-        server = null;
-      }),
+    up: async () => {
+      accepting = true;
+    },
+    down: async () => {
+      accepting = false;
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
+    close: async () => {
+      accepting = false;
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
   };
 }
 

@@ -7,20 +7,14 @@
 import { createLogger } from '../http/log.ts';
 import { readConfig, ConfigError, type FerryConfig } from './config.ts';
 import { startStack } from './stack.ts';
+import { closeOnSignal } from './signals.ts';
 
 async function main(config: FerryConfig): Promise<void> {
   const logger = createLogger('ferry-gateway');
   if (config.externalAuth === null) logger.warn({ component: 'auth' }, 'dev identity provider is on');
   const stack = await startStack(config, { logger, worker: false, registration: false });
   process.stdout.write(`${JSON.stringify({ event: 'ready', url: stack.url })}\n`);
-  const stop = () => {
-    stack.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  closeOnSignal(logger, 'gateway stopping', () => stack.close());
 }
 
 let config: FerryConfig;

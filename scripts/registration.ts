@@ -14,6 +14,7 @@ import { createTokenVerifier } from '../identity/tokens.ts';
 import { openRegistrationDatabase, startRegistrationService } from '../services/registration/index.ts';
 import { makeDataDirPrivate } from './data-dir.ts';
 import { listenFailure } from './startup-error.ts';
+import { closeOnSignal } from './signals.ts';
 
 async function main(config: FerryConfig): Promise<void> {
   if (!config.databaseUrl) throw new ConfigError('the registration service runs as its own process only against PostgreSQL: set DATABASE_URL', ['DATABASE_URL']);
@@ -36,17 +37,10 @@ async function main(config: FerryConfig): Promise<void> {
   logger.info({ url: service.url }, 'registration service started');
   process.stdout.write(`${JSON.stringify({ event: 'ready', url: service.url, pid: process.pid })}\n`);
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'registration service stopping');
+  closeOnSignal(logger, 'registration service stopping', async () => {
     await service.close();
     await db.close();
-    process.exit(0);
-  };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+  });
 }
 
 try {

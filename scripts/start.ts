@@ -5,6 +5,7 @@ import { readConfig, ConfigError, type FerryConfig } from './config.ts';
 import { startStack } from './stack.ts';
 import { isLoopbackHost, StartupError } from './startup-error.ts';
 import { DataDirLockedError } from './data-dir-lock.ts';
+import { closeOnSignal } from './signals.ts';
 
 async function main(config: FerryConfig): Promise<void> {
   const logger = createLogger('ferry', { level: config.logLevel });
@@ -21,18 +22,7 @@ async function main(config: FerryConfig): Promise<void> {
   logger.info({ component: 'gateway', host: config.host, port }, 'Ferry is listening');
   console.log(`Ferry is up on http://${isLoopbackHost(config.host) ? 'localhost' : config.host}:${port} (data in ${config.dataDir})`);
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'stopping');
-    stack.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  closeOnSignal(logger, 'stopping', () => stack.close());
 }
 
 let config: FerryConfig;

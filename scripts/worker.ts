@@ -17,6 +17,7 @@ import { DEFAULT_RETRY_POLICY } from '../gateway/worker/backoff.ts';
 import { loadOrCreateSigningKey } from '../identity/keys.ts';
 import { createTokenIssuer } from '../identity/tokens.ts';
 import { makeDataDirPrivate } from './data-dir.ts';
+import { closeOnSignal } from './signals.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -81,17 +82,10 @@ async function main(config: FerryConfig, wc: WorkerProcessConfig): Promise<void>
   logger.info({ workerId: wc.workerId }, 'worker started');
   process.stdout.write(`${JSON.stringify({ event: 'ready', workerId: wc.workerId, pid: process.pid })}\n`);
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'worker stopping');
+  closeOnSignal(logger, 'worker stopping', async () => {
     await worker.stop();
     await platform.close();
-    process.exit(0);
-  };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+  });
 }
 
 try {

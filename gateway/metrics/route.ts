@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { sameSecret } from '../../identity/secret.ts';
 import { Router, type Request } from 'express';
 import { FerryError } from '../../validators/codes.ts';
 import { bearerToken, type TokenVerifier } from '../../identity/tokens.ts';
@@ -24,12 +24,6 @@ export interface MetricsRouteOptions {
 
 function isLoopback(address: string | undefined): boolean {
   return address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const x = new TextEncoder().encode(a);
-  const y = new TextEncoder().encode(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 export function metricsRoute(opts: MetricsRouteOptions): Router {

@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import PouchDB from 'pouchdb';
 import MemoryAdapter from 'pouchdb-adapter-memory';
+import { cpuSecondsOf, procStatFields } from './cpu.ts';
 import type { Report } from './run.ts';
 import { mid, mutation } from '../test/sync/support.ts';
 import { startStackProcess, type StackProcess } from '../test/sync/stack-process.ts';
@@ -90,16 +91,14 @@ async function pull(source: PouchDB.Database, expected: number): Promise<number>
 function couchCpuSeconds(stackPid: number): number | null {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
+    // The parent pid is the second field after the command: state, ppid, …
+    if (Number(procStatFields(Number(entry))?.[1]) !== stackPid) continue;
     try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      // Fields after the parenthesised command: state ppid … utime(14) stime(15).
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) !== stackPid) continue;
       if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('couchDir')) continue;
-      return (Number(fields[11]) + Number(fields[12])) / 100;
     } catch {
       continue;
     }
+    return cpuSecondsOf(Number(entry));
   }
   return null;
 }

@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mutationDoc, newEntity, patientPayload, startEnv, type MutationFixture } from '../test/worker/fixture.ts';
+import { cpuSecondsOf } from './cpu.ts';
 import { rawBulkDocsRate } from './raw.ts';
 import type { Report } from './run.ts';
 import { valueOf, histogramOf } from '../gateway/metrics/registry.ts';
@@ -47,18 +47,6 @@ export default async function workerBench(report: Report): Promise<void> {
   await run(report, 'instant stub service');
 }
 
-/** User + system CPU of a process so far, in ms, from /proc (Linux); 0 where it cannot be read. */
-function childCpuMs(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    // utime and stime are fields 14 and 15 of stat, counted from the state field (3) here.
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
-  } catch {
-    return 0;
-  }
-}
-
 type Against = 'registration service on PGlite' | 'registration service on PostgreSQL' | 'instant stub service';
 
 async function run(report: Report, against: Against): Promise<void> {
@@ -96,7 +84,7 @@ async function run(report: Report, against: Against): Promise<void> {
 
     const started = process.hrtime.bigint();
     const cpuBefore = process.cpuUsage();
-    const childBefore = childCpuMs(env.couch.pid());
+    const childBefore = cpuSecondsOf(env.couch.pid()) ?? 0;
     const worker = await env.startWorker({ leaseTtlMs: 15_000, tickMs: 500, ...(stub ? { services: { registration: stub.url } } : {}) });
     const committed = async () => {
       let n = 0;
@@ -110,7 +98,7 @@ async function run(report: Report, against: Against): Promise<void> {
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const cpu = process.cpuUsage(cpuBefore);
-    const childCpu = childCpuMs(env.couch.pid()) - childBefore;
+    const childCpuSeconds = (cpuSecondsOf(env.couch.pid()) ?? childBefore) - childBefore;
     report.figure(`worker inbox → committed status, ${against}`, total / seconds, 'mutations/s', {
       baseline: raw,
       note: `${total} mutations, ${ENTITIES} entities, ${TENANTS.length} tenants`,
@@ -118,7 +106,7 @@ async function run(report: Report, against: Against): Promise<void> {
     const latency = await Promise.all(TENANTS.map((t) => histogramOf(worker.metrics.commitLatency, { tenant: t, module: 'registration' })));
     const calls = latency.reduce((n, l) => n + l.count, 0);
     // CPU time per mutation is steadier than the rate on a shared machine: it is what to cut.
-    report.note(`${against}: CPU per mutation ${(((cpu.user + cpu.system) / 1000) / total * 1000).toFixed(0)} µs in the worker's process (worker${stub ? '' : ' + service'}), ${((childCpu / total) * 1000).toFixed(0)} µs in the CouchDB child`);
+    report.note(`${against}: CPU per mutation ${((cpu.user + cpu.system) / total).toFixed(0)} µs in the worker's process (worker${stub ? '' : ' + service'}), ${((childCpuSeconds / total) * 1e6).toFixed(0)} µs in the CouchDB child`);
     report.note(`${against}: mean service batch ${((latency.reduce((s, l) => s + l.sum, 0) / calls) * 1000).toFixed(1)} ms as seen by each of ${calls} commits; ${total} status docs`);
   } finally {
     // The worker goes first: with the stub gone, in-flight calls would only turn into retries.

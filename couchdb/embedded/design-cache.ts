@@ -58,27 +58,25 @@ const WRITES = ['bulkDocs', 'put', 'post', 'remove', 'putAttachment', 'removeAtt
 export function installDesignDocCache(app: ExpressPouchApp): void {
   app.dbWrapper.registerWrapper((_name: string, wrapped: WrappedDb, next: () => unknown) => {
     const db = wrapped as Watched;
-    // A lookup that started before a design-doc write began or ended must not fill the cache.
-    let generation = 0;
-    let cached: { generation: number; value: Promise<unknown> } | null = null;
+    // Dropped when a design-doc write begins and again when it ends, so a lookup made while one
+    // was under way is never kept past it.
+    let cached: Promise<unknown> | null = null;
     const drop = () => {
-      generation++;
       cached = null;
     };
 
     const allDocs = db.allDocs.bind(db);
     db.allDocs = (...args: unknown[]) => {
       if (!isDesignDocQuery(args)) return allDocs(...args);
-      if (cached?.generation !== generation) {
-        const at = generation;
+      if (cached === null) {
         const value = allDocs(...args) as Promise<unknown>;
         value.catch(() => {
-          if (cached?.value === value) cached = null;
+          if (cached === value) cached = null;
         });
-        cached = { generation: at, value };
+        cached = value;
       }
       // Each caller gets its own copy: the validation functions run with the design doc as `this`.
-      return cached.value.then((v) => structuredClone(v));
+      return cached.then((v) => structuredClone(v));
     };
 
     for (const method of WRITES) {

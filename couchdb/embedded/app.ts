@@ -6,6 +6,8 @@ import expressPouchDB, { type ExpressPouchApp, type Middleware, type WrappedDb }
 import type { CouchCredentials } from '../client.ts';
 import { ensurePrivateDir } from '../secrets.ts';
 import { installDesignDocCache } from './design-cache.ts';
+import { installKeyedReads } from './keyed-reads.ts';
+import { installSecurityBeforeRoutes } from './security-once.ts';
 import { decideAfterAuth, decideBeforeAuth, type AccessDecision, type UserCtx } from './access.ts';
 
 // The embedded CouchDB-compatible server: express-pouchdb on PouchDB 9 + leveldb, wrapped so that
@@ -165,6 +167,8 @@ export async function createEmbeddedApp(opts: EmbeddedAppOptions): Promise<Reque
   insertAfterAuthentication(app, afterAuth);
   installCachedDiskSize(app, dbDir);
   installDesignDocCache(app);
+  installKeyedReads(app);
+  installSecurityBeforeRoutes(app);
 
   await setConfig(app, 'log', 'level', 'warning');
   await setConfig(app, 'couch_httpd_auth', 'secret', opts.cookieSecret);

@@ -34,11 +34,11 @@ const USAGE = `usage:
   npm run ferry -- tenant list                         list the registered tenants
   npm run ferry -- tenant license <id> <module>        license a module for a tenant (modules: ${MODULES.join(', ')})
   npm run ferry -- tenant unlicense <id> <module>      withdraw a module's licence
-  npm run ferry -- member add <tenant> <owner> --role R … [--facility F …]
-                                                       grant roles (${ROLES.join(', ')}; also <roles> comma-separated)
-                                                       and the facilities whose records the member's device holds
-                                                       (repeatable; replaces the member's facilities; none: no records,
-                                                       admin and platform-admin see every facility)
+  npm run ferry -- member add <tenant> <owner> --role R [--role R …] [--facility F …]
+                                                       grant roles (${ROLES.join(', ')}; or <roles>
+                                                       comma-separated) and the facilities whose records the
+                                                       member's device holds, replacing what the member had.
+                                                       No facility: no records; admin, platform-admin: all.
   npm run ferry -- member remove <tenant> <owner>      revoke a membership
   npm run ferry -- member list <tenant>                list a tenant's members, roles and facilities
   npm run ferry -- owner-of <sub>                      print the owner of an external IdP subject (needs FERRY_AUTH_*)

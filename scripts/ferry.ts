@@ -105,11 +105,11 @@ function memberRequest(args: string[]): AdminRequest {
   const [command, ...rest] = args;
   if (command !== 'add' && command !== 'remove' && command !== 'list') throw new UsageError(`unknown command: member ${args.join(' ')}`);
   const { positionals, values } = parseMemberArgs(rest, command === 'add');
-  const [tenant, owner, roleArg, ...extra] = positionals;
-  const arity = { add: '2 or 3', remove: '2', list: '1' } as const;
-  const count = positionals.length;
-  const arityOk = command === 'add' ? count === 2 || count === 3 : command === 'remove' ? count === 2 : count === 1;
-  if (!arityOk || extra.length) throw new UsageError(`member ${command} takes ${arity[command]} argument(s)`);
+  const [tenant, owner, roleArg] = positionals;
+  // add: tenant, owner and optionally the comma-separated roles of the older form.
+  const arity = { add: [2, 3], remove: [2], list: [1] } as const;
+  const allowed: readonly number[] = arity[command];
+  if (!allowed.includes(positionals.length)) throw new UsageError(`member ${command} takes ${allowed.join(' or ')} argument(s)`);
   if (!TENANT_ID.test(tenant!)) throw new InvalidTenantError();
   if (command !== 'list' && !OWNER_ID.test(owner!)) throw new UsageError('owner must match ^[A-Za-z0-9_-]{1,64}$ (see owner-of)');
   if (command === 'list') return { command: 'member.list', tenant: tenant! };

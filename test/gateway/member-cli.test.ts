@@ -60,13 +60,15 @@ describe('scripts/ferry.ts member commands with facilities, no server running', 
     expect(ferry('member', 'list', 'north').out).to.contain('ada\tregistrar\tnorth-hc-3\n');
   });
 
-  it('refuses bad usage: no role, an unknown role, an unknown option, --facility without a value, options on list', function () {
+  it('refuses bad usage: no role, an unknown role, an unknown option, --facility without a value, options on list, a missing or extra argument', function () {
     for (const args of [
       ['member', 'add', 'north', 'ada', '--facility', 'north-hc-1'],
       ['member', 'add', 'north', 'ada', '--role', 'root'],
       ['member', 'add', 'north', 'ada', '--role', 'registrar', '--facilty', 'north-hc-1'],
       ['member', 'add', 'north', 'ada', '--role', 'registrar', '--facility'],
       ['member', 'list', 'north', '--facility', 'north-hc-1'],
+      ['member', 'add', 'north', '--role', 'registrar'],
+      ['member', 'remove', 'north', 'ada', 'extra'],
     ]) {
       const res = ferry(...args);
       expect(res.code, args.join(' ')).to.equal(2);

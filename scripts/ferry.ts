@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { readConfig, ConfigError, type FerryConfig } from './config.ts';
 import { openPlatform, type Platform } from '../gateway/platform/open.ts';
 import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
@@ -9,7 +10,8 @@ import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from './data
 import { TENANT_ID, OWNER_ID, ROLES, type Role } from '../validators/identity.ts';
 import { deriveOwner, loadOrCreateOwnerSecret } from '../identity/owner.ts';
 import { FerryError } from '../validators/codes.ts';
-import { MODULES, runAdmin, type AdminDeps, type AdminRequest, type AdminResult } from '../gateway/tenant/admin.ts';
+import { MODULES, parseAdminRequest, runAdmin, type AdminDeps, type AdminRequest, type AdminResult } from '../gateway/tenant/admin.ts';
+import { replicaScopeOf, type ScopeInput } from '../gateway/tenant/scope.ts';
 import { callOperatorApi, OperatorApiError, socketAnswers, socketPathOf } from '../gateway/tenant/operator-api.ts';
 import { createLicensing, openRegistrationDatabase } from '../services/registration/index.ts';
 import type { Database } from '../sql/database.ts';
@@ -32,9 +34,13 @@ const USAGE = `usage:
   npm run ferry -- tenant list                         list the registered tenants
   npm run ferry -- tenant license <id> <module>        license a module for a tenant (modules: ${MODULES.join(', ')})
   npm run ferry -- tenant unlicense <id> <module>      withdraw a module's licence
-  npm run ferry -- member add <tenant> <owner> <roles> grant roles (comma-separated: ${ROLES.join(',')})
+  npm run ferry -- member add <tenant> <owner> --role R [--role R …] [--facility F …]
+                                                       grant roles (${ROLES.join(', ')}; or <roles>
+                                                       comma-separated) and the facilities whose records the
+                                                       member's device holds, replacing what the member had.
+                                                       No facility: no records; admin, platform-admin: all.
   npm run ferry -- member remove <tenant> <owner>      revoke a membership
-  npm run ferry -- member list <tenant>                list a tenant's members and roles
+  npm run ferry -- member list <tenant>                list a tenant's members, roles and facilities
   npm run ferry -- owner-of <sub>                      print the owner of an external IdP subject (needs FERRY_AUTH_*)
 Works whether or not the server is running (through its operator API on FERRY_DATA_DIR/operator.sock).`;
 
@@ -50,7 +56,9 @@ async function main(argv: string[]): Promise<void> {
   const request = group === 'member' ? memberRequest(argv.slice(1)) : group === 'tenant' ? tenantRequest(argv.slice(1)) : null;
   if (!request) throw new UsageError(`unknown command: ${argv.join(' ')}`);
   const config = readConfig();
-  for (const line of describe(await run(config, request))) console.log(line);
+  // Checked here too, not only by the server: the direct path has no server, and both paths then
+  // refuse the same input with the same structured error (and run on trimmed facility ids).
+  for (const line of describe(await run(config, parseAdminRequest(request)))) console.log(line);
 }
 
 function tenantRequest(args: string[]): AdminRequest {
@@ -72,23 +80,58 @@ function tenantRequest(args: string[]): AdminRequest {
   throw new UsageError(`unknown command: tenant ${args.join(' ')}`);
 }
 
-function rolesOf(arg: string): Role[] {
-  const roles = arg.split(',').map((r) => r.trim());
+function rolesOf(args: readonly string[]): Role[] {
+  const roles = args.flatMap((a) => a.split(',')).map((r) => r.trim());
   const known: readonly string[] = ROLES;
-  if (!roles.length || roles.some((r) => !known.includes(r))) throw new UsageError(`roles must be a comma-separated list of: ${ROLES.join(', ')}`);
+  if (!roles.length || roles.some((r) => !known.includes(r))) throw new UsageError(`roles must be one or more of: ${ROLES.join(', ')} (--role R, repeatable, or comma-separated)`);
   return [...new Set(roles)] as Role[];
 }
 
+/** `node:util` parseArgs, its errors (unknown option, missing value) turned into usage errors. */
+function parseMemberArgs(args: string[], withOptions: boolean) {
+  try {
+    return parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: withOptions ? { role: { type: 'string', multiple: true }, facility: { type: 'string', multiple: true } } : {},
+    });
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err));
+  }
+}
+
 function memberRequest(args: string[]): AdminRequest {
-  const [command, tenant, owner, roleArg, ...rest] = args;
-  const arity = { add: 3, remove: 2, list: 1 } as const;
+  const [command, ...rest] = args;
   if (command !== 'add' && command !== 'remove' && command !== 'list') throw new UsageError(`unknown command: member ${args.join(' ')}`);
-  if (args.length - 1 !== arity[command] || rest.length) throw new UsageError(`member ${command} takes ${arity[command]} argument(s)`);
+  const { positionals, values } = parseMemberArgs(rest, command === 'add');
+  const [tenant, owner, roleArg] = positionals;
+  // add: tenant, owner and optionally the comma-separated roles of the older form.
+  const arity = { add: [2, 3], remove: [2], list: [1] } as const;
+  const allowed: readonly number[] = arity[command];
+  if (!allowed.includes(positionals.length)) throw new UsageError(`member ${command} takes ${allowed.join(' or ')} argument(s)`);
   if (!TENANT_ID.test(tenant!)) throw new InvalidTenantError();
   if (command !== 'list' && !OWNER_ID.test(owner!)) throw new UsageError('owner must match ^[A-Za-z0-9_-]{1,64}$ (see owner-of)');
   if (command === 'list') return { command: 'member.list', tenant: tenant! };
   if (command === 'remove') return { command: 'member.remove', tenant: tenant!, owner: owner! };
-  return { command: 'member.add', tenant: tenant!, owner: owner!, roles: rolesOf(roleArg!) };
+  const opts = values as { role?: string[]; facility?: string[] };
+  const roles = rolesOf([...(roleArg === undefined ? [] : [roleArg]), ...(opts.role ?? [])]);
+  // Facility ids are checked (and trimmed) by the request schema, with a structured error.
+  return { command: 'member.add', tenant: tenant!, owner: owner!, roles, facilities: opts.facility ?? [] };
+}
+
+/** A facility id as printed: plain when it is a plain token, else JSON-quoted (so commas, spaces and control characters cannot mislead). */
+function showFacility(facility: string): string {
+  return /^[A-Za-z0-9._:/-]+$/.test(facility) ? facility : JSON.stringify(facility);
+}
+
+/** What a member's device holds, in words: the scope `replicaScopeOf` decides. */
+function showScope(membership: ScopeInput, style: 'line' | 'column'): string {
+  const scope = replicaScopeOf(membership);
+  if (scope.kind === 'all') return style === 'line' ? 'all facilities (admin)' : '(all facilities)';
+  if (scope.facilities.length === 0) return style === 'line' ? 'no facility (sees no records)' : '(no facility)';
+  const list = scope.facilities.map(showFacility).join(',');
+  return style === 'line' ? `facilities ${list}` : list;
 }
 
 /** What the operator reads: the same lines whichever path ran the command. */
@@ -106,11 +149,11 @@ function describe(result: AdminResult): string[] {
       return [`tenant ${result.tenant}: ${result.module} ${state}${result.changed ? '' : ' (unchanged)'}`];
     }
     case 'member.add':
-      return [`member ${result.owner} of ${result.tenant}: ${result.roles.join(',')}`];
+      return [`member ${result.owner} of ${result.tenant}: ${result.roles.join(',')}; ${showScope(result, 'line')}`];
     case 'member.remove':
       return [`member ${result.owner} removed from ${result.tenant}`];
     case 'member.list':
-      return result.members.map((m) => `${m.userId}\t${m.roles.join(',')}`);
+      return result.members.map((m) => `${m.userId}\t${m.roles.join(',')}\t${showScope(m, 'column')}`);
   }
 }
 

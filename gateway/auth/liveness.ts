@@ -149,9 +149,10 @@ export function platformLiveLoader(db: Queryable): LiveLoader {
 export function invalidatingMemberships(inner: MembershipDirectory, liveness: Pick<Liveness, 'membershipChanged'>): MembershipDirectory {
   return {
     ...inner,
-    async set(tenant, userId, roles) {
-      await inner.set(tenant, userId, roles);
-      liveness.membershipChanged(tenant, userId);
+    // Every argument passed on, so a parameter added to `set` (facilities) is never dropped here.
+    async set(...args) {
+      await inner.set(...args);
+      liveness.membershipChanged(args[0], args[1]);
     },
     async remove(tenant, userId) {
       await inner.remove(tenant, userId);

@@ -68,6 +68,12 @@ export const PLATFORM_MIGRATIONS: readonly string[] = [
      PRIMARY KEY (tenant, owner, mid)
    );
    CREATE INDEX pending_mutations_open ON pending_mutations (tenant, owner) WHERE NOT terminal;`,
+  // The facilities a member serves, which bound the records replicated to their device
+  // (gateway/tenant/scope.ts). A column of the membership row, not a table of its own: the
+  // facilities live and die with the membership (`member remove` drops them in the same statement),
+  // and one row read gives roles and facilities together, so a scope is never decided from the
+  // roles of one moment and the facilities of another. Existing members get none: fail closed.
+  `ALTER TABLE memberships ADD COLUMN facilities text[] NOT NULL DEFAULT '{}';`,
 ];
 
 export async function migratePlatform(db: Database): Promise<void> {

@@ -4,7 +4,8 @@ import { MANIFESTS } from '../../validators/manifest.ts';
 import { ROLES, ownerIdSchema, tenantIdSchema, type Role } from '../../validators/identity.ts';
 import { toFieldErrors } from '../../validators/issues.ts';
 import type { TenantRegistry } from './registry.ts';
-import type { MembershipDirectory } from './membership.ts';
+import type { Membership, MembershipDirectory } from './membership.ts';
+import { facilitiesSchema, normaliseFacilities } from './scope.ts';
 
 // Tenant administration: the one place the operator commands are carried out. The `ferry` CLI
 // runs them here directly when no server holds the data directory, and the running server runs
@@ -23,7 +24,9 @@ export const adminRequestSchema = z.discriminatedUnion('command', [
   z.object({ command: z.literal('tenant.list') }).strict(),
   z.object({ command: z.literal('tenant.license'), tenant, module: moduleId }).strict(),
   z.object({ command: z.literal('tenant.unlicense'), tenant, module: moduleId }).strict(),
-  z.object({ command: z.literal('member.add'), tenant, owner, roles: z.array(z.enum(ROLES)).min(1).max(ROLES.length) }).strict(),
+  // `facilities` is the member's whole set: an add replaces what they served before, and one
+  // without facilities leaves them none (their replica then holds no records; admins see all).
+  z.object({ command: z.literal('member.add'), tenant, owner, roles: z.array(z.enum(ROLES)).min(1).max(ROLES.length), facilities: facilitiesSchema.default([]) }).strict(),
   z.object({ command: z.literal('member.remove'), tenant, owner }).strict(),
   z.object({ command: z.literal('member.list'), tenant }).strict(),
 ]);
@@ -35,9 +38,9 @@ export type AdminResult =
   | { command: 'tenant.create'; tenant: string; db: string; dbCreated: boolean; securityUpdated: boolean; designUpdated: boolean }
   | { command: 'tenant.list'; tenants: string[] }
   | { command: 'tenant.license' | 'tenant.unlicense'; tenant: string; module: string; changed: boolean }
-  | { command: 'member.add'; tenant: string; owner: string; roles: Role[] }
+  | { command: 'member.add'; tenant: string; owner: string; roles: Role[]; facilities: string[] }
   | { command: 'member.remove'; tenant: string; owner: string }
-  | { command: 'member.list'; tenant: string; members: Array<{ userId: string; roles: string[] }> };
+  | { command: 'member.list'; tenant: string; members: Array<{ userId: string } & Membership> };
 
 /** A module's licence table, in the owning service's own database (DESIGN §1: the service decides). */
 export interface ModuleLicensing {
@@ -95,8 +98,10 @@ export async function runAdmin(deps: AdminDeps, req: AdminRequest): Promise<Admi
       const roles = [...new Set(req.roles)];
       // A membership needs a users row; an external user's row has no password.
       await deps.users.ensureExternal(req.owner);
-      await deps.memberships.set(req.tenant, req.owner, roles);
-      return { command: req.command, tenant: req.tenant, owner: req.owner, roles };
+      const facilities = normaliseFacilities(req.facilities);
+      // One statement for roles and facilities: no pull sees the new roles with the old facilities.
+      await deps.memberships.set(req.tenant, req.owner, roles, facilities);
+      return { command: req.command, tenant: req.tenant, owner: req.owner, roles, facilities };
     }
     case 'member.remove':
       await knownTenant(deps, req.tenant);

@@ -344,7 +344,7 @@ describe('external OIDC mode', function () {
       expect(ferry('member', 'add', 'north', cliOwner, 'registrar,viewer')).to.include({ code: 0 });
       const listed = ferry('member', 'list', 'north');
       expect(listed.code, listed.err).to.equal(0);
-      expect(listed.out.trim().split('\n')).to.deep.equal([`${cliOwner}\tregistrar,viewer`]);
+      expect(listed.out.trim().split('\n')).to.deep.equal([`${cliOwner}\tregistrar,viewer\t(no facility)`]);
       expect(ferry('member', 'remove', 'north', cliOwner)).to.include({ code: 0 });
       expect(ferry('member', 'list', 'north').out.trim()).to.equal('');
     });

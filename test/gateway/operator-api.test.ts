@@ -107,8 +107,8 @@ describe('operator API: ferry commands while the server runs', function () {
     const list = await ferry(dataDir, 'tenant', 'list');
     expect(list.out.trim().split('\n')).to.deep.equal(['east', 'north', 'south', 'west']);
 
-    expect(await ferry(dataDir, 'member', 'add', 'west', 'ada', 'registrar')).to.include({ code: 0, out: 'member ada of west: registrar\n' });
-    expect(await ferry(dataDir, 'member', 'list', 'west')).to.include({ code: 0, out: 'ada\tregistrar\n' });
+    expect(await ferry(dataDir, 'member', 'add', 'west', 'ada', 'registrar', '--facility', 'west-hc-1')).to.include({ code: 0, out: 'member ada of west: registrar; facilities west-hc-1\n' });
+    expect(await ferry(dataDir, 'member', 'list', 'west')).to.include({ code: 0, out: 'ada\tregistrar\twest-hc-1\n' });
 
     const token = await stack.login('ada', 'west');
     // A new tenant licenses nothing: registration refuses until the module is licensed.
@@ -121,6 +121,39 @@ describe('operator API: ferry commands while the server runs', function () {
 
     expect(await ferry(dataDir, 'member', 'remove', 'west', 'ada')).to.include({ code: 0, out: 'member ada removed from west\n' });
     expect(await ferry(dataDir, 'member', 'list', 'west')).to.include({ code: 0, out: '' });
+  });
+
+  it('carries facilities through the operator API: set, listed, replaced, read by the server at once; bad ones refused by the server too', async function () {
+    const added = await ferry(dataDir, 'member', 'add', 'north', 'eve', '--role', 'registrar', '--facility', 'north-hc-2', '--facility', 'north-hc-1');
+    expect(added, added.err).to.include({ code: 0, out: 'member eve of north: registrar; facilities north-hc-1,north-hc-2\n' });
+    // The server's own directory (what a replica pull reads) has it at once: nothing caches facilities.
+    expect(await stack.platform.memberships.facilitiesOf('north', 'eve')).to.deep.equal(['north-hc-1', 'north-hc-2']);
+    const listed = await ferry(dataDir, 'member', 'list', 'north');
+    expect(listed.out.trim().split('\n')).to.deep.equal([
+      'ada\tregistrar\tnorth-hc-1',
+      'admin\tadmin,platform-admin\t(all facilities)',
+      'ben\tregistrar\tnorth-hc-1',
+      'cy\tregistrar\tnorth-hc-2',
+      'dee\tviewer\tnorth-hc-1',
+      'eve\tregistrar\tnorth-hc-1,north-hc-2',
+    ]);
+    expect(await ferry(dataDir, 'member', 'add', 'north', 'eve', '--role', 'viewer', '--facility', 'north-hc-3')).to.include({ code: 0 });
+    expect(await stack.platform.memberships.membershipOf('north', 'eve')).to.deep.equal({ roles: ['viewer'], facilities: ['north-hc-3'] });
+
+    const bad = await ferry(dataDir, 'member', 'add', 'north', 'eve', '--role', 'viewer', '--facility', 'y'.repeat(65));
+    expect(bad.code).to.equal(2);
+    expect(bad.err).to.contain('error: VALIDATION_FAILED').and.contain('facilities.0 is too long or too large');
+    // The server checks (and trims) them itself, whoever calls it.
+    const token = readFileSync(join(dataDir, 'operator.token'), 'utf8').trim();
+    const raw = await rawCall(socketPath, token, { command: 'member.add', tenant: 'north', owner: 'eve', roles: ['viewer'], facilities: ['north-hc-4', ''] });
+    expect(raw.status).to.equal(422);
+    expect(raw.body).to.deep.include({ code: 'VALIDATION_FAILED', errors: [{ path: 'facilities.1', message: 'is too short or too small' }] });
+    const trimmed = await rawCall(socketPath, token, { command: 'member.add', tenant: 'north', owner: 'eve', roles: ['viewer'], facilities: [' north-hc-4 '] });
+    expect(trimmed).to.deep.include({ status: 200, body: { result: { command: 'member.add', tenant: 'north', owner: 'eve', roles: ['viewer'], facilities: ['north-hc-4'] } } });
+    expect(await stack.platform.memberships.facilitiesOf('north', 'eve')).to.deep.equal(['north-hc-4']);
+
+    expect(await ferry(dataDir, 'member', 'remove', 'north', 'eve')).to.include({ code: 0 });
+    expect(await stack.platform.memberships.facilitiesOf('north', 'eve')).to.equal(null);
   });
 
   it('answers an unknown tenant or module with a typed code', async function () {

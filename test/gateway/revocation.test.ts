@@ -186,6 +186,9 @@ describe('revocation: operator cookie and Origin over HTTP', function () {
       tenantsOf: async () => ['north'],
       membersOf: async () => [],
       isPlatformAdmin: async (u) => u === 'admin',
+      facilitiesOf: async () => [],
+      membershipOf: async () => ({ roles: ['platform-admin'], facilities: [] }),
+      setFacilities: async () => true,
     };
     make = async (trustedProxies) => {
       const gw = await listen(

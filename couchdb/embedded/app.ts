@@ -5,6 +5,7 @@ import PouchDB from 'pouchdb';
 import expressPouchDB, { type ExpressPouchApp, type Middleware, type WrappedDb } from 'express-pouchdb';
 import type { CouchCredentials } from '../client.ts';
 import { ensurePrivateDir } from '../secrets.ts';
+import { installAuthCache } from './auth-cache.ts';
 import { installDesignDocCache } from './design-cache.ts';
 import { installKeyedReads } from './keyed-reads.ts';
 import { installSecurityBeforeRoutes } from './security-once.ts';
@@ -165,6 +166,7 @@ export async function createEmbeddedApp(opts: EmbeddedAppOptions): Promise<Reque
     send(res, decision);
   };
   insertAfterAuthentication(app, afterAuth);
+  installAuthCache(app);
   installCachedDiskSize(app, dbDir);
   installDesignDocCache(app);
   installKeyedReads(app);

@@ -3,8 +3,11 @@
 // `m:{owner}:`, so they are never replicated. Submitting one goes through the outbox.
 
 import { v7 as uuidv7 } from 'uuid';
+import type { FieldError } from '../validators/codes.ts';
 import type { Db } from './store.ts';
 import { stripRevisions } from './store.ts';
+import { fieldError, requireOpen, type MutateOptions, type MutateResult, type SessionCore } from './session-core.ts';
+import type { Mutate } from './outbox-writer.ts';
 
 export interface Draft {
   id: string;
@@ -77,4 +80,38 @@ export async function removeDraft(db: Db, id: string): Promise<boolean> {
   if (!doc?._rev) return false;
   await db.remove(doc._id, doc._rev);
   return true;
+}
+
+// ---- the session's `drafts` member ----
+
+export interface DraftControls {
+  save(input: DraftInput): Promise<Draft>;
+  get(id: string): Promise<Draft | null>;
+  list(): Promise<Draft[]>;
+  remove(id: string): Promise<boolean>;
+  /** Validates and queues the draft as a mutation; the draft is removed when that works. */
+  submit(id: string, options?: Omit<MutateOptions, 'entity'>): Promise<MutateResult | { ok: false; code: 'NO_SUCH_DRAFT'; errors: FieldError[] }>;
+}
+
+export function createDrafts(core: SessionCore, mutate: Mutate): DraftControls {
+  return {
+    save: async (input) => {
+      const open = requireOpen(core);
+      return core.exclusive(() => saveDraft(open.db, input, core.now()));
+    },
+    get: async (id) => getDraft(requireOpen(core).db, id),
+    list: async () => listDrafts(requireOpen(core).db),
+    remove: async (id) => {
+      const open = requireOpen(core);
+      return core.exclusive(() => removeDraft(open.db, id));
+    },
+    submit: async (id, options = {}) => {
+      const open = requireOpen(core);
+      const draft = await getDraft(open.db, id);
+      if (!draft) return { ok: false, code: 'NO_SUCH_DRAFT', errors: fieldError('id', 'does not name a draft') };
+      const result = await mutate(draft.op, draft.payload, { ...options, ...(draft.entity ? { entity: draft.entity } : {}) });
+      if (result.ok) await core.exclusive(() => removeDraft(open.db, id));
+      return result;
+    },
+  };
 }

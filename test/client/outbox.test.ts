@@ -154,9 +154,9 @@ for (const adapter of ['memory', 'leveldb'] as const) {
     it('when another writer moved the device doc (a second tab), calls fail and store nothing', async () => {
       const s = await openS();
       const a = ok(await s.mutate('patient.create', patient()));
-      // Another writer on the same database (a second handle shares the backend, and closing it
-      // would close the session's too, so write through the session's handle as that writer would).
-      const other = (s as unknown as { open: { db: PouchDB.Database } }).open.db;
+      // Another writer on the same database: a second handle (it shares the backend, and closing
+      // it would close the session's too, so it stays open until the wipe after the test).
+      const other = rawDb({ PouchDB: NodePouch, adapter, prefix, tenant: 'north', owner: 'ada' }, await localDbName('north', 'ada'));
       const device = await other.get('_local/ferry-device');
       await other.put({ ...device, seq: (device as unknown as { seq: number }).seq + 1 });
       const outcomes = await Promise.allSettled([s.mutate('patient.create', patient()), s.mutate('patient.update', patient(), a.entity)]);

@@ -39,7 +39,10 @@ describe('client/sync against a CouchDB-protocol stand-in for /sync/{tenant}', f
   let rec: ReturnType<typeof recorder>;
   const sessions: Session[] = [];
 
+  /** The leveldb/memory prefix each session was opened with. */
+  const prefixOf = new WeakMap<Session, string>();
   const open = async (o: Partial<NodeSessionOptions> = {}): Promise<Session> => {
+    const prefix = o.prefix ?? `c-${randomUUID()}-`;
     const s = await openNodeSession({
       gatewayUrl: gw.url,
       tenant: 'north',
@@ -47,14 +50,15 @@ describe('client/sync against a CouchDB-protocol stand-in for /sync/{tenant}', f
       passphrase: 'pw',
       tokens,
       adapter: 'memory',
-      prefix: `c-${randomUUID()}-`,
       kdfIterations: 1_000,
       autoSync: false,
       idleTimeoutMs: null,
       fetch: rec.fetch,
       backoff: { base: 20, cap: 80 },
       ...o,
+      prefix,
     });
+    prefixOf.set(s, prefix);
     sessions.push(s);
     return s;
   };
@@ -131,7 +135,7 @@ describe('client/sync against a CouchDB-protocol stand-in for /sync/{tenant}', f
     await waitFor(() => s.mutation(a.mid)?.state.kind === 'committed');
     await s.lock();
     const name = await localDbName('north', 'ada');
-    const raw = rawDb({ PouchDB: NodePouch, adapter: 'memory', prefix: (s as unknown as { store: { prefix: string } }).store.prefix, tenant: 'north', owner: 'ada' }, name);
+    const raw = rawDb({ PouchDB: NodePouch, adapter: 'memory', prefix: prefixOf.get(s)!, tenant: 'north', owner: 'ada' }, name);
     const ids = (await raw.allDocs()).rows.map((r) => r.id).sort();
     await raw.close();
     expect(ids).to.deep.equal([`m:ada:${a.mid}`, `s:ada:${a.mid}`]);
@@ -428,7 +432,7 @@ describe('client/sync against a CouchDB-protocol stand-in for /sync/{tenant}', f
       tokens: southTokens,
       PouchDB: NodePouch,
       adapter: 'memory',
-      prefix: (north as unknown as { store: { prefix: string } }).store.prefix,
+      prefix: prefixOf.get(north)!,
       kdfIterations: 1_000,
       idleTimeoutMs: null,
       fetch: rec.fetch,
@@ -442,7 +446,7 @@ describe('client/sync against a CouchDB-protocol stand-in for /sync/{tenant}', f
     expect(rec.sent.filter((x) => x.url.includes('/sync/south')).every((x) => x.auth === `Bearer ${southTokens.current}`)).to.equal(true);
     await south.sync.stop();
     // North's queue is still there for when the user comes back.
-    const back = await open({ prefix: (north as unknown as { store: { prefix: string } }).store.prefix });
+    const back = await open({ prefix: prefixOf.get(north)! });
     expect(back.mutation(queued.mid)?.state.kind).to.equal('queued');
   });
 

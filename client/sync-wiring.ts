@@ -1,0 +1,149 @@
+// Sync wiring: the gateway's `/sync/{tenant}` as a PouchDB remote behind the token transport, the
+// connection loop for the unlocked store, and the `session.sync` controls. What one connection
+// does is `sync.ts`; how a token travels is `auth-fetch.ts`.
+
+import { DEFAULT_BACKOFF } from './backoff.ts';
+import { createAuthFetch, type AuthFetch, type FetchLike, type TenantMismatchSource } from './auth-fetch.ts';
+import { withHeartbeatWatch } from './heartbeat-watch.ts';
+import { withTransientRetry } from './transient-retry.ts';
+import { ConnectionLoop, DEFAULT_BATCH_SIZE, browserOnlineSource, replicationConnector, syncOnce, type ReplicationOptions, type SyncOnceResult, type SyncState } from './sync.ts';
+import type { Db } from './store.ts';
+import { requireOpen, type SessionCore } from './session-core.ts';
+
+export interface SyncControls {
+  readonly state: SyncState;
+  /** Start (or resume after a tenant mismatch) live sync. */
+  start(): void;
+  stop(): Promise<void>;
+  /** One push + one pull, not live. */
+  once(): Promise<SyncOnceResult>;
+  /** Retry now instead of waiting for the backoff. */
+  kick(): void;
+}
+
+export interface SyncWiring {
+  /** The session's `sync` member. */
+  readonly controls: SyncControls;
+  /** The authenticated transport every gateway request of this session goes through. */
+  readonly authFetch: AuthFetch;
+  /** A live loop for a store that has just been unlocked (not started). */
+  loopFor(db: Db): ConnectionLoop;
+  /** Starts the loop of the unlocked store (and clears a halt), if it is unlocked. */
+  start(): void;
+  /** Whether live sync should run after the next unlock. */
+  wanted: boolean;
+  /** Stops for good until `start()`: the membership is gone. */
+  haltForMembership(): Promise<void>;
+  /** The live loop stopped on lock: report it. */
+  reportStopped(): void;
+  /** Closes the remote handle (the session is closing). */
+  close(): Promise<void>;
+}
+
+/** A fetch that a connection which failed is sent once more through, and whose silent live pulls fail. */
+export function gatewayTransport(fetch: FetchLike | undefined): FetchLike {
+  return withHeartbeatWatch(withTransientRetry(fetch ?? ((input, init) => globalThis.fetch(input, init))));
+}
+
+export function createSyncWiring(core: SessionCore, onDenied: (docId: string, reason: string) => void): SyncWiring {
+  const { options } = core;
+  let halt: TenantMismatchSource | null = null;
+  let reachable = true;
+  let state: SyncState = { kind: 'stopped' };
+  const setState = (next: SyncState): void => {
+    state = next;
+    core.events.emit('sync', next);
+  };
+  const authFetch = createAuthFetch({
+    fetch: gatewayTransport(options.fetch),
+    tokens: options.tokens,
+    tenant: options.tenant,
+    owner: options.owner,
+    onTenantMismatch: (source) => {
+      halt = source;
+    },
+    onReachability: (ok) => {
+      reachable = ok;
+    },
+  });
+  const syncUrl = options.syncUrl ?? `${options.gatewayUrl.replace(/\/+$/, '')}/sync/${encodeURIComponent(options.tenant)}`;
+  const remote = guardRemoteInfo(new options.PouchDB(syncUrl, { skip_setup: true, fetch: authFetch } as PouchDB.Configuration.RemoteDatabaseConfiguration));
+
+  /** What live sync and one-shot sync share: the stores, the owner and how outcomes come back. */
+  const replicationOf = (db: Db): ReplicationOptions => ({
+    db,
+    remote,
+    owner: core.owner,
+    batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
+    onDenied,
+    halted: () => halt,
+    reachable: () => reachable,
+  });
+
+  const wiring: SyncWiring = {
+    authFetch,
+    wanted: options.autoSync ?? true,
+    loopFor: (db) =>
+      new ConnectionLoop({
+        connect: replicationConnector(replicationOf(db)),
+        backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
+        scheduler: core.scheduler,
+        online: options.online === undefined ? browserOnlineSource() : options.online,
+        onState: setState,
+      }),
+    start() {
+      const open = core.open;
+      if (!open) return;
+      halt = null;
+      wiring.wanted = true;
+      open.loop.start();
+    },
+    async haltForMembership() {
+      await core.open?.loop.stop();
+      halt = 'membership';
+      setState({ kind: 'tenant-mismatch', source: 'membership' });
+    },
+    reportStopped: () => setState({ kind: 'stopped' }),
+    close: () => remote.close().catch(() => undefined),
+    controls: {
+      get state(): SyncState {
+        return state;
+      },
+      start: () => {
+        requireOpen(core);
+        wiring.start();
+      },
+      stop: async () => {
+        wiring.wanted = false;
+        await core.open?.loop.stop();
+      },
+      once: async () => {
+        const open = requireOpen(core);
+        halt = null;
+        return syncOnce(replicationOf(open.db));
+      },
+      kick: () => core.open?.loop.kick(),
+    },
+  };
+  return wiring;
+}
+
+/**
+ * PouchDB 9's replication asks the source for `info()` after every pulled batch (progress
+ * bookkeeping) and never handles a failure there: a connection reset at that moment is an
+ * unhandled rejection, which ends a Node process. Once one `info()` has succeeded, a failed one
+ * answers the last known info instead; the next request notices the outage the ordinary way.
+ */
+export function guardRemoteInfo(remote: Db): Db {
+  const info = remote.info.bind(remote);
+  let last: PouchDB.Core.DatabaseInfo | undefined;
+  remote.info = (() =>
+    info().then(
+      (fresh) => (last = fresh),
+      (err: unknown) => {
+        if (last) return last;
+        throw err;
+      },
+    )) as Db['info'];
+  return remote;
+}

@@ -67,7 +67,8 @@ export function changes(watchers: HeadWatchers) {
     const decision = scopeChangesQuery(flatQuery(ctx.req), ctx.req.method === 'POST' ? ctx.req.body : undefined, ctx.caller.owner);
     if (decision.kind !== 'ok') throw badRequest();
     const r = decision.request;
-    let head = await readableHead(ctx.feed, ctx.inbox, ctx.caller.tenant, ctx.signal);
+    // A live feed waits for the head to move anyway, so the watcher's head will do.
+    let head = await readableHead(ctx.feed, ctx.inbox, ctx.caller.tenant, ctx.signal, r.feed === 'normal' ? null : watchers.known(ctx.caller.tenant));
     const since = r.since === 'now' ? await ctx.feed.latest(ctx.caller.tenant, ctx.caller.owner, head) : r.since;
     const { res } = ctx;
 

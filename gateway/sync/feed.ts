@@ -64,9 +64,13 @@ export interface FeedIndex {
   ready(tenant: string): Promise<boolean>;
 }
 
-/** The head a reader may use: `feed:head`, or 0 while the tenant's index is being filled. */
-export async function readableHead(feed: FeedIndex, inbox: Inbox, tenant: string, signal?: AbortSignal): Promise<number> {
-  const head = await readHead(inbox, signal);
+/**
+ * The head a reader may use: `feed:head`, or 0 while the tenant's index is being filled. `known`
+ * is a head the tenant's live watcher has already read (`HeadWatchers.known`): a reader that will
+ * wait for the head to move anyway takes it instead of reading `feed:head` again.
+ */
+export async function readableHead(feed: FeedIndex, inbox: Inbox, tenant: string, signal?: AbortSignal, known: number | null = null): Promise<number> {
+  const head = known ?? (await readHead(inbox, signal));
   return (await feed.ready(tenant)) ? head : 0;
 }
 
@@ -235,6 +239,12 @@ export interface HeadWatchers {
    * All waiters of a tenant share one upstream longpoll, which stops when the last one leaves.
    */
   next(tenant: string, after: number, signal: AbortSignal): Promise<number | null>;
+  /**
+   * The head the tenant's watcher last read, while its upstream feed is positioned and open;
+   * otherwise null. Never above the real `feed:head`, and behind it only until the open feed
+   * delivers a move, so only a reader that waits for the head to move may use it.
+   */
+  known(tenant: string): number | null;
   /** Number of tenants with a live upstream watcher (for tests and metrics). */
   active(): number;
   close(): void;
@@ -251,6 +261,8 @@ export interface HeadWatcherOptions {
 
 interface Watch {
   head: number;
+  /** True while the upstream feed is positioned (head read, longpoll open or about to be). */
+  live: boolean;
   /** Each waiter's wake-up, and its way out when the watchers close. */
   waiters: Map<() => void, () => void>;
   controller: AbortController;
@@ -279,6 +291,7 @@ export function createHeadWatchers(opts: HeadWatcherOptions): HeadWatchers {
           const info = await inbox.json<{ update_seq: string | number }>({ signal });
           since = info.update_seq;
           w.head = Math.max(w.head, await readHead(inbox, signal));
+          w.live = true;
           notify(w);
         }
         const res = await inbox.request({
@@ -301,6 +314,7 @@ export function createHeadWatchers(opts: HeadWatcherOptions): HeadWatchers {
         }
         notify(w);
       } catch {
+        w.live = false;
         if (signal.aborted) break;
         since = null;
         await new Promise((r) => setTimeout(r, retryMs).unref());
@@ -318,7 +332,7 @@ export function createHeadWatchers(opts: HeadWatcherOptions): HeadWatchers {
       if (closed || signal.aborted) return Promise.resolve(null);
       let w = watches.get(tenant);
       if (!w) {
-        w = { head: 0, waiters: new Map(), controller: new AbortController(), linger: null };
+        w = { head: 0, live: false, waiters: new Map(), controller: new AbortController(), linger: null };
         watches.set(tenant, w);
         void run(tenant, w);
       }
@@ -350,6 +364,10 @@ export function createHeadWatchers(opts: HeadWatcherOptions): HeadWatchers {
         watch.waiters.set(wake, cancel);
         signal.addEventListener('abort', cancel, { once: true });
       });
+    },
+    known(tenant) {
+      const w = watches.get(tenant);
+      return w && w.live && !w.controller.signal.aborted ? w.head : null;
     },
     active: () => watches.size,
     close() {

@@ -105,4 +105,52 @@ describe('sync: quotas and the longpoll feed', function () {
     while (s.watchers.active() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(s.watchers.active()).to.equal(0);
   });
+  it("longpoll: the tenant's live watcher lends its head (never above feed:head), and a longpoll started on it misses nothing", async function () {
+    const head = async () => ((await s.admin.db('inbox_north').get<{ counter?: number }>('feed:head'))?.counter ?? 0);
+    const idle = Date.now() + 5000;
+    while (s.watchers.active() > 0 && Date.now() < idle) await new Promise((r) => setTimeout(r, 50));
+    expect(s.watchers.known('north')).to.equal(null);
+    // One waiter keeps the watcher open for the whole test.
+    const keeper = new AbortController();
+    const keeperToken = await s.token('yul');
+    const kept = fetch(`${base}/_changes?feed=longpoll&since=now&heartbeat=500&timeout=30000`, { headers: { authorization: `Bearer ${keeperToken}` }, signal: keeper.signal })
+      .then((r) => r.text())
+      .catch(() => 'aborted');
+    const until = async (ok: () => Promise<boolean> | boolean) => {
+      const deadline = Date.now() + 10_000;
+      while (!(await ok())) {
+        if (Date.now() > deadline) throw new Error('timed out');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await until(() => s.watchers.known('north') !== null);
+    expect(s.watchers.known('north')).to.equal(await head());
+    const token = await s.token('zed');
+    let since = 0;
+    for (let round = 0; round < 3; round++) {
+      const m = mid();
+      const moved = s.writeStatuses('north', [status('zed', m)]);
+      // Sampled while the head moves: the lent head never runs ahead of the real one.
+      const samples: Array<number | null> = [];
+      const sampling = (async () => {
+        for (let i = 0; i < 20; i++) {
+          samples.push(s.watchers.known('north'));
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })();
+      await moved;
+      await sampling;
+      const real = await head();
+      for (const k of samples) expect(k === null || k <= real).to.equal(true);
+      // Straight after the write, perhaps before the watcher has seen it: the longpoll still answers it.
+      const res = await fetch(`${base}/_changes?feed=longpoll&since=${since}&timeout=10000`, { headers: { authorization: `Bearer ${token}` } });
+      const page = JSON.parse((await res.text()).trim()) as { results: Array<{ id: string }>; last_seq: number };
+      expect(page.results.map((r) => r.id)).to.deep.equal([`s:zed:${m}`]);
+      since = page.last_seq;
+    }
+    await until(async () => s.watchers.known('north') === (await head()));
+    keeper.abort();
+    expect(await kept).to.equal('aborted');
+    await until(() => s.watchers.known('north') === null);
+  });
 });

@@ -13,7 +13,7 @@ import { createGatewayServer } from '../gateway/edge/server-timeouts.ts';
 import { createAdminSessionStore } from '../gateway/operators/admin-sessions.ts';
 import { createUpstream } from '../gateway/sync/upstream.ts';
 import { createLocalStore, migrateSync } from '../gateway/sync/local-store.ts';
-import { createHeadWatchers } from '../gateway/sync/feed.ts';
+import { createFeedIndex, createHeadWatchers } from '../gateway/sync/feed.ts';
 import { startWorker, type Worker } from '../gateway/worker/worker.ts';
 import { createWorkerMetrics } from '../gateway/worker/metrics.ts';
 import { createRegistry, processRegistry } from '../gateway/metrics/registry.ts';
@@ -182,7 +182,8 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
     if (opts.gateway !== false) {
       await migrateSync(platform.db);
       const upstream = createUpstream({ url: couch.identities.url, auth: couch.identities.gateway });
-      const watchers = createHeadWatchers({ upstream });
+      const feedIndex = createFeedIndex(platform.db);
+      const watchers = createHeadWatchers({ upstream, ownersWithRows: (...a) => feedIndex.ownersWithRows(...a) });
       closers.push(async () => watchers.close());
       let webDir: string | null = null;
       if (opts.webApp !== false) {

@@ -87,7 +87,7 @@ export function changes(watchers: HeadWatchers) {
       try {
         let seen = head;
         while (page.rows.length === 0) {
-          const next = await watchers.next(ctx.caller.tenant, seen, deadline);
+          const next = await watchers.next(ctx.caller.tenant, seen, deadline, ctx.caller.owner);
           if (next === null) break;
           seen = next;
           if (!(await ctx.feed.ready(ctx.caller.tenant))) continue;

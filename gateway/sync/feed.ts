@@ -57,6 +57,12 @@ export interface FeedIndex {
   /** The owner's newest counter at or below `upto`, 0 if none. */
   latest(tenant: string, owner: string, upto: number): Promise<number>;
   /**
+   * Which of `owners` have a row with after < counter <= upto: one probe of the owner index per
+   * owner, so it costs what the waiting owners cost, not the tenant. Null while the tenant's index
+   * is still being filled (every waiter must look then).
+   */
+  ownersWithRows(tenant: string, owners: readonly string[], after: number, upto: number): Promise<ReadonlySet<string> | null>;
+  /**
    * False while the worker is still indexing status docs that predate the index (worker migration
    * `worker_feed_backfill`): a partial index could let a reader step past a row not yet indexed, so
    * such a tenant's feed reads as empty until then.
@@ -114,6 +120,16 @@ export function createFeedIndex(db: Queryable): FeedIndex {
         [tenant, ids, owner, after, upto],
       );
       return rows.map(toIndexRow);
+    },
+    async ownersWithRows(tenant, owners, after, upto) {
+      if (!(await this.ready(tenant))) return null;
+      if (owners.length === 0 || upto <= after) return new Set();
+      const { rows } = await db.query<{ owner: string }>(
+        `SELECT o.owner FROM unnest($2::text[]) AS o(owner)
+         WHERE EXISTS (SELECT 1 FROM feed_index f WHERE f.tenant = $1 AND f.owner = o.owner AND f.counter > $3 AND f.counter <= $4)`,
+        [tenant, [...new Set(owners)], after, upto],
+      );
+      return new Set(rows.map((r) => r.owner));
     },
     async latest(tenant, owner, upto) {
       if (upto <= 0) return 0;
@@ -238,7 +254,7 @@ export interface HeadWatchers {
    * Resolves with the tenant's head once it is above `after`, or with null when `signal` aborts.
    * All waiters of a tenant share one upstream longpoll, which stops when the last one leaves.
    */
-  next(tenant: string, after: number, signal: AbortSignal): Promise<number | null>;
+  next(tenant: string, after: number, signal: AbortSignal, owner?: string): Promise<number | null>;
   /**
    * The head the tenant's watcher last read, while its upstream feed is positioned and open;
    * otherwise null. Never above the real `feed:head`, and behind it only until the open feed
@@ -257,6 +273,18 @@ export interface HeadWatcherOptions {
   retryMs?: number;
   /** How long an upstream feed outlives its last waiter. */
   lingerMs?: number;
+  /**
+   * Which of the waiting owners have feed rows in (after, upto] (`FeedIndex.ownersWithRows`).
+   * With it, a head move wakes only the waiters whose owner it concerns, instead of every waiting
+   * device of the tenant, each to find nothing. Null from it, or an error, wakes them all.
+   */
+  ownersWithRows?: (tenant: string, owners: readonly string[], after: number, upto: number) => Promise<ReadonlySet<string> | null>;
+}
+
+interface Waiter {
+  cancel(): void;
+  /** Whose feed the waiter reads; null wakes it on any move. */
+  owner: string | null;
 }
 
 interface Watch {
@@ -264,7 +292,7 @@ interface Watch {
   /** True while the upstream feed is positioned (head read, longpoll open or about to be). */
   live: boolean;
   /** Each waiter's wake-up, and its way out when the watchers close. */
-  waiters: Map<() => void, () => void>;
+  waiters: Map<() => void, Waiter>;
   controller: AbortController;
   linger: NodeJS.Timeout | null;
 }
@@ -278,6 +306,21 @@ export function createHeadWatchers(opts: HeadWatcherOptions): HeadWatchers {
 
   const notify = (w: Watch) => {
     for (const wake of [...w.waiters.keys()]) wake();
+  };
+
+  /**
+   * The head moved from `prev`: wake the waiters it concerns. A waiter left asleep has no row in
+   * (prev, head], and had none up to `prev` when it began to wait (it would have been answered),
+   * so by induction it has nothing to read until a later move names its owner.
+   */
+  const moved = async (tenant: string, w: Watch, prev: number): Promise<void> => {
+    if (w.head <= prev) return;
+    const owners = [...new Set([...w.waiters.values()].flatMap((x) => (x.owner === null ? [] : [x.owner])))];
+    let concerned: ReadonlySet<string> | null = null;
+    if (opts.ownersWithRows && owners.length > 1) {
+      concerned = await opts.ownersWithRows(tenant, owners, prev, w.head).catch(() => null);
+    }
+    for (const [wake, x] of [...w.waiters]) if (concerned === null || x.owner === null || concerned.has(x.owner)) wake();
   };
 
   async function run(tenant: string, w: Watch): Promise<void> {
@@ -308,11 +351,12 @@ export function createHeadWatchers(opts: HeadWatcherOptions): HeadWatchers {
         const text = (await res.text()).trim();
         const page = JSON.parse(text) as { results: Array<{ doc?: { counter?: unknown } }>; last_seq: string | number };
         since = page.last_seq;
+        const prev = w.head;
         for (const row of page.results) {
           const c = row.doc?.counter;
           if (typeof c === 'number' && c > w.head) w.head = c;
         }
-        notify(w);
+        await moved(tenant, w, prev);
       } catch {
         w.live = false;
         if (signal.aborted) break;
@@ -328,7 +372,7 @@ export function createHeadWatchers(opts: HeadWatcherOptions): HeadWatchers {
   };
 
   return {
-    next(tenant, after, signal) {
+    next(tenant, after, signal, owner) {
       if (closed || signal.aborted) return Promise.resolve(null);
       let w = watches.get(tenant);
       if (!w) {
@@ -361,7 +405,7 @@ export function createHeadWatchers(opts: HeadWatcherOptions): HeadWatchers {
           leave();
           resolve(null);
         };
-        watch.waiters.set(wake, cancel);
+        watch.waiters.set(wake, { cancel, owner: owner ?? null });
         signal.addEventListener('abort', cancel, { once: true });
       });
     },
@@ -375,7 +419,7 @@ export function createHeadWatchers(opts: HeadWatcherOptions): HeadWatchers {
       for (const [tenant, w] of [...watches]) {
         if (w.linger) clearTimeout(w.linger);
         stop(tenant, w);
-        for (const cancel of [...w.waiters.values()]) cancel();
+        for (const waiter of [...w.waiters.values()]) waiter.cancel();
         if (w.linger) clearTimeout(w.linger);
       }
     },

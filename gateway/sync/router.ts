@@ -104,7 +104,8 @@ function rawPathOf(req: Request): string {
 
 export function syncRouter(deps: SyncDeps): SyncRouter {
   const quotas: SyncQuotas = { ...DEFAULT_QUOTAS, ...deps.quotas };
-  const watchers = deps.watchers ?? createHeadWatchers({ upstream: deps.upstream });
+  const feed = createFeedIndex(deps.db);
+  const watchers = deps.watchers ?? createHeadWatchers({ upstream: deps.upstream, ownersWithRows: (...a) => feed.ownersWithRows(...a) });
   const ownsWatchers = !deps.watchers;
   const limits: SyncLimits = { ...DEFAULT_LIMITS, ...deps.limits, bodyBytes: { ...DEFAULT_LIMITS.bodyBytes, ...deps.limits?.bodyBytes } };
   const writes = createRateLimiter({ rate: quotas.writesPerSecond, burst: quotas.writeBurst });
@@ -114,7 +115,6 @@ export function syncRouter(deps: SyncDeps): SyncRouter {
   const parsers = Object.fromEntries(
     (Object.keys(limits.bodyBytes) as BodyClass[]).map((c) => [c, express.json({ limit: limits.bodyBytes[c], type: () => true })]),
   ) as Record<BodyClass, ReturnType<typeof express.json>>;
-  const feed = createFeedIndex(deps.db);
   const writeDeps = {
     local: deps.local,
     quotas,

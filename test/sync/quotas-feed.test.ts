@@ -77,10 +77,12 @@ describe('sync: quotas and the longpoll feed', function () {
     await new Promise((r) => setTimeout(r, 2500));
     expect(s.watchers.active()).to.equal(1);
     expect(heartbeats.every((n) => n >= 1)).to.equal(true);
-    // Only uma gets a status; the others keep waiting through the wake-up.
+    // Only uma gets a status; the others keep waiting, and are not even woken to look.
     const m = mid();
+    const readsBefore = s.feedReads.range;
     await s.writeStatuses('north', [status('uma', m)]);
     const body = await polls[1]!;
+    expect(s.feedReads.range - readsBefore).to.equal(1);
     const page = JSON.parse(body.trim()) as { results: Array<{ id: string }>; last_seq: number };
     expect(page.results.map((r) => r.id)).to.deep.equal([`s:uma:${m}`]);
     await s.writeStatuses('north', owners.filter((o) => o !== 'uma').map((o) => status(o, mid())));

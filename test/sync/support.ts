@@ -3,7 +3,7 @@ import { createCouchServer, type CouchDb, type CouchServer } from '../../couchdb
 import { prepareCouch, type PreparedCouch } from '../../couchdb/prepare.ts';
 import { createGatewayApp } from '../../gateway/app.ts';
 import { openPlatform, type Platform } from '../../gateway/platform/open.ts';
-import { createHeadWatchers, type HeadWatchers } from '../../gateway/sync/feed.ts';
+import { createFeedIndex, createHeadWatchers, type HeadWatchers } from '../../gateway/sync/feed.ts';
 import { createLocalStore, migrateSync } from '../../gateway/sync/local-store.ts';
 import type { SyncQuotas } from '../../gateway/sync/quotas.ts';
 import { createUpstream } from '../../gateway/sync/upstream.ts';
@@ -18,6 +18,7 @@ import { generateSigningKey, jwksOf, type SigningKey } from '../../identity/keys
 import { createTokenIssuer, createTokenVerifier, type TokenIssuer } from '../../identity/tokens.ts';
 import { listen, listenOn, type Listening } from '../support/http.ts';
 import { TEST_DATABASE_URL, dropSchema, tempDir, uniqueSchema, type TempDir } from '../support/services.ts';
+import type { Database } from '../../sql/database.ts';
 import net from 'node:net';
 
 // The real stack behind /sync for tests: the embedded CouchDB (child process, service users,
@@ -39,6 +40,8 @@ export interface SyncStack {
   issuer: TokenIssuer;
   key: SigningKey;
   watchers: HeadWatchers;
+  /** How many times the gateway read one owner's feed range (each `_changes` page, each wake-up). */
+  feedReads: { range: number };
   platform: Platform;
   positions: PositionStore;
   token(owner: string, tenant?: string): Promise<string>;
@@ -61,7 +64,24 @@ export interface StackOptions {
   serverTimeouts?: Partial<ServerTimeouts>;
 }
 
+/** `db` with its reads of one owner's feed range counted into `counts.range`. */
+function countingFeedReads(db: Database, counts: { range: number }): Database {
+  return new Proxy(db, {
+    get(target, prop, receiver) {
+      if (prop === 'query') {
+        return (sql: string, params?: readonly unknown[]) => {
+          if (/FROM feed_index WHERE tenant = \$1 AND owner = \$2 AND counter > \$3/.test(sql)) counts.range++;
+          return target.query(sql, params);
+        };
+      }
+      const value: unknown = Reflect.get(target, prop, receiver);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
 export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack> {
+  const feedReads = { range: 0 };
   const dir: TempDir = tempDir('ferry-sync-');
   let platform: Platform | undefined;
   let prepared: PreparedCouch | undefined;
@@ -80,7 +100,10 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
     const issuer = createTokenIssuer({ key, issuer: ISSUER });
     const verifyToken = createTokenVerifier({ jwks: jwksOf([key]), issuer: ISSUER });
     const upstream = createUpstream({ url: ids.url, auth: ids.gateway });
-    watchers = createHeadWatchers({ upstream, lingerMs: 200, retryMs: 100 });
+    // The feed reads of the gateway are counted (a longpoll woken for nothing costs one).
+    const syncDb = countingFeedReads(platform.db, feedReads);
+    const feedIndex = createFeedIndex(syncDb);
+    watchers = createHeadWatchers({ upstream, lingerMs: 200, retryMs: 100, ownersWithRows: (...a) => feedIndex.ownersWithRows(...a) });
     const app = createGatewayApp({
       logger: opts.logger ?? silentLogger(),
       signingKeys: [key],
@@ -92,7 +115,7 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
         upstream,
         verifyToken,
         local: createLocalStore(platform.db),
-        db: platform.db,
+        db: syncDb,
         watchers,
         ...(opts.quotas ? { quotas: opts.quotas } : {}),
         ...(opts.limits ? { limits: opts.limits } : {}),
@@ -131,6 +154,7 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
       issuer,
       key,
       watchers,
+      feedReads,
       platform,
       positions,
       token: (owner, tenant = 'north') => issuer.mintAccess({ sub: owner, owner, tid: tenant, roles: ['registrar'], sid: randomUUID() }),

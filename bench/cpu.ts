@@ -19,3 +19,14 @@ export function cpuSecondsOf(pid: number | undefined): number | null {
   // utime and stime are stat fields 14 and 15, in clock ticks (100 per second on Linux).
   return fields ? (Number(fields[11]) + Number(fields[12])) / 100 : null;
 }
+
+/** Resident set size of `pid` in bytes (VmRSS of /proc/{pid}/status); null where it cannot be read. */
+export function rssBytesOf(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,447 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { loadavg } from 'node:os';
+import { createCouchServer } from '../couchdb/client.ts';
+import { GATEWAY_PASSWORD_ENV, WORKER_PASSWORD_ENV } from '../couchdb/identities.ts';
+import { provisionTenant } from '../couchdb/provision.ts';
+import { createLeaseStore } from '../gateway/worker/lease.ts';
+import { createPositionStore } from '../gateway/worker/position.ts';
+import { createStatusWriter, type StatusWrite } from '../gateway/worker/status-writer.ts';
+import type { Platform } from '../gateway/platform/open.ts';
+import { createTokenIssuer, type TokenIssuer } from '../identity/tokens.ts';
+import { startInfra, ISSUER, type Infra } from '../harness/infra.ts';
+import { GATEWAY_ENTRY, managedProcess } from '../harness/processes.ts';
+import { percentile } from '../harness/stats.ts';
+import { mid, status } from '../test/sync/support.ts';
+import { mutationDoc, newEntity, patientPayload } from '../test/worker/fixture.ts';
+import { cpuSecondsOf, rssBytesOf } from './cpu.ts';
+import { Device, addressOf, send, type DeviceCounters, type DeviceSpec, type Seen } from './live-devices.ts';
+import type { Report } from './run.ts';
+
+// 1. Live devices at scale (issue 13 item 3). The harness's stack, each piece in its own process:
+//    gateway (scripts/gateway.ts), worker (scripts/worker.ts), registration service, on PostgreSQL
+//    (127.0.0.1:5432) with the embedded CouchDB. Up to 1,000 devices, each a distinct user with its
+//    own session and token, hold a longpoll `_changes` on /sync/{tenant} with heartbeats and pull
+//    as Ferry's device does (bench/live-devices.ts). The device count steps up (100, 250, 500,
+//    1,000): at each step the gateway's RSS and CPU are read from /proc over a quiet interval, then
+//    random devices' users push one `patient.create` each through /sync at a steady rate; the real
+//    worker commits it with the registration service and writes its status; the figure is commit
+//    (the status doc's `updatedAt`, stamped when the service has answered) → the status doc on the
+//    device (after its `_bulk_get`). Then, with every device connected, the commit rate steps up
+//    to find where p99 passes 1 s.
+// 2. One user's pull cost with 10 other users in the tenant against 1,000, each user holding as
+//    many statuses (written by the worker's own status writer): a fresh one-shot pull of the
+//    user's statuses with the sequence PouchDB sends, timed, with the gateway's CouchDB requests
+//    and bytes counted by a proxy in front of CouchDB, and feed_index tuples read from
+//    pg_stat_user_indexes. DESIGN §4: the cost must not grow with the tenant's users.
+
+const env = process.env;
+const STEPS = (env.BENCH_LIVE_STEPS ?? '100,250,500,1000').split(',').map(Number);
+const RATE = Number(env.BENCH_LIVE_RATE ?? 20);
+const RATES = (env.BENCH_LIVE_RATES ?? '50,100').split(',').filter(Boolean).map(Number);
+const COMMIT_SECONDS = Number(env.BENCH_LIVE_COMMIT_SECONDS ?? 10);
+const QUIET_MS = Number(env.BENCH_LIVE_QUIET_MS ?? 10_000);
+/** Devices per source address: a clinic's devices behind one NAT. */
+const PER_ADDRESS = Number(env.BENCH_LIVE_PER_ADDRESS ?? 10);
+const PULL_OWN = Number(env.BENCH_LIVE_PULL_OWN ?? 50);
+const PULL_LIMIT = Number(env.BENCH_LIVE_PULL_LIMIT ?? 20);
+const PULL_OTHERS = [10, Number(env.BENCH_LIVE_PULL_MANY ?? 1000)] as const;
+const DELIVERY_GOAL_MS = 1000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const load = () => loadavg().map((l) => l.toFixed(1)).join(' ');
+
+/** Users with a membership, an open session and an hour-long access token each (no passwords: no scrypt for 1,000). */
+async function makeUsers(platform: Platform, issuer: TokenIssuer, tenant: string, prefix: string, n: number): Promise<Array<{ owner: string; token: string }>> {
+  const out: Array<{ owner: string; token: string }> = [];
+  for (let i = 0; i < n; i++) {
+    const owner = `${prefix}${i}`;
+    await platform.users.ensureExternal(owner);
+    await platform.memberships.set(tenant, owner, ['registrar']);
+    const { sid } = await platform.sessions.open(owner, tenant);
+    out.push({ owner, token: await issuer.mintAccess({ sub: owner, owner, tid: tenant, roles: ['registrar'], sid }) });
+  }
+  return out;
+}
+
+interface Quiet {
+  rssBytes: number;
+  /** CPU seconds per wall second (1 = one core). */
+  cpu: number;
+}
+
+async function quietInterval(pid: number, ms: number): Promise<Quiet> {
+  const cpu0 = cpuSecondsOf(pid) ?? 0;
+  const t0 = Date.now();
+  await sleep(ms);
+  const cpu1 = cpuSecondsOf(pid) ?? cpu0;
+  return { rssBytes: rssBytesOf(pid) ?? 0, cpu: (cpu1 - cpu0) / ((Date.now() - t0) / 1000) };
+}
+
+interface Phase {
+  label: string;
+  pushed: Map<string, number>;
+  commitToSeen: number[];
+  pushToSeen: number[];
+  refused: number;
+}
+
+async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): Promise<void> {
+  const tenant = infra.tenants[0]!;
+  const pid = infra.gateway.pid();
+  if (pid === undefined) throw new Error('gateway process not running');
+  const base = new URL(infra.gatewayUrl);
+  const max = Math.max(...STEPS);
+  const users = await makeUsers(infra.platform, issuer, tenant, 'dev', max);
+  const counters: DeviceCounters = { requests: 0, limited: 0, errors: 0, emptyPolls: 0 };
+  const phaseOf = new Map<string, Phase>();
+  const onSeen = (s: Seen) => {
+    const phase = phaseOf.get(s.id);
+    if (!phase || s.doc.state !== 'committed') return;
+    phaseOf.delete(s.id);
+    phase.commitToSeen.push(s.at - Date.parse(String(s.doc.updatedAt)));
+    phase.pushToSeen.push(s.at - phase.pushed.get(s.id)!);
+  };
+  const devices: Device[] = [];
+  const pushAgent = new http.Agent({ keepAlive: true, maxSockets: 32, localAddress: '127.2.0.1' });
+
+  const commitPhase = async (label: string, rate: number): Promise<Phase> => {
+    const phase: Phase = { label, pushed: new Map(), commitToSeen: [], pushToSeen: [], refused: 0 };
+    const total = Math.round(rate * COMMIT_SECONDS);
+    const started = Date.now();
+    const inflight: Array<Promise<void>> = [];
+    for (let k = 0; k < total; k++) {
+      const due = started + (k * 1000) / rate;
+      if (due > Date.now()) await sleep(due - Date.now());
+      const device = devices[Math.floor(Math.random() * devices.length)]!;
+      const doc = mutationDoc({ owner: device.spec.owner, tenant, entity: newEntity(), op: 'patient.create', payload: patientPayload() });
+      const id = `s:${device.spec.owner}:${doc.mid}`;
+      phaseOf.set(id, phase);
+      phase.pushed.set(id, Date.now());
+      inflight.push(
+        send(pushAgent, base, 'POST', `/sync/${tenant}/_bulk_docs`, device.spec.token, { docs: [doc], new_edits: true }).then(
+          (a) => {
+            if (a.status !== 201 || a.text.includes('"error"')) phase.refused++;
+          },
+          () => void phase.refused++,
+        ),
+      );
+    }
+    await Promise.all(inflight);
+    // Drain: every committed status should reach its device.
+    const deadline = Date.now() + 20_000;
+    while (phase.commitToSeen.length + phase.refused < total && Date.now() < deadline) await sleep(100);
+    return phase;
+  };
+
+  const summarise = (p: Phase, baseline?: string): void => {
+    const lost = p.pushed.size - p.commitToSeen.length;
+    const p50 = percentile(p.commitToSeen, 50) ?? NaN;
+    const p99 = percentile(p.commitToSeen, 99) ?? NaN;
+    report.figure(`status delivery p50, ${p.label}`, p50, 'ms');
+    report.figure(`status delivery p99, ${p.label}`, p99, 'ms', baseline ? { baseline } : {});
+    report.note(
+      `${p.label}: ${p.commitToSeen.length} statuses delivered (commit → on the device), ${lost} not seen within 20 s, ${p.refused} pushes refused; ` +
+        `push → on the device p50 ${percentile(p.pushToSeen, 50)} ms, p99 ${percentile(p.pushToSeen, 99)} ms (includes the worker's commit); load ${load()}`,
+    );
+  };
+
+  try {
+    await sleep(2_000);
+    const idle0 = await quietInterval(pid, QUIET_MS);
+    report.figure('gateway RSS, no devices', idle0.rssBytes / 2 ** 20, 'MB');
+    report.figure('gateway CPU, no devices', idle0.cpu * 100, '% of a core');
+    let firstP99: string | undefined;
+    let degradedAt: string | null = null;
+    let lastIdle = idle0;
+    for (const n of STEPS) {
+      const added: Device[] = [];
+      for (let i = devices.length; i < n; i++) {
+        const spec: DeviceSpec = { owner: users[i]!.owner, tenant, token: users[i]!.token, address: addressOf(i, PER_ADDRESS) };
+        const d = new Device(spec, base, onSeen, counters);
+        devices.push(d);
+        added.push(d);
+      }
+      // Connect in waves of 50, as devices coming online do, not all in one instant.
+      const connectStarted = Date.now();
+      for (let i = 0; i < added.length; i += 50) {
+        const wave = added.slice(i, i + 50);
+        for (const d of wave) d.start();
+        await Promise.race([Promise.all(wave.map((d) => d.connected)), sleep(30_000)]);
+      }
+      report.note(`${n} devices: the ${added.length} new ones connected in ${((Date.now() - connectStarted) / 1000).toFixed(1)} s (longpoll headers back)`);
+      await sleep(2_000);
+      const idle = await quietInterval(pid, QUIET_MS);
+      lastIdle = idle;
+      report.figure(`gateway RSS, ${n} idle devices`, idle.rssBytes / 2 ** 20, 'MB', { baseline: 'gateway RSS, no devices' });
+      report.figure(`gateway CPU, ${n} idle devices`, idle.cpu * 100, '% of a core');
+      const phase = await commitPhase(`${n} devices, ${RATE} commits/s`, RATE);
+      summarise(phase, firstP99);
+      firstP99 ??= `status delivery p99, ${phase.label}`;
+      if (degradedAt === null && (percentile(phase.commitToSeen, 99) ?? Infinity) > DELIVERY_GOAL_MS) degradedAt = phase.label;
+    }
+    const n = devices.length;
+    report.figure('gateway RSS per idle device', (lastIdle.rssBytes - idle0.rssBytes) / n / 1024, 'KB', {
+      note: `(RSS with ${n} idle − with none) / ${n}`,
+    });
+    report.figure('gateway CPU per idle device', ((lastIdle.cpu - idle0.cpu) / n) * 1e6, 'µs/s', {
+      note: 'heartbeats every 10 s and re-polls after the 60 s longpoll cap',
+    });
+    for (const rate of RATES) {
+      const phase = await commitPhase(`${n} devices, ${rate} commits/s`, rate);
+      summarise(phase, firstP99);
+      if (degradedAt === null && (percentile(phase.commitToSeen, 99) ?? Infinity) > DELIVERY_GOAL_MS) degradedAt = phase.label;
+    }
+    report.note(
+      degradedAt
+        ? `delivery p99 first passed ${DELIVERY_GOAL_MS} ms at: ${degradedAt}`
+        : `delivery p99 stayed under ${DELIVERY_GOAL_MS} ms at every step (up to ${n} devices and ${Math.max(RATE, ...RATES)} commits/s)`,
+    );
+    report.note(
+      `devices sent ${counters.requests} requests; ${counters.limited} were 429, ${counters.errors} failed, ${counters.emptyPolls} longpolls ended empty; ` +
+        `${PER_ADDRESS} devices per source address`,
+    );
+  } finally {
+    await Promise.all(devices.map((d) => d.stop()));
+    pushAgent.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Pull cost against the number of users in the tenant
+
+interface Upstream {
+  requests: Record<string, number>;
+  bytes: number;
+}
+
+/** A pass-through HTTP proxy in front of CouchDB that counts what the gateway asks of it. */
+async function countingProxy(target: string): Promise<{ url: string; counts: Upstream; reset(): void; close(): Promise<void> }> {
+  const to = new URL(target);
+  const counts: Upstream = { requests: {}, bytes: 0 };
+  const kindOf = (path: string): string => {
+    const p = decodeURIComponent(path.split('?')[0]!);
+    if (p.endsWith('/feed:head')) return 'feed:head';
+    const last = p.split('/').pop() ?? '';
+    return last.startsWith('_') ? last : 'other';
+  };
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  const server = http.createServer((req, res) => {
+    const kind = kindOf(req.url ?? '/');
+    counts.requests[kind] = (counts.requests[kind] ?? 0) + 1;
+    const up = http.request({ agent, host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
+      res.writeHead(ur.statusCode ?? 502, ur.headers);
+      ur.on('data', (c: Buffer) => (counts.bytes += c.length));
+      ur.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    res.on('close', () => up.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    counts,
+    reset() {
+      counts.requests = {};
+      counts.bytes = 0;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        agent.destroy();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** feed_index tuples read so far (index scans + sequential scans). */
+async function feedIndexTuples(infra: Infra): Promise<number> {
+  // A backend flushes its counters when idle, at most once a second and at the latest after 10 s
+  // idle (PostgreSQL 15's PGSTAT_IDLE_INTERVAL): wait that out so every earlier read is counted.
+  await sleep(11_000);
+  const { rows } = await infra.platform.db.query<{ n: string | null }>(
+    `SELECT (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE schemaname = $1 AND relname = 'feed_index')
+          + (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'feed_index') AS n`,
+    [infra.platformSchema],
+  );
+  return Number(rows[0]?.n ?? 0);
+}
+
+interface PullCost {
+  ms: number;
+  gatewayRequests: number;
+  couchRequests: number;
+  couchBytes: number;
+  tuples: number;
+  kinds: Record<string, number>;
+}
+
+/** A fresh one-shot pull of the caller's statuses, with the requests PouchDB sends for it. */
+async function onePull(base: URL, tenant: string, token: string, expected: number): Promise<{ ms: number; requests: number }> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const path = (p: string) => `/sync/${tenant}${p}`;
+  const repid = `_local/${mid()}`;
+  let requests = 0;
+  const ask = async (method: string, p: string, body?: unknown) => {
+    requests++;
+    const a = await send(agent, base, method, path(p), token, body);
+    if (a.status >= 400 && !(a.status === 404 && p.startsWith('/_local'))) throw new Error(`pull: ${method} ${p.split('?')[0]} answered ${a.status}`);
+    return a;
+  };
+  const started = process.hrtime.bigint();
+  await ask('GET', '');
+  await ask('GET', `/${repid}`);
+  let since = 0;
+  let got = 0;
+  let rev: string | null = null;
+  for (;;) {
+    const page = JSON.parse((await ask('GET', `/_changes?style=all_docs&since=${since}&limit=${PULL_LIMIT}`)).text) as {
+      results: Array<{ id: string; changes: Array<{ rev: string }> }>;
+      last_seq: number;
+    };
+    if (page.results.length > 0) {
+      const docs = JSON.parse((await ask('POST', '/_bulk_get?revs=true&latest=true', { docs: page.results.map((r) => ({ id: r.id, rev: r.changes[0]!.rev })) })).text) as {
+        results: unknown[];
+      };
+      got += docs.results.length;
+      since = page.last_seq;
+      await ask('GET', '');
+      const put = await ask('PUT', `/${repid}`, { _id: repid, last_seq: since, ...(rev ? { _rev: rev } : {}) });
+      rev = (JSON.parse(put.text) as { rev: string }).rev;
+    }
+    if (page.results.length < PULL_LIMIT) break;
+  }
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  agent.destroy();
+  if (got !== expected) throw new Error(`pull fetched ${got} of ${expected} statuses`);
+  return { ms, requests };
+}
+
+async function pullCost(report: Report, infra: Infra, issuer: TokenIssuer): Promise<void> {
+  const positions = createPositionStore(infra.platform.db);
+  const leases = createLeaseStore(infra.platform.db);
+  const workerCouch = createCouchServer({ url: infra.couch.identities.url, auth: infra.couch.identities.worker });
+  const tenants = PULL_OTHERS.map((n, i) => ({ others: n, tenant: `pull${i}-${infra.runTag}` }));
+  const puller: Record<string, string> = {};
+  for (const { others, tenant } of tenants) {
+    await provisionTenant({ admin: infra.couch.server, tenant, registry: infra.platform.tenants });
+    const [user] = await makeUsers(infra.platform, issuer, tenant, 'puller', 1);
+    puller[tenant] = user!.token;
+    const lease = await leases.acquire(tenant, 'live-bench', 3_600_000);
+    if (!lease) throw new Error('pull bench: lease not acquired');
+    const writer = createStatusWriter({ db: workerCouch.db(`inbox_${tenant}`), lease, positions, assertLease: () => undefined });
+    // Round-robin over the users, so the puller's rows are spread over the tenant's whole counter range.
+    const owners = ['puller0', ...Array.from({ length: others }, (_, u) => `other${u}`)];
+    const started = Date.now();
+    let pending: Array<Promise<unknown>> = [];
+    for (let round = 0; round < PULL_OWN; round++) {
+      for (const owner of owners) {
+        pending.push(writer.write(status(owner, mid(), tenant) as unknown as StatusWrite));
+        if (pending.length >= 2_000) {
+          await Promise.all(pending);
+          pending = [];
+        }
+      }
+    }
+    await Promise.all(pending);
+    await writer.settled();
+    report.note(`pull: ${owners.length * PULL_OWN} statuses written to inbox_${tenant} (${owners.length} users × ${PULL_OWN}) in ${((Date.now() - started) / 1000).toFixed(1)} s by the worker's status writer`);
+  }
+
+  // A gateway of its own whose CouchDB requests go through the counting proxy.
+  const proxy = await countingProxy(infra.couch.identities.url);
+  const { admin, gateway, worker } = infra.couch.identities;
+  const proxied = new URL(proxy.url);
+  proxied.username = encodeURIComponent(admin.username);
+  proxied.password = encodeURIComponent(admin.password);
+  const port = await new Promise<number>((resolve) => {
+    const s = http.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const gw = managedProcess({
+    name: 'pull-gateway',
+    entry: GATEWAY_ENTRY,
+    logFile: join(infra.logDir, 'pull-gateway.log'),
+    env: () => ({
+      FERRY_DATA_DIR: infra.dataDir,
+      DATABASE_URL: infra.databaseUrl,
+      NATS_URL: infra.natsUrl,
+      FERRY_PLATFORM_SCHEMA: infra.platformSchema,
+      FERRY_REGISTRATION_SCHEMA: infra.registrationSchema,
+      FERRY_REGISTRATION_URL: 'http://127.0.0.1:9',
+      FERRY_ISSUER: ISSUER,
+      FERRY_LOG_LEVEL: 'warn',
+      FERRY_OPERATOR_API: 'off',
+      NODE_ENV: 'test',
+      COUCHDB_URL: proxied.toString(),
+      [GATEWAY_PASSWORD_ENV]: gateway.password,
+      [WORKER_PASSWORD_ENV]: worker.password,
+      FERRY_PORT: String(port),
+      FERRY_HOST: '127.0.0.1',
+    }),
+  });
+  try {
+    await gw.start();
+    const base = new URL(`http://127.0.0.1:${port}`);
+    const costs: PullCost[] = [];
+    // Warm: the first read of an inbox opens it.
+    for (const { tenant } of tenants) await onePull(base, tenant, puller[tenant]!, PULL_OWN);
+    let tuplesBefore = await feedIndexTuples(infra);
+    for (const { tenant } of tenants) {
+      const runs = 3;
+      proxy.reset();
+      const times: number[] = [];
+      let requests = 0;
+      for (let i = 0; i < runs; i++) {
+        const r = await onePull(base, tenant, puller[tenant]!, PULL_OWN);
+        times.push(r.ms);
+        requests += r.requests;
+      }
+      const kinds = { ...proxy.counts.requests };
+      const couchRequests = Object.values(kinds).reduce((a, b) => a + b, 0) / runs;
+      const couchBytes = proxy.counts.bytes / runs;
+      const tuplesAfter = await feedIndexTuples(infra);
+      costs.push({ ms: percentile(times, 50)!, gatewayRequests: requests / runs, couchRequests, couchBytes, tuples: (tuplesAfter - tuplesBefore) / runs, kinds });
+      tuplesBefore = tuplesAfter;
+    }
+    const [few, many] = costs as [PullCost, PullCost];
+    const label = (n: number) => `one user's pull of ${PULL_OWN} statuses, ${n} other users`;
+    report.figure(`${label(PULL_OTHERS[0])}: time`, few.ms, 'ms');
+    report.figure(`${label(PULL_OTHERS[1])}: time`, many.ms, 'ms', { baseline: `${label(PULL_OTHERS[0])}: time` });
+    const pairs: Array<[string, keyof PullCost, string]> = [
+      ['gateway requests', 'gatewayRequests', 'requests'],
+      ['CouchDB requests', 'couchRequests', 'requests'],
+      ['CouchDB bytes', 'couchBytes', 'bytes'],
+      ['feed_index tuples read', 'tuples', 'tuples'],
+    ];
+    for (const [what, key, unit] of pairs) {
+      report.figure(`${label(PULL_OTHERS[0])}: ${what}`, few[key] as number, unit);
+      report.figure(`${label(PULL_OTHERS[1])}: ${what}`, many[key] as number, unit, { baseline: `${label(PULL_OTHERS[0])}: ${what}` });
+    }
+    report.note(`pull: CouchDB requests by kind per ${3} pulls, ${PULL_OTHERS[0]} others ${JSON.stringify(few.kinds)}, ${PULL_OTHERS[1]} others ${JSON.stringify(many.kinds)}; pages of ${PULL_LIMIT}; median of 3; load ${load()}`);
+  } finally {
+    await gw.stop();
+    await proxy.close();
+  }
+}
+
+export default async function liveBench(report: Report): Promise<void> {
+  report.note(`loadavg at start ${load()} (2-core machine shared with other work)`);
+  const infra = await startInfra({ tenants: 1 });
+  try {
+    const key = infra.key;
+    // Tokens that outlive the bench (the gateway checks the session on every request anyway).
+    const issuer = createTokenIssuer({ key, issuer: ISSUER, accessTtlSeconds: 3600 });
+    await liveDevices(report, infra, issuer);
+    // The pull bench writes statuses under a lease of its own: no worker may hold the new tenants.
+    await infra.worker.stop();
+    await infra.gateway.stop();
+    await pullCost(report, infra, issuer);
+  } finally {
+    await infra.close({ keep: false });
+  }
+}

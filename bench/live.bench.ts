@@ -1,6 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
 import { createCouchServer } from '../couchdb/client.ts';
 import { GATEWAY_PASSWORD_ENV, WORKER_PASSWORD_ENV } from '../couchdb/identities.ts';
@@ -11,7 +13,7 @@ import { createStatusWriter, type StatusWrite } from '../gateway/worker/status-w
 import type { Platform } from '../gateway/platform/open.ts';
 import { createTokenIssuer, type TokenIssuer } from '../identity/tokens.ts';
 import { startInfra, ISSUER, type Infra } from '../harness/infra.ts';
-import { GATEWAY_ENTRY, managedProcess } from '../harness/processes.ts';
+import { GATEWAY_ENTRY, managedProcess, type ManagedProcess } from '../harness/processes.ts';
 import { percentile } from '../harness/stats.ts';
 import { mid, status } from '../test/sync/support.ts';
 import { mutationDoc, newEntity, patientPayload } from '../test/worker/fixture.ts';
@@ -48,6 +50,7 @@ const PULL_OWN = Number(env.BENCH_LIVE_PULL_OWN ?? 50);
 const PULL_LIMIT = Number(env.BENCH_LIVE_PULL_LIMIT ?? 20);
 const PULL_OTHERS = [10, Number(env.BENCH_LIVE_PULL_MANY ?? 1000)] as const;
 const DELIVERY_GOAL_MS = 1000;
+const PROFILED_GATEWAY = fileURLToPath(new URL('./profiled-gateway.ts', import.meta.url));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const load = () => loadavg().map((l) => l.toFixed(1)).join(' ');
@@ -84,14 +87,105 @@ interface Phase {
   pushed: Map<string, number>;
   commitToSeen: number[];
   pushToSeen: number[];
+  /** Commit → `feed:head` past the status's counter in CouchDB (the worker's share). */
+  commitToHead: number[];
+  /** `feed:head` visible in CouchDB → on the device (the gateway's share, and the device's `_bulk_get`). */
+  headToSeen: number[];
   refused: number;
+  /** Gateway CPU seconds from the first push until the phase drained. */
+  gatewayCpu: number;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = http.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/**
+ * scripts/gateway.ts as its own process on the bench's platform schema, as the harness runs it
+ * (embedded CouchDB of the data dir unless `extra` names a COUCHDB_URL). With `profileFile`, under
+ * V8's CPU profiler (bench/profiled-gateway.ts), which writes the profile on SIGUSR2.
+ */
+async function gatewayProcess(infra: Infra, name: string, extra: Record<string, string>, profileFile?: string): Promise<{ proc: ManagedProcess; base: URL }> {
+  const port = await freePort();
+  const proc = managedProcess({
+    name,
+    entry: profileFile ? PROFILED_GATEWAY : GATEWAY_ENTRY,
+    logFile: join(infra.logDir, `${name}.log`),
+    env: () => ({
+      FERRY_DATA_DIR: infra.dataDir,
+      DATABASE_URL: infra.databaseUrl,
+      NATS_URL: infra.natsUrl,
+      FERRY_PLATFORM_SCHEMA: infra.platformSchema,
+      FERRY_REGISTRATION_SCHEMA: infra.registrationSchema,
+      // /v1 is not used here; the devices only sync.
+      FERRY_REGISTRATION_URL: 'http://127.0.0.1:9',
+      FERRY_ISSUER: ISSUER,
+      FERRY_OPERATOR_API: 'off',
+      NODE_ENV: 'test',
+      FERRY_PORT: String(port),
+      FERRY_HOST: '127.0.0.1',
+      ...(profileFile ? { BENCH_PROFILE_FILE: profileFile } : {}),
+      ...extra,
+    }),
+  });
+  await proc.start();
+  return { proc, base: new URL(`http://127.0.0.1:${port}`) };
+}
+
+/** When each `feed:head` counter became visible in the inbox: a longpoll on CouchDB itself, as the gateway's watcher does. */
+function watchHead(infra: Infra, tenant: string): { visibleAt(counter: number): number | null; stop(): void } {
+  const moves: Array<{ counter: number; at: number }> = [];
+  const controller = new AbortController();
+  const { username, password } = infra.couch.identities.gateway;
+  const authorization = `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
+  const changes = `${infra.couch.identities.url}/inbox_${encodeURIComponent(tenant)}/_changes?feed=longpoll&filter=_doc_ids&doc_ids=${encodeURIComponent('["feed:head"]')}&include_docs=true&heartbeat=10000`;
+  void (async () => {
+    let since: string | number = 'now';
+    while (!controller.signal.aborted) {
+      try {
+        const res = await fetch(`${changes}&since=${encodeURIComponent(String(since))}`, { headers: { authorization }, signal: controller.signal });
+        // Headers come at once (heartbeats follow): the move is seen when the body ends.
+        const text = await res.text();
+        const at = Date.now();
+        const page = JSON.parse(text.trim()) as { results: Array<{ doc?: { counter?: number } }>; last_seq: string | number };
+        since = page.last_seq;
+        for (const r of page.results) if (typeof r.doc?.counter === 'number') moves.push({ counter: r.doc.counter, at });
+      } catch {
+        if (!controller.signal.aborted) await sleep(200);
+      }
+    }
+  })();
+  return {
+    visibleAt(counter) {
+      // Moves are in counter order; the first at or past `counter` made it readable.
+      for (const m of moves) if (m.counter >= counter) return m.at;
+      return null;
+    },
+    stop: () => controller.abort(),
+  };
+}
+
+/** Least-squares slope of y over x. */
+function slope(points: ReadonlyArray<[number, number]>): number {
+  const n = points.length;
+  const mx = points.reduce((a, [x]) => a + x, 0) / n;
+  const my = points.reduce((a, [, y]) => a + y, 0) / n;
+  const sxy = points.reduce((a, [x, y]) => a + (x - mx) * (y - my), 0);
+  const sxx = points.reduce((a, [x]) => a + (x - mx) ** 2, 0);
+  return sxx === 0 ? 0 : sxy / sxx;
 }
 
 async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): Promise<void> {
   const tenant = infra.tenants[0]!;
-  const pid = infra.gateway.pid();
-  if (pid === undefined) throw new Error('gateway process not running');
-  const base = new URL(infra.gatewayUrl);
+  const profileFile = env.BENCH_LIVE_CPU_PROF ? join(env.BENCH_LIVE_CPU_PROF, `live-gateway-${Date.now()}.cpuprofile`) : undefined;
+  const { proc: gatewayProc, base } = await gatewayProcess(infra, 'live-gateway', { FERRY_LOG_LEVEL: 'info' }, profileFile);
+  const pid = gatewayProc.pid()!;
+  const head = watchHead(infra, tenant);
   const max = Math.max(...STEPS);
   const users = await makeUsers(infra.platform, issuer, tenant, 'dev', max);
   const counters: DeviceCounters = { requests: 0, limited: 0, errors: 0, emptyPolls: 0 };
@@ -100,14 +194,21 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
     const phase = phaseOf.get(s.id);
     if (!phase || s.doc.state !== 'committed') return;
     phaseOf.delete(s.id);
-    phase.commitToSeen.push(s.at - Date.parse(String(s.doc.updatedAt)));
+    const committed = Date.parse(String(s.doc.updatedAt));
+    phase.commitToSeen.push(s.at - committed);
     phase.pushToSeen.push(s.at - phase.pushed.get(s.id)!);
+    const visible = typeof s.doc.counter === 'number' ? head.visibleAt(s.doc.counter) : null;
+    if (visible !== null) {
+      phase.commitToHead.push(visible - committed);
+      phase.headToSeen.push(s.at - visible);
+    }
   };
   const devices: Device[] = [];
   const pushAgent = new http.Agent({ keepAlive: true, maxSockets: 32, localAddress: '127.2.0.1' });
 
   const commitPhase = async (label: string, rate: number): Promise<Phase> => {
-    const phase: Phase = { label, pushed: new Map(), commitToSeen: [], pushToSeen: [], refused: 0 };
+    const phase: Phase = { label, pushed: new Map(), commitToSeen: [], pushToSeen: [], commitToHead: [], headToSeen: [], refused: 0, gatewayCpu: 0 };
+    const cpu0 = cpuSecondsOf(pid) ?? 0;
     const total = Math.round(rate * COMMIT_SECONDS);
     const started = Date.now();
     const inflight: Array<Promise<void>> = [];
@@ -132,6 +233,7 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
     // Drain: every committed status should reach its device.
     const deadline = Date.now() + 20_000;
     while (phase.commitToSeen.length + phase.refused < total && Date.now() < deadline) await sleep(100);
+    phase.gatewayCpu = (cpuSecondsOf(pid) ?? cpu0) - cpu0;
     return phase;
   };
 
@@ -141,6 +243,14 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
     const p99 = percentile(p.commitToSeen, 99) ?? NaN;
     report.figure(`status delivery p50, ${p.label}`, p50, 'ms');
     report.figure(`status delivery p99, ${p.label}`, p99, 'ms', baseline ? { baseline } : {});
+    report.figure(`gateway CPU per delivered status, ${p.label}`, (p.gatewayCpu / Math.max(1, p.commitToSeen.length)) * 1000, 'ms', {
+      note: 'its push through /sync, the wake-up, the re-poll, _bulk_get and the _local checkpoint',
+    });
+    const ms = (xs: number[], q: number) => percentile(xs, q) ?? NaN;
+    report.note(
+      `${p.label}: commit → feed:head moved in CouchDB (worker) p50 ${ms(p.commitToHead, 50)} / p99 ${ms(p.commitToHead, 99)} ms; ` +
+        `feed:head moved → on the device (gateway + device's _bulk_get) p50 ${ms(p.headToSeen, 50)} / p99 ${ms(p.headToSeen, 99)} ms`,
+    );
     report.note(
       `${p.label}: ${p.commitToSeen.length} statuses delivered (commit → on the device), ${lost} not seen within 20 s, ${p.refused} pushes refused; ` +
         `push → on the device p50 ${percentile(p.pushToSeen, 50)} ms, p99 ${percentile(p.pushToSeen, 99)} ms (includes the worker's commit); load ${load()}`,
@@ -154,7 +264,7 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
     report.figure('gateway CPU, no devices', idle0.cpu * 100, '% of a core');
     let firstP99: string | undefined;
     let degradedAt: string | null = null;
-    let lastIdle = idle0;
+    const idlePoints: Array<{ n: number; idle: Quiet }> = [];
     for (const n of STEPS) {
       const added: Device[] = [];
       for (let i = devices.length; i < n; i++) {
@@ -173,7 +283,7 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
       report.note(`${n} devices: the ${added.length} new ones connected in ${((Date.now() - connectStarted) / 1000).toFixed(1)} s (longpoll headers back)`);
       await sleep(2_000);
       const idle = await quietInterval(pid, QUIET_MS);
-      lastIdle = idle;
+      idlePoints.push({ n, idle });
       report.figure(`gateway RSS, ${n} idle devices`, idle.rssBytes / 2 ** 20, 'MB', { baseline: 'gateway RSS, no devices' });
       report.figure(`gateway CPU, ${n} idle devices`, idle.cpu * 100, '% of a core');
       const phase = await commitPhase(`${n} devices, ${RATE} commits/s`, RATE);
@@ -182,11 +292,12 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
       if (degradedAt === null && (percentile(phase.commitToSeen, 99) ?? Infinity) > DELIVERY_GOAL_MS) degradedAt = phase.label;
     }
     const n = devices.length;
-    report.figure('gateway RSS per idle device', (lastIdle.rssBytes - idle0.rssBytes) / n / 1024, 'KB', {
-      note: `(RSS with ${n} idle − with none) / ${n}`,
+    // Slopes over the steps: a single difference is mostly where the GC happened to be.
+    report.figure('gateway RSS per idle device', slope(idlePoints.map((p) => [p.n, p.idle.rssBytes])) / 1024, 'KB', {
+      note: `least-squares slope of RSS over ${idlePoints.map((p) => p.n).join('/')} idle devices`,
     });
-    report.figure('gateway CPU per idle device', ((lastIdle.cpu - idle0.cpu) / n) * 1e6, 'µs/s', {
-      note: 'heartbeats every 10 s and re-polls after the 60 s longpoll cap',
+    report.figure('gateway CPU per idle device', slope(idlePoints.map((p) => [p.n, p.idle.cpu])) * 1e6, 'µs/s', {
+      note: `slope over the steps; ${QUIET_MS / 1000} s quiet intervals: heartbeats every 10 s, few of the re-polls after the 60 s longpoll cap`,
     });
     for (const rate of RATES) {
       const phase = await commitPhase(`${n} devices, ${rate} commits/s`, rate);
@@ -205,6 +316,14 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
   } finally {
     await Promise.all(devices.map((d) => d.stop()));
     pushAgent.destroy();
+    head.stop();
+    if (profileFile) {
+      process.kill(pid, 'SIGUSR2');
+      for (let i = 0; i < 100 && !existsSync(profileFile); i++) await sleep(100);
+      await sleep(500);
+      report.note(`gateway CPU profile of the whole live run: ${profileFile}`);
+    }
+    await gatewayProc.stop(15_000);
   }
 }
 
@@ -356,37 +475,13 @@ async function pullCost(report: Report, infra: Infra, issuer: TokenIssuer): Prom
   const proxied = new URL(proxy.url);
   proxied.username = encodeURIComponent(admin.username);
   proxied.password = encodeURIComponent(admin.password);
-  const port = await new Promise<number>((resolve) => {
-    const s = http.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-  const gw = managedProcess({
-    name: 'pull-gateway',
-    entry: GATEWAY_ENTRY,
-    logFile: join(infra.logDir, 'pull-gateway.log'),
-    env: () => ({
-      FERRY_DATA_DIR: infra.dataDir,
-      DATABASE_URL: infra.databaseUrl,
-      NATS_URL: infra.natsUrl,
-      FERRY_PLATFORM_SCHEMA: infra.platformSchema,
-      FERRY_REGISTRATION_SCHEMA: infra.registrationSchema,
-      FERRY_REGISTRATION_URL: 'http://127.0.0.1:9',
-      FERRY_ISSUER: ISSUER,
-      FERRY_LOG_LEVEL: 'warn',
-      FERRY_OPERATOR_API: 'off',
-      NODE_ENV: 'test',
-      COUCHDB_URL: proxied.toString(),
-      [GATEWAY_PASSWORD_ENV]: gateway.password,
-      [WORKER_PASSWORD_ENV]: worker.password,
-      FERRY_PORT: String(port),
-      FERRY_HOST: '127.0.0.1',
-    }),
+  const { proc: gw, base } = await gatewayProcess(infra, 'pull-gateway', {
+    FERRY_LOG_LEVEL: 'warn',
+    COUCHDB_URL: proxied.toString(),
+    [GATEWAY_PASSWORD_ENV]: gateway.password,
+    [WORKER_PASSWORD_ENV]: worker.password,
   });
   try {
-    await gw.start();
-    const base = new URL(`http://127.0.0.1:${port}`);
     const costs: PullCost[] = [];
     // Warm: the first read of an inbox opens it.
     for (const { tenant } of tenants) await onePull(base, tenant, puller[tenant]!, PULL_OWN);
@@ -436,10 +531,11 @@ export default async function liveBench(report: Report): Promise<void> {
     const key = infra.key;
     // Tokens that outlive the bench (the gateway checks the session on every request anyway).
     const issuer = createTokenIssuer({ key, issuer: ISSUER, accessTtlSeconds: 3600 });
+    // The harness's gateway is replaced by one this bench starts (so it can be profiled).
+    await infra.gateway.stop();
     await liveDevices(report, infra, issuer);
     // The pull bench writes statuses under a lease of its own: no worker may hold the new tenants.
     await infra.worker.stop();
-    await infra.gateway.stop();
     await pullCost(report, infra, issuer);
   } finally {
     await infra.close({ keep: false });

@@ -50,6 +50,8 @@ const PULL_OWN = Number(env.BENCH_LIVE_PULL_OWN ?? 50);
 const PULL_LIMIT = Number(env.BENCH_LIVE_PULL_LIMIT ?? 20);
 const PULL_OTHERS = [10, Number(env.BENCH_LIVE_PULL_MANY ?? 1000)] as const;
 const DELIVERY_GOAL_MS = 1000;
+/** Which parts run: `live`, `pull` or both (default). */
+const PARTS = (env.BENCH_LIVE_PARTS ?? 'live,pull').split(',');
 const PROFILED_GATEWAY = fileURLToPath(new URL('./profiled-gateway.ts', import.meta.url));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -94,6 +96,21 @@ interface Phase {
   refused: number;
   /** Gateway CPU seconds from the first push until the phase drained. */
   gatewayCpu: number;
+  /** Cores each process used over the phase (the machine has two). */
+  cores: Record<string, number>;
+  headMoves: number;
+}
+
+/** CPU seconds so far of the processes that share the machine in this bench (PostgreSQL's backends aside). */
+function cpuOfStack(infra: Infra, gatewayPid: number): Record<string, number> {
+  const own = process.cpuUsage();
+  return {
+    gateway: cpuSecondsOf(gatewayPid) ?? 0,
+    worker: cpuSecondsOf(infra.worker.pid()) ?? 0,
+    registration: cpuSecondsOf(infra.registration.pid()) ?? 0,
+    couchdb: cpuSecondsOf(infra.couch.embedded?.pid()) ?? 0,
+    'bench (devices)': (own.user + own.system) / 1e6,
+  };
 }
 
 function freePort(): Promise<number> {
@@ -138,7 +155,7 @@ async function gatewayProcess(infra: Infra, name: string, extra: Record<string, 
 }
 
 /** When each `feed:head` counter became visible in the inbox: a longpoll on CouchDB itself, as the gateway's watcher does. */
-function watchHead(infra: Infra, tenant: string): { visibleAt(counter: number): number | null; stop(): void } {
+function watchHead(infra: Infra, tenant: string): { visibleAt(counter: number): number | null; moves(): number; stop(): void } {
   const moves: Array<{ counter: number; at: number }> = [];
   const controller = new AbortController();
   const { username, password } = infra.couch.identities.gateway;
@@ -166,6 +183,7 @@ function watchHead(infra: Infra, tenant: string): { visibleAt(counter: number): 
       for (const m of moves) if (m.counter >= counter) return m.at;
       return null;
     },
+    moves: () => moves.length,
     stop: () => controller.abort(),
   };
 }
@@ -207,8 +225,11 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
   const pushAgent = new http.Agent({ keepAlive: true, maxSockets: 32, localAddress: '127.2.0.1' });
 
   const commitPhase = async (label: string, rate: number): Promise<Phase> => {
-    const phase: Phase = { label, pushed: new Map(), commitToSeen: [], pushToSeen: [], commitToHead: [], headToSeen: [], refused: 0, gatewayCpu: 0 };
+    const phase: Phase = { label, pushed: new Map(), commitToSeen: [], pushToSeen: [], commitToHead: [], headToSeen: [], refused: 0, gatewayCpu: 0, cores: {}, headMoves: 0 };
     const cpu0 = cpuSecondsOf(pid) ?? 0;
+    const stack0 = cpuOfStack(infra, pid);
+    const moves0 = head.moves();
+    const t0 = Date.now();
     const total = Math.round(rate * COMMIT_SECONDS);
     const started = Date.now();
     const inflight: Array<Promise<void>> = [];
@@ -234,6 +255,10 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
     const deadline = Date.now() + 20_000;
     while (phase.commitToSeen.length + phase.refused < total && Date.now() < deadline) await sleep(100);
     phase.gatewayCpu = (cpuSecondsOf(pid) ?? cpu0) - cpu0;
+    const stack1 = cpuOfStack(infra, pid);
+    const wall = (Date.now() - t0) / 1000;
+    for (const k of Object.keys(stack1)) phase.cores[k] = (stack1[k]! - stack0[k]!) / wall;
+    phase.headMoves = head.moves() - moves0;
     return phase;
   };
 
@@ -249,7 +274,8 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
     const ms = (xs: number[], q: number) => percentile(xs, q) ?? NaN;
     report.note(
       `${p.label}: commit → feed:head moved in CouchDB (worker) p50 ${ms(p.commitToHead, 50)} / p99 ${ms(p.commitToHead, 99)} ms; ` +
-        `feed:head moved → on the device (gateway + device's _bulk_get) p50 ${ms(p.headToSeen, 50)} / p99 ${ms(p.headToSeen, 99)} ms`,
+        `feed:head moved → on the device (gateway + device's _bulk_get) p50 ${ms(p.headToSeen, 50)} / p99 ${ms(p.headToSeen, 99)} ms; ` +
+        `${p.headMoves} head moves; cores used: ${Object.entries(p.cores).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`,
     );
     report.note(
       `${p.label}: ${p.commitToSeen.length} statuses delivered (commit → on the device), ${lost} not seen within 20 s, ${p.refused} pushes refused; ` +
@@ -533,10 +559,10 @@ export default async function liveBench(report: Report): Promise<void> {
     const issuer = createTokenIssuer({ key, issuer: ISSUER, accessTtlSeconds: 3600 });
     // The harness's gateway is replaced by one this bench starts (so it can be profiled).
     await infra.gateway.stop();
-    await liveDevices(report, infra, issuer);
+    if (PARTS.includes('live')) await liveDevices(report, infra, issuer);
     // The pull bench writes statuses under a lease of its own: no worker may hold the new tenants.
     await infra.worker.stop();
-    await pullCost(report, infra, issuer);
+    if (PARTS.includes('pull')) await pullCost(report, infra, issuer);
   } finally {
     await infra.close({ keep: false });
   }

@@ -284,12 +284,12 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
   };
 
   try {
-    await sleep(2_000);
+    await sleep(5_000);
     const idle0 = await quietInterval(pid, QUIET_MS);
     report.figure('gateway RSS, no devices', idle0.rssBytes / 2 ** 20, 'MB');
     report.figure('gateway CPU, no devices', idle0.cpu * 100, '% of a core');
     let firstP99: string | undefined;
-    let degradedAt: string | null = null;
+    const over: string[] = [];
     const idlePoints: Array<{ n: number; idle: Quiet }> = [];
     for (const n of STEPS) {
       const added: Device[] = [];
@@ -307,6 +307,8 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
         await Promise.race([Promise.all(wave.map((d) => d.connected)), sleep(30_000)]);
       }
       report.note(`${n} devices: the ${added.length} new ones connected in ${((Date.now() - connectStarted) / 1000).toFixed(1)} s (longpoll headers back)`);
+      // The first commits warm the worker, the service and every process's JIT: not measured.
+      if (firstP99 === undefined) await commitPhase('warm-up', RATE);
       await sleep(2_000);
       const idle = await quietInterval(pid, QUIET_MS);
       idlePoints.push({ n, idle });
@@ -315,7 +317,7 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
       const phase = await commitPhase(`${n} devices, ${RATE} commits/s`, RATE);
       summarise(phase, firstP99);
       firstP99 ??= `status delivery p99, ${phase.label}`;
-      if (degradedAt === null && (percentile(phase.commitToSeen, 99) ?? Infinity) > DELIVERY_GOAL_MS) degradedAt = phase.label;
+      if ((percentile(phase.commitToSeen, 99) ?? Infinity) > DELIVERY_GOAL_MS) over.push(phase.label);
     }
     const n = devices.length;
     // Slopes over the steps: a single difference is mostly where the GC happened to be.
@@ -328,11 +330,11 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
     for (const rate of RATES) {
       const phase = await commitPhase(`${n} devices, ${rate} commits/s`, rate);
       summarise(phase, firstP99);
-      if (degradedAt === null && (percentile(phase.commitToSeen, 99) ?? Infinity) > DELIVERY_GOAL_MS) degradedAt = phase.label;
+      if ((percentile(phase.commitToSeen, 99) ?? Infinity) > DELIVERY_GOAL_MS) over.push(phase.label);
     }
     report.note(
-      degradedAt
-        ? `delivery p99 first passed ${DELIVERY_GOAL_MS} ms at: ${degradedAt}`
+      over.length > 0
+        ? `delivery p99 above ${DELIVERY_GOAL_MS} ms at: ${over.join('; ')} (a single step above it, between steps below, is the shared machine, not the load)`
         : `delivery p99 stayed under ${DELIVERY_GOAL_MS} ms at every step (up to ${n} devices and ${Math.max(RATE, ...RATES)} commits/s)`,
     );
     report.note(
@@ -401,17 +403,27 @@ async function countingProxy(target: string): Promise<{ url: string; counts: Ups
   };
 }
 
-/** feed_index tuples read so far (index scans + sequential scans). */
-async function feedIndexTuples(infra: Infra): Promise<number> {
-  // A backend flushes its counters when idle, at most once a second and at the latest after 10 s
-  // idle (PostgreSQL 15's PGSTAT_IDLE_INTERVAL): wait that out so every earlier read is counted.
-  await sleep(11_000);
-  const { rows } = await infra.platform.db.query<{ n: string | null }>(
-    `SELECT (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE schemaname = $1 AND relname = 'feed_index')
-          + (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'feed_index') AS n`,
-    [infra.platformSchema],
-  );
-  return Number(rows[0]?.n ?? 0);
+/** The caller's queries of feed.ts (a page of the range, the newest counter) as PostgreSQL runs them: rows and pages touched. */
+async function feedIndexPlan(infra: Infra, tenant: string, owner: string): Promise<{ rows: number; pages: number }> {
+  type Plan = { 'Actual Rows': number; 'Shared Hit Blocks'?: number; 'Shared Read Blocks'?: number; Plans?: Plan[] };
+  const walk = (p: Plan, leaf: (p: Plan) => void): void => {
+    if (!p.Plans?.length) leaf(p);
+    for (const c of p.Plans ?? []) walk(c, leaf);
+  };
+  let rows = 0;
+  let pages = 0;
+  const queries: Array<[string, unknown[]]> = [
+    [`SELECT doc_id, counter FROM feed_index WHERE tenant = $1 AND owner = $2 AND counter > $3 AND counter <= $4 ORDER BY counter ASC LIMIT $5`, [tenant, owner, 0, Number.MAX_SAFE_INTEGER, PULL_LIMIT]],
+    ['SELECT max(counter) AS counter FROM feed_index WHERE tenant = $1 AND owner = $2 AND counter <= $3', [tenant, owner, Number.MAX_SAFE_INTEGER]],
+  ];
+  for (const [sql, params] of queries) {
+    const { rows: out } = await infra.platform.db.query<{ 'QUERY PLAN': Array<{ Plan: Plan }> }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${sql}`, params);
+    const plan = out[0]!['QUERY PLAN'][0]!.Plan;
+    // Rows the scans at the leaves produced (what was read), pages from the top node (it sums its children).
+    walk(plan, (leaf) => (rows += leaf['Actual Rows']));
+    pages += (plan['Shared Hit Blocks'] ?? 0) + (plan['Shared Read Blocks'] ?? 0);
+  }
+  return { rows, pages };
 }
 
 interface PullCost {
@@ -419,7 +431,9 @@ interface PullCost {
   gatewayRequests: number;
   couchRequests: number;
   couchBytes: number;
+  /** feed_index rows read by the scans of one range page and one newest-counter probe. */
   tuples: number;
+  pages: number;
   kinds: Record<string, number>;
 }
 
@@ -511,7 +525,6 @@ async function pullCost(report: Report, infra: Infra, issuer: TokenIssuer): Prom
     const costs: PullCost[] = [];
     // Warm: the first read of an inbox opens it.
     for (const { tenant } of tenants) await onePull(base, tenant, puller[tenant]!, PULL_OWN);
-    let tuplesBefore = await feedIndexTuples(infra);
     for (const { tenant } of tenants) {
       const runs = 3;
       proxy.reset();
@@ -525,9 +538,8 @@ async function pullCost(report: Report, infra: Infra, issuer: TokenIssuer): Prom
       const kinds = { ...proxy.counts.requests };
       const couchRequests = Object.values(kinds).reduce((a, b) => a + b, 0) / runs;
       const couchBytes = proxy.counts.bytes / runs;
-      const tuplesAfter = await feedIndexTuples(infra);
-      costs.push({ ms: percentile(times, 50)!, gatewayRequests: requests / runs, couchRequests, couchBytes, tuples: (tuplesAfter - tuplesBefore) / runs, kinds });
-      tuplesBefore = tuplesAfter;
+      const plan = await feedIndexPlan(infra, tenant, 'puller0');
+      costs.push({ ms: percentile(times, 50)!, gatewayRequests: requests / runs, couchRequests, couchBytes, tuples: plan.rows, pages: plan.pages, kinds });
     }
     const [few, many] = costs as [PullCost, PullCost];
     const label = (n: number) => `one user's pull of ${PULL_OWN} statuses, ${n} other users`;
@@ -537,7 +549,8 @@ async function pullCost(report: Report, infra: Infra, issuer: TokenIssuer): Prom
       ['gateway requests', 'gatewayRequests', 'requests'],
       ['CouchDB requests', 'couchRequests', 'requests'],
       ['CouchDB bytes', 'couchBytes', 'bytes'],
-      ['feed_index tuples read', 'tuples', 'tuples'],
+      ['feed_index rows read by a page + a newest-counter probe', 'tuples', 'rows'],
+      ['feed_index pages touched by a page + a newest-counter probe', 'pages', 'pages'],
     ];
     for (const [what, key, unit] of pairs) {
       report.figure(`${label(PULL_OTHERS[0])}: ${what}`, few[key] as number, unit);

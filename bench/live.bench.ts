@@ -410,6 +410,8 @@ async function feedIndexPlan(infra: Infra, tenant: string, owner: string): Promi
     if (!p.Plans?.length) leaf(p);
     for (const c of p.Plans ?? []) walk(c, leaf);
   };
+  // As autovacuum would have by now: the freshly written rows' statistics (the plan of max() depends on them).
+  await infra.platform.db.query('ANALYZE feed_index');
   let rows = 0;
   let pages = 0;
   const queries: Array<[string, unknown[]]> = [

@@ -98,7 +98,7 @@ describe('harness: end to end', function () {
     );
     expect(report.violations, output.slice(-3000)).to.deep.equal([]);
     expect(code).to.equal(0);
-    expect(report.invariants.map((i) => i.invariant)).to.have.length(7);
+    expect(report.invariants.map((i) => i.name)).to.have.length(7);
     expect(report.invariants.every((i) => i.ok)).to.equal(true);
     const procs = report.faults.processes;
     // Each gateway killed once, in turn; each worker kill took the holder of a tenant's lease.

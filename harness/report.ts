@@ -133,7 +133,7 @@ export function renderReport(r: Report): string {
       ['CPU starvation', r.faults.starvedCpuMs > 0 ? `every core busy for ${r.faults.starvedCpuMs / 1000} s from the start of capture` : 'off'],
       ['worker', proc('worker')],
       ['gateway', proc('gateway')],
-      ...takeovers.map((l): [string, string] => [`  lease of ${l.tenant}`, l.to ? `${l.from} → ${l.to} in ${l.takeoverMs} ms (limit ${l.limitMs} ms: TTL + two ticks${l.withinTtl ? '' : '; EXCEEDED'})` : `${l.from}: not taken over`]),
+      ...takeovers.map((l): [string, string] => [`  lease of ${l.tenant}`, l.to ? `${l.from} → ${l.to} in ${l.takeoverMs} ms (limit ${l.limitMs} ms: TTL + one tick + 1 s${l.withinTtl ? '' : '; EXCEEDED'})` : `${l.from}: not taken over`]),
       ['expired tokens (401 → refresh)', `${r.faults.tokens.expiredHanded} handed, ${r.faults.tokens.refreshedAfter401} refreshed; ${r.faults.tokens.reLogins} re-logins`],
       ['tenant switch', sw ? `${sw.device}: ${sw.from} → ${sw.to} → back; ${sw.leftQueued} left queued${sw.completed ? '' : ` (incomplete${sw.error ? `: ${sw.error}` : ''})`}` : 'not planned (needs 2 tenants)'],
       ['concurrent edit', ce ? `${ce.entity} by ${ce.devices.join(' & ')}: committed ${fmt(ce.committed)}, conflict ${fmt(ce.conflict)}, merge ${fmt(ce.merge)}${ce.error ? ` (${ce.error})` : ''}` : 'not planned (needs devices > tenants)'],

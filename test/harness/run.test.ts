@@ -90,7 +90,7 @@ describe('harness: end to end', function () {
     expect(report.schedule.seed).to.equal(7);
   });
 
-  it('across processes (2 gateways behind the proxy, 2 workers, PostgreSQL, embedded CouchDB, seed 5): one gateway of two and the lease holder killed -9, a standby takes the lease within TTL + two ticks, every invariant holds', async function () {
+  it('across processes (2 gateways behind the proxy, 2 workers, PostgreSQL, embedded CouchDB, seed 5): one gateway of two and the lease holder killed -9, a standby takes the lease within TTL + one tick + 1 s, every invariant holds', async function () {
     const { code, output, report } = await runCli(
       ['--devices', '6', '--tenants', '2', '--mutations', '6', '--chaos', '--seed', '5', '--gateways', '2', '--workers', '2', '--kills', '2'],
       join(tmpdir(), `harness-report-${process.pid}-multi.json`),

@@ -92,6 +92,24 @@ describe('sync: two gateways on one PostgreSQL', function () {
     expect((await push(d, 1)).status).to.equal(429);
   });
 
+  it('the live-feed cap is per gateway: a user over it on one gateway may still open a feed on another', async function () {
+    const quotas = { maxLiveFeeds: 1 };
+    const [c, d] = [`${(await s.anotherGateway({ quotas })).url}/sync/north`, `${(await s.anotherGateway({ quotas })).url}/sync/north`];
+    const hal = await s.token('hal');
+    const controller = new AbortController();
+    const open = (g: string) => fetch(`${g}/_changes?feed=longpoll&since=now&timeout=30000`, { headers: { authorization: `Bearer ${hal}` }, signal: controller.signal }).catch(() => null);
+    const first = open(c);
+    await new Promise((r) => setTimeout(r, 300));
+    const refused = await call(`${c}/_changes?feed=longpoll&since=now&timeout=30000`, { token: hal });
+    expect(refused.status).to.equal(429);
+    expect(refused.json).to.include({ code: 'QUOTA_EXCEEDED' });
+    // D takes it: the feed is open (200, streaming heartbeats until a change or the timeout).
+    const second = await open(d);
+    expect(second?.status).to.equal(200);
+    expect((await first)?.status).to.equal(200);
+    controller.abort();
+  });
+
   it('a status written once wakes longpolls on both gateways (each watches the shared feed head)', async function () {
     const eve = await s.token('eve');
     const m = mid();

@@ -6,6 +6,7 @@ import expressPouchDB, { type ExpressPouchApp, type Middleware, type WrappedDb }
 import type { CouchCredentials } from '../client.ts';
 import { ensurePrivateDir } from '../secrets.ts';
 import { installAuthCache } from './auth-cache.ts';
+import { installCompiledValidation } from './compiled-validation.ts';
 import { installDesignDocCache } from './design-cache.ts';
 import { installKeyedReads } from './keyed-reads.ts';
 import { installSecurityBeforeRoutes } from './security-once.ts';
@@ -169,6 +170,7 @@ export async function createEmbeddedApp(opts: EmbeddedAppOptions): Promise<Reque
   installAuthCache(app);
   installCachedDiskSize(app, dbDir);
   installDesignDocCache(app);
+  installCompiledValidation();
   installKeyedReads(app);
   installSecurityBeforeRoutes(app);
 

@@ -53,6 +53,15 @@ export function mayWriteDesignDoc(method: string, args: readonly unknown[]): boo
   }
 }
 
+/** Freezes `value` and everything reachable from it. */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
 const WRITES = ['bulkDocs', 'put', 'post', 'remove', 'putAttachment', 'removeAttachment', 'destroy'] as const;
 
 export function installDesignDocCache(app: ExpressPouchApp): void {
@@ -69,14 +78,15 @@ export function installDesignDocCache(app: ExpressPouchApp): void {
     db.allDocs = (...args: unknown[]) => {
       if (!isDesignDocQuery(args)) return allDocs(...args);
       if (cached === null) {
-        const value = allDocs(...args) as Promise<unknown>;
+        // Frozen once and shared, rather than copied for each validated doc: the validation
+        // functions run with a design doc as `this` and must not change what the next one sees.
+        const value = (allDocs(...args) as Promise<unknown>).then(deepFreeze);
         value.catch(() => {
           if (cached === value) cached = null;
         });
         cached = value;
       }
-      // Each caller gets its own copy: the validation functions run with the design doc as `this`.
-      return cached.then((v) => structuredClone(v));
+      return cached;
     };
 
     for (const method of WRITES) {

@@ -28,6 +28,17 @@ export const loadSecurityOnce: Middleware = function ferrySecurityOnce(req, _res
 /** Fails closed when the stack does not look as expected: the server would rather not start. */
 export function installSecurityBeforeRoutes(app: ExpressPouchApp): void {
   const stack = app._router.stack;
+  // express-pouchdb's own loaders (for `/:db/*` and `/:db`) would read it a second time; they now
+  // step aside when it is already there.
+  const theirs = stack.filter((layer) => layer.handle.toString().includes('req.couchSecurityObj = secObj'));
+  if (theirs.length === 0) throw new Error("express-pouchdb: its security loader was not found");
+  for (const layer of theirs) {
+    const load = layer.handle;
+    layer.handle = function ferrySecurityLoadedAlready(req, res, next) {
+      if ((req as SecurityRequest).couchSecurityObj !== undefined) return next();
+      load(req, res, next);
+    };
+  }
   const at = stack.findIndex((layer) => (layer as { route?: { path?: unknown } }).route?.path === FIRST_DB_ROUTE);
   if (at === -1) throw new Error('express-pouchdb: the _bulk_docs route was not found');
   app.use(loadSecurityOnce);

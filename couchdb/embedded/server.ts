@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createEmbeddedApp } from './app.ts';
+import { settleBufferDeprecationCheck } from './buffer-deprecation.ts';
 import { loadEmbeddedAdmin, loadServerSecrets } from './files.ts';
 
 // Child-process entry of the embedded CouchDB-compatible server (STACK-NOTES traps 3 and 17):
@@ -38,6 +39,7 @@ async function selfCheck(port: number, auth: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  settleBufferDeprecationCheck();
   const args = parseArgs(process.argv[2]);
   const admin = loadEmbeddedAdmin(args.couchDir);
   const secrets = loadServerSecrets(args.couchDir);

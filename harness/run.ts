@@ -132,7 +132,9 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
         new SimDevice({
           name,
           user,
-          gatewayUrl: infra.gatewayUrl,
+          // Sign-in and refresh go straight to a gateway (not through the proxy), spread over all of
+          // them; sync goes round robin through the proxy, so a token one gateway minted is used on all.
+          gatewayUrl: infra.gatewayUrls[ds.index % infra.gatewayUrls.length]!,
           proxyUrl: proxy.deviceUrl(name),
           setProxyOffline: (off) => proxy!.setOffline(name, off),
           key: infra.key,

@@ -63,6 +63,11 @@ export function planCluster(
   couch: { url: string; workerPassword: string },
 ): ChildPlan[] {
   const plans: ChildPlan[] = [];
+  // FERRY_PORT=0: every gateway on an ephemeral port (printed in the ready line); the registration
+  // service then needs a port of its own, since the gateways must be told where it is.
+  if (!config.registrationUrl && !config.registrationPort && config.port === 0) {
+    throw new ConfigError('with FERRY_PORT=0 set FERRY_REGISTRATION_PORT (or FERRY_REGISTRATION_URL) too', ['FERRY_REGISTRATION_PORT']);
+  }
   const registrationPort = config.registrationPort || config.port + 100;
   const registrationUrl = config.registrationUrl ?? `http://127.0.0.1:${registrationPort}`;
   if (!config.registrationUrl) plans.push({ name: 'registration', entry: 'registration', env: { FERRY_REGISTRATION_PORT: String(registrationPort) } });
@@ -72,7 +77,7 @@ export function planCluster(
       entry: 'gateway',
       // COUCHDB_URL and its passwords, when set, come with the inherited environment; without them
       // each gateway finds the running embedded server on FERRY_DATA_DIR.
-      env: { FERRY_PORT: String(config.port + i), FERRY_REGISTRATION_URL: registrationUrl },
+      env: { FERRY_PORT: String(config.port === 0 ? 0 : config.port + i), FERRY_REGISTRATION_URL: registrationUrl },
     });
   }
   for (let i = 0; i < args.workers; i++) {

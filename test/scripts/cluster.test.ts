@@ -40,6 +40,10 @@ describe('scripts: cluster', function () {
     // A registration service elsewhere is used, not started; the gateways get no CouchDB password of their own here.
     const apart = planCluster({ port: 9000, registrationUrl: 'http://svc:1', registrationPort: 0 }, { gateways: 1, workers: 0 }, couch);
     expect(apart.map((p) => [p.name, p.env.FERRY_REGISTRATION_URL, p.env.COUCHDB_URL])).to.deep.equal([['gateway-1', 'http://svc:1', undefined]]);
+    // FERRY_PORT=0: ephemeral gateway ports, and the registration service needs a port named.
+    const ephemeral = planCluster({ port: 0, registrationUrl: undefined, registrationPort: 9500 }, { gateways: 2, workers: 0 }, couch);
+    expect(ephemeral.map((p) => p.env.FERRY_PORT ?? p.env.FERRY_REGISTRATION_PORT)).to.deep.equal(['9500', '0', '0']);
+    expect(() => planCluster({ port: 0, registrationUrl: undefined, registrationPort: 0 }, { gateways: 1, workers: 0 }, couch)).to.throw(ConfigError, /FERRY_REGISTRATION_PORT/);
   });
 
   describe('a real cluster on PostgreSQL and the embedded CouchDB', function () {

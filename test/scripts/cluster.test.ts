@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { ConfigError } from '../../scripts/config.ts';
 import { parseClusterArgs, planCluster } from '../../scripts/cluster.ts';
-import { TEST_DATABASE_URL, dropSchema, freePort, requirePostgres, tempDir, uniqueSchema } from '../support/services.ts';
+import { TEST_DATABASE_URL, dropSchema, freePort, requirePostgres, tempDir, uniqueSchema, type TempDir } from '../support/services.ts';
 
 // `npm run start:cluster`: the argument parser and the plan from case tables, then one real cluster
 // (2 gateways, 2 workers, the registration service, one embedded CouchDB) on PostgreSQL, with a
@@ -48,7 +48,7 @@ describe('scripts: cluster', function () {
 
   describe('a real cluster on PostgreSQL and the embedded CouchDB', function () {
     this.timeout(240_000);
-    const dir = tempDir('ferry-cluster-');
+    let dir: TempDir | null = null;
     const platformSchema = uniqueSchema('cluster_p');
     const registrationSchema = uniqueSchema('cluster_r');
     let child: ChildProcess | null = null;
@@ -57,6 +57,7 @@ describe('scripts: cluster', function () {
 
     before(async function () {
       await requirePostgres(this);
+      dir = tempDir('ferry-cluster-');
       const port = await freePort();
       child = spawn(process.execPath, ['--import', 'tsx', CLUSTER, '--gateways', '2', '--workers', '2'], {
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -97,6 +98,7 @@ describe('scripts: cluster', function () {
       }
       // Every process it started is gone with it.
       for (const p of ready?.processes ?? []) expect(alive(p.pid), p.name).to.equal(false);
+      if (!dir) return;
       await dropSchema(platformSchema);
       await dropSchema(registrationSchema);
       dir.remove();

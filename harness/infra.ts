@@ -14,6 +14,7 @@ import { createLogger, type Logger } from '../http/log.ts';
 import { openPlatform, type Platform } from '../gateway/platform/open.ts';
 import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
 import { inboxName, provisionTenant } from '../couchdb/provision.ts';
+import { DEMO_TENANTS } from '../gateway/tenant/demo.ts';
 import { GATEWAY_PASSWORD_ENV, WORKER_PASSWORD_ENV } from '../couchdb/identities.ts';
 import { loadOrCreateSigningKey, type SigningKey } from '../identity/keys.ts';
 import { createLicensing, openRegistrationDatabase } from '../services/registration/index.ts';
@@ -140,9 +141,12 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
     if (opts.couchdbUrl) {
       // An external CouchDB outlives the run: drop this run's inboxes (DELETE /{db}, CouchDB 3 API).
       const auth = `Basic ${Buffer.from(`${couch.identities.admin.username}:${couch.identities.admin.password}`).toString('base64')}`;
+      // The gateways (dev IdP) also provision the demo tenants' inboxes: drop those too, unless they were there before the run.
+      const before = new Set(await couch.server.allDbs());
+      const demo = DEMO_TENANTS.map(inboxName).filter((db) => !before.has(db));
       closers.push(async () => {
         if (keepInboxes) return;
-        for (const t of tenants) await fetch(`${couch.identities.url}/${encodeURIComponent(inboxName(t))}`, { method: 'DELETE', headers: { authorization: auth } });
+        for (const db of [...tenants.map(inboxName), ...demo]) await fetch(`${couch.identities.url}/${encodeURIComponent(db)}`, { method: 'DELETE', headers: { authorization: auth } });
       });
     }
     for (const tenant of tenants) await provisionTenant({ admin: couch.server, tenant, registry: platform.tenants });

@@ -142,4 +142,18 @@ describe('sync: two gateways on one PostgreSQL', function () {
       await other.end();
     }
   });
+
+  it('a holder whose connection dies (a gateway killed with -9) frees the user lock: the next push goes through', async function () {
+    const ivy = await s.token('ivy');
+    const other = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${s.schema}` });
+    await other.connect();
+    other.on('error', () => undefined);
+    await other.query('BEGIN');
+    await other.query(`SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':' || $1, 0))`, [pushLockName('north', 'ivy')]);
+    const pushed = call(`${b}/_bulk_docs`, { token: ivy, body: { docs: [mutation('ivy')] } });
+    await new Promise((r) => setTimeout(r, 300));
+    // No COMMIT, no ROLLBACK: the socket just goes, as with kill -9. (pg keeps its socket at a boundary.)
+    (other as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    expect((await pushed).status).to.equal(201);
+  });
 });

@@ -1,4 +1,4 @@
-import { CouchError, type CouchDb } from '../../couchdb/client.ts';
+import { CouchError, encodeDocId, type CouchDb } from '../../couchdb/client.ts';
 import type { Queryable } from '../../sql/database.ts';
 import { ackOf } from '../../validators/acknowledgement.ts';
 import { mutationDocId, statusDocId, STATUS_STATES, type StatusState } from '../../validators/mutation.ts';
@@ -108,6 +108,30 @@ async function readDocs(inbox: CouchDb, ids: string[]): Promise<Map<string, Row>
   return new Map(body.rows.map((r) => [r.key, r]));
 }
 
+/**
+ * Every leaf of each status doc, deleted ones included (`GET /{db}/{id}?open_revs=all`): the worker
+ * closes a losing conflict branch by deleting it with the winner's body, so a deleted leaf can hold
+ * PHI, and `_all_docs` lists only live leaves. Mutation docs never have deleted leaves (the gateway
+ * and the VDU refuse deleting them), so their live leaves are all of them.
+ */
+async function allLeaves(inbox: CouchDb, ids: string[]): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  for (let i = 0; i < ids.length; i += LEAF_READS_AT_ONCE) {
+    await Promise.all(
+      ids.slice(i, i + LEAF_READS_AT_ONCE).map(async (id) => {
+        // `open_revs=all` unquoted: CouchDB reads a quoted value as a JSON rev list.
+        const res = await inbox.request('GET', `/${encodeDocId(id)}?open_revs=all`);
+        if (res.status === 404) return void (await res.body?.cancel());
+        if (!res.ok) throw new CouchError(res.status, 'read_failed', 'retention leaf read failed');
+        const body = (await res.json()) as Array<{ ok?: { _rev?: string } }>;
+        out.set(id, body.flatMap((r) => (r.ok?._rev ? [r.ok._rev] : [])));
+      }),
+    );
+  }
+  return out;
+}
+const LEAF_READS_AT_ONCE = 8;
+
 const leaves = (row: Row | undefined): string[] => (row?.doc ? [row.doc._rev, ...(row.doc._conflicts ?? [])] : []);
 
 async function fenced(db: Queryable, lease: Fence, sql: string, params: unknown[]): Promise<void> {
@@ -178,9 +202,11 @@ async function retainPage(deps: RetentionDeps, found: Candidate[], result: Reten
     [purge.map((p) => p.c.owner), purge.map((p) => p.c.mid), purge.map((p) => p.state)],
   );
   const request: Record<string, string[]> = {};
+  const statusLeaves = await allLeaves(deps.inbox, purge.map((p) => statusDocId(p.c.owner, p.c.mid)));
   for (const p of purge) {
     request[mutationDocId(p.c.owner, p.c.mid)] = leaves(p.m);
-    request[statusDocId(p.c.owner, p.c.mid)] = leaves(p.s);
+    const id = statusDocId(p.c.owner, p.c.mid);
+    request[id] = [...new Set([...leaves(p.s), ...(statusLeaves.get(id) ?? [])])];
   }
   // CouchDB 3 takes at most 100 ids per purge request (`[purge] max_document_id_number`).
   const entries = Object.entries(request);

@@ -98,12 +98,19 @@ describe('couchdb/embedded: _purge', () => {
       const first = (await raw(couch.url, 'GET', '/inbox_p/m:ada:0000', admin())).body as { _rev: string };
       const second = await raw(couch.url, 'PUT', '/inbox_p/m:ada:0000', { ...admin(), body: { _rev: first._rev, payload: { givenName: `${MARKER}-again` } } });
       expect(second.status).to.equal(201);
+      // A closed conflict branch of another: a deleted leaf that keeps a body (as the worker closes losers).
+      const branch = { _id: 'm:ada:0001', _rev: `1-${h('f')}`, payload: { givenName: `${MARKER}-branch` } };
+      expect((await raw(couch.url, 'POST', '/inbox_p/_bulk_docs', { ...admin(), body: { docs: [branch], new_edits: false } })).status).to.equal(201);
+      expect((await raw(couch.url, 'POST', '/inbox_p/_bulk_docs', { ...admin(), body: { docs: [{ ...branch, _deleted: true }] } })).status).to.equal(201);
+      const open = (await raw(couch.url, 'GET', '/inbox_p/m:ada:0001?open_revs=all', admin())).body as Array<{ ok: { _rev: string } }>;
+      expect(open).to.have.length(2);
       expect(onDisk('inbox_p', MARKER), 'control: the marker is in the files before the purge').to.equal(true);
       const before = (await raw(couch.url, 'GET', '/inbox_p', admin())).body as { doc_count: number };
       expect(before.doc_count).to.equal(51);
 
       const all = (await raw(couch.url, 'GET', '/inbox_p/_all_docs?startkey="m:"&endkey="m:\uffff"', admin())).body as { rows: Array<{ id: string; value: { rev: string } }> };
       const request = Object.fromEntries(all.rows.map((r) => [r.id, [r.value.rev]]));
+      request['m:ada:0001'] = open.map((r) => r.ok._rev);
       request['absent'] = [`1-${h('e')}`];
       const res = await raw(couch.url, 'POST', '/inbox_p/_purge', { ...admin(), body: request });
       expect(res.status).to.equal(201);
@@ -113,6 +120,7 @@ describe('couchdb/embedded: _purge', () => {
       expect(body.purged['m:ada:0000']).to.deep.equal(request['m:ada:0000']);
 
       expect((await raw(couch.url, 'GET', '/inbox_p/m:ada:0001', admin())).status).to.equal(404);
+      expect((await raw(couch.url, 'GET', '/inbox_p/m:ada:0001?open_revs=all', admin())).status).to.equal(404);
       const info = (await raw(couch.url, 'GET', '/inbox_p', admin())).body as { doc_count: number };
       expect(info.doc_count).to.equal(1);
       const changes = (await raw(couch.url, 'GET', '/inbox_p/_changes', admin())).body as { results: Array<{ id: string }> };

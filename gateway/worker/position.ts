@@ -103,7 +103,10 @@ export function createPositionStore(db: Queryable): PositionStore {
          ), done AS (
            INSERT INTO pending_mutations (tenant, owner, mid, terminal, terminal_at)
            SELECT $1::text, t.owner, t.mid, true, now() FROM alloc, unnest($8::text[], $9::text[]) AS t(owner, mid)
-           ON CONFLICT (tenant, owner, mid) DO UPDATE SET terminal = true, terminal_at = COALESCE(pending_mutations.terminal_at, now())
+           ON CONFLICT (tenant, owner, mid) DO UPDATE SET terminal = true,
+             -- A purged mutation pushed again gets a status again: back in the inbox, so back to retention.
+             terminal_at = CASE WHEN pending_mutations.purged_at IS NULL THEN COALESCE(pending_mutations.terminal_at, now()) ELSE now() END,
+             purged_at = NULL
          )
          SELECT next FROM alloc`,
         [

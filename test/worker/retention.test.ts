@@ -132,4 +132,16 @@ describe('worker/retention: purging acknowledged mutations and statuses', functi
     // The purged mutations were not looked at again: no status doc came back for them.
     expect(await exists(`s:ada:${create.mid}`)).to.equal(false);
   });
+
+  it('a purged mutation pushed again replays its first answer and is back under retention', async () => {
+    const again = ada[2]!;
+    await env.push(TENANT, [again]);
+    const s = await env.waitStatus(TENANT, 'ada', again.mid, (x) => x.state === 'committed');
+    expect(s.response?.status).to.equal(201);
+    const row = await env.platform.db.query<{ purged: boolean; terminal: boolean }>(
+      'SELECT purged_at IS NOT NULL AS purged, terminal FROM pending_mutations WHERE tenant = $1 AND owner = $2 AND mid = $3',
+      [TENANT, 'ada', again.mid],
+    );
+    expect(row.rows[0]).to.deep.equal({ purged: false, terminal: true });
+  });
 });

@@ -61,8 +61,8 @@ const DOC_COUNT_KEY = '_local_doc_count';
 const PURGES_ID = '_local/purges';
 /** PouchDB keeps this many purge log entries (`purged_infos_limit`'s default). */
 const PURGE_LOG_LIMIT = 1000;
-/** A purge request names at most this many docs (CouchDB's `max_document_id_number` default is 100; its `max_revisions_number` 1000). */
-export const MAX_PURGE_DOCS = 1000;
+/** A purge request names at most this many docs, as CouchDB 3's `[purge] max_document_id_number` default. */
+export const MAX_PURGE_DOCS = 100;
 
 export interface LevelHandles {
   root: LevelRoot;

@@ -59,6 +59,8 @@ describe('couchdb/embedded: _purge', () => {
       ['revs not an array', { a: `1-${h('a')}` }, false],
       ['a malformed rev', { a: ['x'] }, false],
       ['null', null, false],
+      ['101 ids (CouchDB 3 takes 100)', Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`d${i}`, [`1-${h('a')}`]])), false],
+      ['100 ids', Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`d${i}`, [`1-${h('a')}`]])), true],
     ];
     for (const [name, body, ok] of bodies) it(`request body: ${name} → ${ok ? 'accepted' : '400'}`, () => expect(parsePurgeRequest(body) !== null).to.equal(ok));
   });

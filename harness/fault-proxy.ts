@@ -56,7 +56,8 @@ export interface FaultProxy {
 }
 
 export interface FaultProxyOptions {
-  target: string;
+  /** The gateway, or several: requests go round robin, as behind a load balancer. */
+  target: string | readonly string[];
   plan: FaultPlan;
   /** One random stream per device, e.g. `forkRandom(seed, device)`. */
   randomFor: (device: string) => Random;
@@ -74,7 +75,9 @@ class Throttle extends Transform {
 }
 
 export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultProxy> {
-  const target = new URL(opts.target);
+  const targets = (typeof opts.target === 'string' ? [opts.target] : opts.target).map((t) => new URL(t));
+  if (targets.length === 0) throw new Error('fault proxy: no target');
+  let turn = 0;
   let plan = opts.plan;
   const offline = new Set<string>();
   const randoms = new Map<string, Random>();
@@ -99,7 +102,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       req.on('error', reject);
     });
 
-  const upstream = (req: IncomingMessage, path: string, body: Buffer) =>
+  const upstreamOnce = (target: URL, req: IncomingMessage, path: string, body: Buffer) =>
     new Promise<IncomingMessage>((resolve, reject) => {
       const headers = { ...req.headers, host: target.host };
       delete headers['content-length'];
@@ -110,6 +113,19 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       up.on('error', reject);
       up.end(body);
     });
+  // Round robin; a gateway that refuses the connection (killed, not yet back) is passed over for
+  // the next, as a load balancer's passive health check does. Nothing was sent to it, so this
+  // cannot duplicate a request.
+  const upstream = async (req: IncomingMessage, path: string, body: Buffer): Promise<IncomingMessage> => {
+    const first = turn++ % targets.length;
+    for (let i = 0; ; i++) {
+      try {
+        return await upstreamOnce(targets[(first + i) % targets.length]!, req, path, body);
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'ECONNREFUSED' || i + 1 >= targets.length) throw err;
+      }
+    }
+  };
 
   const drain = (res: IncomingMessage) =>
     new Promise<void>((resolve) => {

@@ -13,8 +13,9 @@ import pg from 'pg';
 import { createLogger, type Logger } from '../http/log.ts';
 import { openPlatform, type Platform } from '../gateway/platform/open.ts';
 import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
-import { provisionTenant } from '../couchdb/provision.ts';
-import { WORKER_PASSWORD_ENV } from '../couchdb/identities.ts';
+import { inboxName, provisionTenant } from '../couchdb/provision.ts';
+import { DEMO_TENANTS } from '../gateway/tenant/demo.ts';
+import { GATEWAY_PASSWORD_ENV, WORKER_PASSWORD_ENV } from '../couchdb/identities.ts';
 import { loadOrCreateSigningKey, type SigningKey } from '../identity/keys.ts';
 import { createLicensing, openRegistrationDatabase } from '../services/registration/index.ts';
 import type { Database } from '../sql/database.ts';
@@ -45,9 +46,16 @@ export interface Infra {
   key: SigningKey;
   serviceDb: Database;
   registration: ManagedProcess;
+  /** The first gateway's URL (sign-in goes there directly; sync goes through the fault proxy). */
   gatewayUrl: string;
-  gateway: ManagedProcess;
-  worker: ManagedProcess;
+  /** Every gateway's URL, in the order of `gateways`. */
+  gatewayUrls: string[];
+  gateways: ManagedProcess[];
+  workers: HarnessWorker[];
+  /** The worker lease TTL and tick every worker runs with. */
+  lease: { ttlMs: number; tickMs: number };
+  /** True when the run uses an external CouchDB (COUCHDB_URL), not the embedded server. */
+  externalCouch: boolean;
   /** The harness's own log (pino, JSON lines), also checked for PHI. */
   logger: Logger;
   addUser(id: string, tenants: string[]): Promise<HarnessUser>;
@@ -75,10 +83,26 @@ async function dropSchemas(databaseUrl: string, schemas: string[]): Promise<void
   }
 }
 
+export interface HarnessWorker extends ManagedProcess {
+  /** Its lease holder id in the current incarnation (a restarted worker is a new holder). */
+  id(): string;
+}
+
+/** Lease holder id of worker `index` (0-based) in its `incarnation`. */
+export const harnessWorkerId = (runTag: string, index: number, incarnation: number) => `harness-${runTag}-w${index + 1}-${incarnation}`;
+
+export const HARNESS_LEASE = { ttlMs: 2_000, tickMs: 200 } as const;
+
 export interface InfraOptions {
   tenants: number;
   databaseUrl?: string | undefined;
   natsUrl?: string | undefined;
+  /** An external CouchDB (admin credentials in the URL; FERRY_COUCH_GATEWAY_PASSWORD and FERRY_COUCH_WORKER_PASSWORD in the environment). */
+  couchdbUrl?: string | undefined;
+  /** Gateway processes (default 1). */
+  gateways?: number;
+  /** Worker processes (default 1); beyond one they stand by for each other's tenants. */
+  workers?: number;
 }
 
 export async function startInfra(opts: InfraOptions): Promise<Infra> {
@@ -96,7 +120,9 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
 
   const closers: Array<() => Promise<void>> = [];
   let schemasCreated = false;
+  let keepInboxes = false;
   const closeAll = async (keep: boolean) => {
+    keepInboxes = keep;
     for (const c of closers.reverse()) await c().catch((err: Error) => console.error(`harness: cleanup step failed: ${err.name}: ${err.message}`));
     closers.length = 0;
     await new Promise<void>((r) => logFile.end(() => r()));
@@ -110,8 +136,19 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
     schemasCreated = true;
     const platform = await openPlatform({ databaseUrl, schema: platformSchema });
     closers.push(() => platform.close());
-    const couch = await prepareCouch({ dataDir, couchdbUrl: undefined }, platform, logger, { demoTenants: false });
+    const couch = await prepareCouch({ dataDir, couchdbUrl: opts.couchdbUrl }, platform, logger, { demoTenants: false, reprovisionRegistered: false });
     closers.push(() => couch.stop());
+    if (opts.couchdbUrl) {
+      // An external CouchDB outlives the run: drop this run's inboxes (DELETE /{db}, CouchDB 3 API).
+      const auth = `Basic ${Buffer.from(`${couch.identities.admin.username}:${couch.identities.admin.password}`).toString('base64')}`;
+      // The gateways (dev IdP) also provision the demo tenants' inboxes: drop those too, unless they were there before the run.
+      const before = new Set(await couch.server.allDbs());
+      const demo = DEMO_TENANTS.map(inboxName).filter((db) => !before.has(db));
+      closers.push(async () => {
+        if (keepInboxes) return;
+        for (const db of [...tenants.map(inboxName), ...demo]) await fetch(`${couch.identities.url}/${encodeURIComponent(db)}`, { method: 'DELETE', headers: { authorization: auth } });
+      });
+    }
     for (const tenant of tenants) await provisionTenant({ admin: couch.server, tenant, registry: platform.tenants });
 
     const key = await loadOrCreateSigningKey(dataDir);
@@ -122,9 +159,12 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
     const licensing = createLicensing(serviceDb);
     for (const tenant of tenants) await licensing.license(tenant);
 
-    const gatewayPort = await freePort();
+    const gatewayCount = opts.gateways ?? 1;
+    const workerCount = opts.workers ?? 1;
+    const gatewayPorts: number[] = [];
+    for (let i = 0; i < gatewayCount; i++) gatewayPorts.push(await freePort());
     const registrationPort = await freePort();
-    const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
+    const gatewayUrls = gatewayPorts.map((p) => `http://127.0.0.1:${p}`);
     const common = {
       FERRY_DATA_DIR: dataDir,
       DATABASE_URL: databaseUrl,
@@ -144,30 +184,44 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
     });
     closers.push(() => registration.stop());
     await registration.start();
-    const gateway = managedProcess({
-      name: 'gateway',
-      entry: GATEWAY_ENTRY,
-      logFile: join(logDir, 'gateway.log'),
-      env: () => ({ ...common, FERRY_PORT: String(gatewayPort), FERRY_HOST: '127.0.0.1' }),
+    // External CouchDB: the gateways provision with the admin URL and need both service passwords
+    // (inherited from this process's environment); embedded: they find the server on FERRY_DATA_DIR.
+    const couchEnv: Record<string, string> = opts.couchdbUrl
+      ? { COUCHDB_URL: opts.couchdbUrl, [GATEWAY_PASSWORD_ENV]: couch.identities.gateway.password, [WORKER_PASSWORD_ENV]: couch.identities.worker.password }
+      : {};
+    const gateways = gatewayPorts.map((port, i) => {
+      const g = managedProcess({
+        name: gatewayCount === 1 ? 'gateway' : `gateway-${i + 1}`,
+        entry: GATEWAY_ENTRY,
+        logFile: join(logDir, gatewayCount === 1 ? 'gateway.log' : `gateway-${i + 1}.log`),
+        env: () => ({ ...common, ...couchEnv, FERRY_PORT: String(port), FERRY_HOST: '127.0.0.1' }),
+      });
+      closers.push(() => g.stop());
+      return g;
     });
-    closers.push(() => gateway.stop());
-    const worker = managedProcess({
-      name: 'worker',
-      entry: WORKER_ENTRY,
-      logFile: join(logDir, 'worker.log'),
-      env: (n) => ({
-        ...common,
-        COUCHDB_URL: couch.identities.url,
-        [WORKER_PASSWORD_ENV]: couch.identities.worker.password,
-        FERRY_WORKER_ID: `harness-worker-${n}`,
-        FERRY_WORKER_LEASE_TTL_MS: '2000',
-        FERRY_WORKER_RETRY_BASE_MS: '100',
-        FERRY_WORKER_RETRY_MAX_MS: '2000',
-        FERRY_WORKER_TICK_MS: '200',
-      }),
+    const workers: HarnessWorker[] = Array.from({ length: workerCount }, (_, i) => {
+      const w = managedProcess({
+        name: workerCount === 1 ? 'worker' : `worker-${i + 1}`,
+        entry: WORKER_ENTRY,
+        logFile: join(logDir, workerCount === 1 ? 'worker.log' : `worker-${i + 1}.log`),
+        env: (n) => ({
+          ...common,
+          COUCHDB_URL: couch.identities.url,
+          [WORKER_PASSWORD_ENV]: couch.identities.worker.password,
+          FERRY_WORKER_ID: harnessWorkerId(runTag, i, n),
+          FERRY_WORKER_LEASE_TTL_MS: String(HARNESS_LEASE.ttlMs),
+          FERRY_WORKER_RETRY_BASE_MS: '100',
+          FERRY_WORKER_RETRY_MAX_MS: '2000',
+          FERRY_WORKER_TICK_MS: String(HARNESS_LEASE.tickMs),
+        }),
+      });
+      closers.push(() => w.stop());
+      return Object.assign(w, { id: () => harnessWorkerId(runTag, i, w.incarnations()) });
     });
-    closers.push(() => worker.stop());
-    await Promise.all([gateway.start(), worker.start()]);
+    // One gateway first (it bundles the web app), then the rest and the workers together.
+    await gateways[0]!.start();
+    await Promise.all([...gateways.slice(1).map((g) => g.start()), ...workers.map((w) => w.start())]);
+    const gatewayUrl = gatewayUrls[0]!;
 
     return {
       runTag,
@@ -184,8 +238,11 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
       serviceDb,
       registration,
       gatewayUrl,
-      gateway,
-      worker,
+      gatewayUrls,
+      gateways,
+      workers,
+      lease: { ...HARNESS_LEASE },
+      externalCouch: Boolean(opts.couchdbUrl),
       logger,
       async addUser(id, userTenants) {
         const password = randomBytes(12).toString('base64url');

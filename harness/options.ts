@@ -21,6 +21,12 @@ export interface HarnessOptions {
   inject: Injection[];
   databaseUrl: string | undefined;
   natsUrl: string | undefined;
+  /** An external CouchDB (admin credentials in the URL); unset: the embedded server. */
+  couchdbUrl: string | undefined;
+  /** Gateway processes behind the fault proxy (round robin). */
+  gateways: number;
+  /** Worker processes; beyond one they stand by for each other's tenants. */
+  workers: number;
   /** Progress display: 'auto' (TTY line or periodic lines), 'lines', or 'none'. */
   progress: 'auto' | 'lines' | 'none';
   /** CPU starvation: keep every core busy for this long from the start of capture (0: off). */
@@ -40,6 +46,9 @@ export const DEFAULTS: Omit<HarnessOptions, 'seed'> = {
   inject: [],
   databaseUrl: undefined,
   natsUrl: undefined,
+  couchdbUrl: undefined,
+  gateways: 1,
+  workers: 1,
   progress: 'auto',
   starveMs: 0,
 };
@@ -54,7 +63,10 @@ export const USAGE = `usage: npm run harness -- [options]
   --mutations N        mutations each device captures in its random flow (default ${DEFAULTS.mutations})
   --chaos              network faults through the proxy: latency, bandwidth cap, reset, dropped response, duplicate request
   --seed N             reproduces the fault schedule (default: random, printed and recorded)
-  --kills N            kill -9 and restart the worker and the gateway N times each (default ${DEFAULTS.kills}; 0: none)
+  --kills N            kill -9 and restart the worker and the gateway N times each (default ${DEFAULTS.kills}; 0: none):
+                       with several gateways one of them, in turn; with several workers the holder of a tenant's lease
+  --gateways N         gateway processes behind the fault proxy, round robin, 1..8 (default ${DEFAULTS.gateways})
+  --workers N          worker processes, 1..8 (default ${DEFAULTS.workers}); the others stand by for each tenant
   --think-ms MIN,MAX   pause between two captures on one device (default ${DEFAULTS.thinkMs.join(',')})
   --drain-timeout S    seconds to wait for every mutation to reach a terminal status (default ${DEFAULTS.drainTimeoutMs / 1000})
   --report PATH        JSON report file (default ${DEFAULTS.report})
@@ -62,6 +74,8 @@ export const USAGE = `usage: npm run harness -- [options]
   --inject KIND        break the run on purpose to prove a check fires: ${INJECTIONS.join(' | ')} (repeatable)
   --database-url URL   PostgreSQL (default TEST_DATABASE_URL or postgres://postgres@127.0.0.1:5432/postgres)
   --nats-url URL       NATS JetStream (default TEST_NATS_URL or nats://127.0.0.1:4222)
+  --couchdb-url URL    an external CouchDB 3 (admin credentials in the URL; default COUCHDB_URL, else the embedded server);
+                       FERRY_COUCH_GATEWAY_PASSWORD and FERRY_COUCH_WORKER_PASSWORD must be set
   --progress MODE      auto | lines | none (default auto: one updating line on a TTY, periodic lines otherwise)
   --starve S           keep every core busy with CPU hogs for S seconds from the start of capture (default 0: off)
   --help               this text`;
@@ -132,6 +146,15 @@ export function parseArgs(argv: readonly string[], randomSeed: () => number): Ha
         break;
       case '--nats-url':
         o.natsUrl = value();
+        break;
+      case '--couchdb-url':
+        o.couchdbUrl = value();
+        break;
+      case '--gateways':
+        o.gateways = int(flag, value(), 1, 8);
+        break;
+      case '--workers':
+        o.workers = int(flag, value(), 1, 8);
         break;
       case '--starve':
         o.starveMs = int(flag, value(), 0, 3_600) * 1000;

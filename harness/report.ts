@@ -7,6 +7,10 @@ import type { HarnessOptions } from './options.ts';
 
 export interface ProcessFault {
   target: 'worker' | 'gateway';
+  /** Which process (`gateway-2`, `worker-1`, …). */
+  name?: string;
+  /** A worker kill: the lease it held, and how long until another holder had it (kill to take-over). */
+  lease?: { tenant: string; from: string; to: string | null; takeoverMs: number | null; limitMs: number; withinTtl: boolean };
   /** Planned and actual moment of the kill -9, ms after the devices started. */
   plannedAtMs: number;
   atMs: number;
@@ -24,7 +28,7 @@ export interface Report {
   runTag: string;
   startedAt: string;
   durationMs: number;
-  options: Omit<HarnessOptions, 'databaseUrl' | 'natsUrl' | 'report'>;
+  options: Omit<HarnessOptions, 'databaseUrl' | 'natsUrl' | 'couchdbUrl' | 'report'>;
   tenants: string[];
   counts: {
     devices: number;
@@ -116,8 +120,9 @@ export function renderReport(r: Report): string {
   lines.push('Faults');
   const proc = (t: 'worker' | 'gateway') => {
     const list = r.faults.processes.filter((p) => p.target === t);
-    return list.length ? `${list.length} × kill -9 at ${list.map((p) => `${(p.atMs / 1000).toFixed(1)}s`).join(', ')}; back after ${list.map((p) => fmt(p.backAfterMs, 'ms')).join(', ')}` : 'none';
+    return list.length ? `${list.length} × kill -9 at ${list.map((p) => `${(p.atMs / 1000).toFixed(1)}s${p.name && p.name !== t ? ` (${p.name})` : ''}`).join(', ')}; back after ${list.map((p) => fmt(p.backAfterMs, 'ms')).join(', ')}` : 'none';
   };
+  const takeovers = r.faults.processes.flatMap((p) => (p.lease ? [p.lease] : []));
   const sw = r.faults.tenantSwitch;
   const ce = r.faults.concurrentEdit;
   lines.push(
@@ -128,6 +133,7 @@ export function renderReport(r: Report): string {
       ['CPU starvation', r.faults.starvedCpuMs > 0 ? `every core busy for ${r.faults.starvedCpuMs / 1000} s from the start of capture` : 'off'],
       ['worker', proc('worker')],
       ['gateway', proc('gateway')],
+      ...takeovers.map((l): [string, string] => [`  lease of ${l.tenant}`, l.to ? `${l.from} → ${l.to} in ${l.takeoverMs} ms (limit ${l.limitMs} ms: TTL + one tick + 1 s${l.withinTtl ? '' : '; EXCEEDED'})` : `${l.from}: not taken over`]),
       ['expired tokens (401 → refresh)', `${r.faults.tokens.expiredHanded} handed, ${r.faults.tokens.refreshedAfter401} refreshed; ${r.faults.tokens.reLogins} re-logins`],
       ['tenant switch', sw ? `${sw.device}: ${sw.from} → ${sw.to} → back; ${sw.leftQueued} left queued${sw.completed ? '' : ` (incomplete${sw.error ? `: ${sw.error}` : ''})`}` : 'not planned (needs 2 tenants)'],
       ['concurrent edit', ce ? `${ce.entity} by ${ce.devices.join(' & ')}: committed ${fmt(ce.committed)}, conflict ${fmt(ce.conflict)}, merge ${fmt(ce.merge)}${ce.error ? ` (${ce.error})` : ''}` : 'not planned (needs devices > tenants)'],

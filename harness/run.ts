@@ -14,6 +14,8 @@ import { invariantTable, type ProcessFault, type ReportFile } from './report.ts'
 import type { HarnessOptions } from './options.ts';
 import type { ProgressSnapshot } from './progress.ts';
 import { ISSUER, startInfra, type Infra } from './infra.ts';
+import type { ManagedProcess } from './processes.ts';
+import { createLeaseStore } from '../gateway/worker/lease.ts';
 import { SimDevice } from './devices.ts';
 import { inboxDocs, publishDuplicateCreated, readLogs, serverFacts, streamEvents, streamLastSeq, unpublished } from './collect.ts';
 
@@ -21,6 +23,9 @@ export interface RunHooks {
   progress?(s: ProgressSnapshot): void;
   note?(line: string): void;
 }
+
+/** Scheduling allowance of a lease take-over on a loaded machine, beyond TTL + one tick. */
+const TAKEOVER_SLACK_MS = 1_000;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)));
 
@@ -77,8 +82,9 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
   const startedAt = new Date();
   const schedule: Schedule = buildSchedule({ seed: o.seed, devices: o.devices, tenants: o.tenants, mutations: o.mutations, chaos: o.chaos, kills: o.kills, thinkMs: o.thinkMs });
   const note = hooks.note ?? (() => undefined);
-  note(`harness: seed ${o.seed}; starting PostgreSQL schemas, embedded CouchDB, registration service, gateway and worker…`);
-  const infra: Infra = await startInfra({ tenants: o.tenants, databaseUrl: o.databaseUrl, natsUrl: o.natsUrl });
+  note(`harness: seed ${o.seed}; starting PostgreSQL schemas, ${o.couchdbUrl ? 'the external CouchDB' : 'embedded CouchDB'}, registration service, ${o.gateways} gateway(s) and ${o.workers} worker(s)…`);
+  const infra: Infra = await startInfra({ tenants: o.tenants, databaseUrl: o.databaseUrl, natsUrl: o.natsUrl, couchdbUrl: o.couchdbUrl, gateways: o.gateways, workers: o.workers });
+  const leases = createLeaseStore(infra.platform.db);
   const rejections = hostRejections(note);
   let proxy: FaultProxy | null = null;
   const timers: Array<ReturnType<typeof setTimeout>> = [];
@@ -88,7 +94,7 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
   try {
     const tenants = infra.tenants;
     const startSeq = await streamLastSeq(infra.natsUrl);
-    proxy = await startFaultProxy({ target: infra.gatewayUrl, plan: schedule.plan, randomFor: (d) => forkRandom(o.seed, `net:${d}`) });
+    proxy = await startFaultProxy({ target: infra.gatewayUrls, plan: schedule.plan, randomFor: (d) => forkRandom(o.seed, `net:${d}`) });
     const records = new Map<string, MutationRecord>();
     const phi: Facts['phi'] = [];
     let phase = 'setup';
@@ -126,7 +132,9 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
         new SimDevice({
           name,
           user,
-          gatewayUrl: infra.gatewayUrl,
+          // Sign-in and refresh go straight to a gateway (not through the proxy), spread over all of
+          // them; sync goes round robin through the proxy, so a token one gateway minted is used on all.
+          gatewayUrl: infra.gatewayUrls[ds.index % infra.gatewayUrls.length]!,
           proxyUrl: proxy.deviceUrl(name),
           setProxyOffline: (off) => proxy!.setOffline(name, off),
           key: infra.key,
@@ -156,15 +164,42 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
       for (const ms of ds.expireTokenAtMs) at(ms, () => void dev.expireToken());
     }
 
+    // kill -9, then restart after the planned down time. With several gateways the k-th kill takes
+    // gateway k mod N; a worker kill takes the holder of tenant k's lease, found in the lease table,
+    // and times how long until another holder has it (a standby, or the victim restarted under a new id).
+    const killIndex = { worker: 0, gateway: 0 };
+    const victimOf = async (target: 'worker' | 'gateway'): Promise<{ proc: ManagedProcess; lease?: { tenant: string; holder: string } }> => {
+      const k = killIndex[target]++;
+      if (target === 'gateway') return { proc: infra.gateways[k % infra.gateways.length]! };
+      const tenant = tenants[k % tenants.length]!;
+      const h = await leases.holderOf(tenant);
+      const holder = h?.live ? infra.workers.find((w) => w.id() === h.holder) : undefined;
+      return holder ? { proc: holder, lease: { tenant, holder: h!.holder } } : { proc: infra.workers[k % infra.workers.length]! };
+    };
+    const takeover = async (tenant: string, from: string, killedAt: number): Promise<NonNullable<ProcessFault['lease']>> => {
+      // The lease lapses within one TTL of the kill and the standby looks once a tick; its look is a
+      // few sequential queries from a busy event loop, so 1 s more is allowed for a loaded machine.
+      const limit = infra.lease.ttlMs + infra.lease.tickMs + TAKEOVER_SLACK_MS;
+      for (;;) {
+        const h = await leases.holderOf(tenant).catch(() => null);
+        const ms = Date.now() - killedAt;
+        if (h?.live && h.holder !== from) return { tenant, from, to: h.holder, takeoverMs: ms, limitMs: limit, withinTtl: ms <= limit };
+        if (ms > limit + 30_000) return { tenant, from, to: null, takeoverMs: null, limitMs: limit, withinTtl: false };
+        await sleep(25);
+      }
+    };
     const killChain = async (target: 'worker' | 'gateway') => {
-      const proc = target === 'worker' ? infra.worker : infra.gateway;
       for (const k of schedule.kills.filter((x) => x.target === target)) {
         await sleep(t0 + k.atMs - Date.now());
-        const fault: ProcessFault = { target, plannedAtMs: k.atMs, atMs: Date.now() - t0, killedPid: proc.pid() ?? null, backAfterMs: null };
+        const { proc, lease } = await victimOf(target);
+        const fault: ProcessFault = { target, name: proc.name, plannedAtMs: k.atMs, atMs: Date.now() - t0, killedPid: proc.pid() ?? null, backAfterMs: null };
         processFaults.push(fault);
+        const killedAt = Date.now();
         await proc.kill9();
-        infra.logger.info({ component: 'harness', target, pid: fault.killedPid }, 'kill -9');
-        note(`harness: kill -9 ${target} (pid ${fault.killedPid}) at ${(fault.atMs / 1000).toFixed(1)} s`);
+        infra.logger.info({ component: 'harness', target, name: proc.name, pid: fault.killedPid }, 'kill -9');
+        note(`harness: kill -9 ${proc.name} (pid ${fault.killedPid}${lease ? `, holder of ${lease.tenant}'s lease` : ''}) at ${(fault.atMs / 1000).toFixed(1)} s`);
+        // With a standby the take-over happens while the victim is down.
+        const taken = lease && infra.workers.length > 1 ? takeover(lease.tenant, lease.holder, killedAt) : null;
         await sleep(k.downMs);
         const restartAt = Date.now();
         try {
@@ -178,6 +213,12 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
             () => (fault.backAfterMs = Date.now() - restartAt + k.downMs),
             (e: Error) => (fault.error = e.message),
           );
+        }
+        // Alone, there is no standby: the worker's restart (backAfterMs) is the whole story.
+        const t = taken ? await taken : null;
+        if (t) {
+          fault.lease = t;
+          note(`harness: ${t.tenant}'s lease ${t.to ? `taken by ${t.to} ${t.takeoverMs} ms after the kill (limit ${t.limitMs} ms: TTL + one tick + 1 s)` : 'not taken over'}`);
         }
       }
     };
@@ -351,8 +392,8 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
       for (const t of d.tenantsOpened) deviceLocals.push({ device: d.name, tenant: t, owner: d.owner, ids: await d.localIds(t), guardDropped: d.guardDropped });
     }
     // Flush the children's logs: stop them now (the harness's own log closes with the infra).
-    await infra.gateway.stop();
-    await infra.worker.stop();
+    for (const g of infra.gateways) await g.stop();
+    for (const w of infra.workers) await w.stop();
     await new Promise<void>((r) => setTimeout(r, 200));
     const logs = readLogs(infra.logDir, [join(infra.dataDir, 'couch', 'couch.log')]);
 
@@ -377,8 +418,8 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
       }),
       { expiredHanded: 0, refreshedAfter401: 0, refreshes: 0, reLogins: 0 },
     );
-    const { databaseUrl: _d, natsUrl: _n, report: _r, ...shown } = o;
-    const reproduce = ['npm run harness --', `--devices ${o.devices}`, `--tenants ${o.tenants}`, `--mutations ${o.mutations}`, o.chaos ? '--chaos' : '', `--kills ${o.kills}`, `--think-ms ${o.thinkMs.join(',')}`, o.starveMs > 0 ? `--starve ${o.starveMs / 1000}` : '', `--seed ${o.seed}`]
+    const { databaseUrl: _d, natsUrl: _n, couchdbUrl: _c, report: _r, ...shown } = o;
+    const reproduce = ['npm run harness --', `--devices ${o.devices}`, o.gateways > 1 ? `--gateways ${o.gateways}` : '', o.workers > 1 ? `--workers ${o.workers}` : '', `--tenants ${o.tenants}`, `--mutations ${o.mutations}`, o.chaos ? '--chaos' : '', `--kills ${o.kills}`, `--think-ms ${o.thinkMs.join(',')}`, o.starveMs > 0 ? `--starve ${o.starveMs / 1000}` : '', `--seed ${o.seed}`]
       .filter(Boolean)
       .join(' ');
     const report: ReportFile = {

@@ -45,6 +45,8 @@ export interface FerryConfig {
   fauxton: boolean;
   metricsToken: string | undefined;
   waitingTimeoutMs: number;
+  /** Retention (docs/SYNC.md "Retention"): window after a terminal status, optional maximum for unacknowledged ones, pass interval. */
+  retention: { windowMs: number; maxMs: number | null; intervalMs: number };
   logLevel: LogLevel;
   /** How long /sync and /v1 trust a session/membership check (`FERRY_SESSION_CHECK_TTL_MS`, default 2000). */
   sessionCheckTtlMs: number;
@@ -173,6 +175,9 @@ export const ENV_SCHEMA = z.object({
   FERRY_REGISTRATION_PORT: optional(port),
   FERRY_REGISTRATION_URL: optional(httpUrl),
   FERRY_WAITING_TIMEOUT_MS: optional(milliseconds(365 * 24 * 3600_000)),
+  FERRY_RETENTION_WINDOW_MS: optional(milliseconds(3650 * 24 * 3600_000)),
+  FERRY_RETENTION_MAX_MS: optional(milliseconds(3650 * 24 * 3600_000)),
+  FERRY_RETENTION_INTERVAL_MS: optional(milliseconds()),
   FERRY_WORKER_ID: optional(z.string().regex(/^[A-Za-z0-9._:@-]{1,128}$/, 'must be 1 to 128 letters, digits or . _ : @ -')),
   FERRY_WORKER_LEASE_TTL_MS: optional(milliseconds()),
   FERRY_WORKER_RETRY_BASE_MS: optional(milliseconds()),
@@ -232,6 +237,10 @@ export function readConfig(env: Env = process.env): FerryConfig {
   if (!externalAuth && production) {
     throw new ConfigError('NODE_ENV=production needs an external identity provider (FERRY_AUTH_*); the dev IdP refuses to start', ['NODE_ENV']);
   }
+  const retention = { windowMs: e.FERRY_RETENTION_WINDOW_MS ?? 7 * 24 * 3600_000, maxMs: e.FERRY_RETENTION_MAX_MS ?? null, intervalMs: e.FERRY_RETENTION_INTERVAL_MS ?? 3600_000 };
+  if (retention.maxMs !== null && retention.maxMs < retention.windowMs) {
+    throw new ConfigError('FERRY_RETENTION_MAX_MS must not be shorter than FERRY_RETENTION_WINDOW_MS', ['FERRY_RETENTION_MAX_MS']);
+  }
   const natsUrl = e.NATS_URL ?? 'nats://127.0.0.1:4222';
   const natsAuth: NatsAuth = { user: e.NATS_USER, password: e.NATS_PASSWORD, credsFile: e.NATS_CREDS };
   try {
@@ -262,6 +271,7 @@ export function readConfig(env: Env = process.env): FerryConfig {
     fauxton: !production || e.FERRY_FAUXTON === true,
     metricsToken: e.FERRY_METRICS_TOKEN,
     waitingTimeoutMs: e.FERRY_WAITING_TIMEOUT_MS ?? 7 * 24 * 3600_000,
+    retention,
     logLevel: e.FERRY_LOG_LEVEL ?? 'info',
     sessionCheckTtlMs: e.FERRY_SESSION_CHECK_TTL_MS ?? 2000,
     trustedProxies: e.FERRY_TRUSTED_PROXIES ?? [],

@@ -1,6 +1,7 @@
 // Runs the gateway alone (HTTP edge: /auth, /sync, /v1, /_utils, /metrics), for deployments that
 // run the pieces as separate processes. The worker runs as scripts/worker.ts, the registration
-// service at FERRY_REGISTRATION_URL. Several gateways may run at once; they share nothing in memory.
+// service at FERRY_REGISTRATION_URL. Several gateways may run at once against PostgreSQL: what each
+// keeps in memory is safe across processes (docs/ARCHITECTURE.md "Per-process state").
 //
 // In embedded mode (no COUCHDB_URL) it uses the embedded CouchDB already running on FERRY_DATA_DIR,
 // or starts one. Prints `{"event":"ready","url":…}` on stdout once it listens.

@@ -12,6 +12,8 @@ async function main(): Promise<number> {
   let options;
   try {
     options = parseArgs(process.argv.slice(2), () => Math.floor(Math.random() * 2 ** 32));
+    // An external CouchDB may come from the environment, as it does for every Ferry process.
+    if (options !== 'help' && options.couchdbUrl === undefined && process.env.COUCHDB_URL) options.couchdbUrl = process.env.COUCHDB_URL;
   } catch (err) {
     if (err instanceof UsageError) {
       console.error(`harness: ${err.message}\n\n${USAGE}`);

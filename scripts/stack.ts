@@ -44,7 +44,7 @@ export interface StackOptions {
   /** Start the registration service here (default unless `config.registrationUrl` is set). */
   registration?: boolean;
   /** Passed to the worker; tests shorten the retry and lease timings. */
-  workerTuning?: Partial<Pick<Parameters<typeof startWorker>[0], 'leaseTtlMs' | 'retry' | 'tickMs' | 'pollTimeoutMs' | 'commitTimeoutMs'>>;
+  workerTuning?: Partial<Pick<Parameters<typeof startWorker>[0], 'leaseTtlMs' | 'retry' | 'tickMs' | 'pollTimeoutMs' | 'commitTimeoutMs' | 'retention'>>;
   workerId?: string;
   /** Bundle the clinician web app (web/ → web/dist, once per process) and serve it at /app/. Default: true. */
   webApp?: boolean;
@@ -173,6 +173,9 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         logger,
         metrics: createWorkerMetrics(metrics),
         waitingTimeoutMs: config.waitingTimeoutMs,
+        // `_purge` and `_compact` are admin-only in CouchDB 3: retention runs with the admin
+        // credential this stack already holds for provisioning (docs/SYNC.md "Retention").
+        retention: { purger: couchServerAs(couch.identities, 'admin'), policy: { windowMs: config.retention.windowMs, maxMs: config.retention.maxMs }, intervalMs: config.retention.intervalMs },
         ...opts.workerTuning,
       });
       closers.push(() => worker!.stop());

@@ -9,6 +9,7 @@ import { installAuthCache } from './auth-cache.ts';
 import { installCompiledValidation } from './compiled-validation.ts';
 import { installDesignDocCache } from './design-cache.ts';
 import { installKeyedReads } from './keyed-reads.ts';
+import { createLevelRegistry, installPurgeAndCompact } from './purge.ts';
 import { installSecurityBeforeRoutes } from './security-once.ts';
 import { decideAfterAuth, decideBeforeAuth, type AccessDecision, type UserCtx } from './access.ts';
 
@@ -151,7 +152,9 @@ function insertAfterAuthentication(app: ExpressPouchApp, guard: Middleware): voi
 export async function createEmbeddedApp(opts: EmbeddedAppOptions): Promise<RequestListener> {
   const dbDir = join(opts.couchDir, 'db');
   ensurePrivateDir(dbDir);
-  const Pouch = PouchDB.defaults({ prefix: `${dbDir}/` } as PouchDB.Configuration.DatabaseConfiguration);
+  // The leveldb handles `_purge` and `_compact` need (purge.ts) are recorded as each database opens.
+  const levels = createLevelRegistry();
+  const Pouch = PouchDB.defaults({ prefix: `${dbDir}/`, ...levels.options } as PouchDB.Configuration.DatabaseConfiguration);
   const app = expressPouchDB(Pouch, {
     mode: 'fullCouchDB',
     // The config lives in memory: admin and settings are set again below at every start (trap 19).
@@ -173,6 +176,7 @@ export async function createEmbeddedApp(opts: EmbeddedAppOptions): Promise<Reque
   installCompiledValidation();
   installKeyedReads(app);
   installSecurityBeforeRoutes(app);
+  installPurgeAndCompact(app, levels, dbDir);
 
   await setConfig(app, 'log', 'level', 'warning');
   await setConfig(app, 'couch_httpd_auth', 'secret', opts.cookieSecret);

@@ -17,8 +17,9 @@ import { allDocs, bulkGet, dbInfo, ensureFullCommit, getDoc, serverRoot } from '
 import { resolveSyncRoute, type SyncRoute } from './routes.ts';
 import type { Upstream } from './upstream.ts';
 import type { Liveness } from '../auth/liveness.ts';
-import type { Queryable } from '../../sql/database.ts';
-import { bulkDocs, createAbsentIds, deleteLocal, getLocal, putLocal, revsDiff } from './write.ts';
+import type { Database } from '../../sql/database.ts';
+import { bulkDocs, createAbsentIds, deleteLocal, getLocal, noAbsentIds, putLocal, revsDiff } from './write.ts';
+import { createPushGuard, type PushGuardOptions } from './push-guard.ts';
 
 // `/sync/{tenant}`: a CouchDB-compatible, default-deny database endpoint (DESIGN §5).
 //   authenticate (Bearer) → resolve the route from the allow-list → tenant check → thin handler.
@@ -31,8 +32,13 @@ export interface SyncDeps {
   liveness?: Liveness;
   /** `_local` docs per user (platform database). */
   local: LocalStore;
-  /** The platform database: the pull feed's index (`feed_index`) and the pending quota (`pending_mutations`). */
-  db: Queryable;
+  /**
+   * The platform database: the pull feed's index (`feed_index`), the pending quota
+   * (`pending_mutations`), and on PostgreSQL the per-user push lock shared by every gateway.
+   */
+  db: Database;
+  /** Tuning of the push lock (push-guard.ts). */
+  pushGuard?: PushGuardOptions;
   quotas?: Partial<SyncQuotas>;
   /** Shared per-tenant feed watchers; made here when absent. */
   watchers?: HeadWatchers;
@@ -115,12 +121,16 @@ export function syncRouter(deps: SyncDeps): SyncRouter {
   const parsers = Object.fromEntries(
     (Object.keys(limits.bodyBytes) as BodyClass[]).map((c) => [c, express.json({ limit: limits.bodyBytes[c], type: () => true })]),
   ) as Record<BodyClass, ReturnType<typeof express.json>>;
+  const guard = createPushGuard(deps.db, deps.pushGuard);
   const writeDeps = {
     local: deps.local,
     quotas,
+    // Per process: with N gateways a user may overshoot maxPending by up to N× (docs/ARCHITECTURE.md).
     pending: createPendingEstimate({ max: quotas.maxPending }),
     ledger: createPendingLedger(deps.db),
-    absent: createAbsentIds(),
+    // "Absent a moment ago" holds only while no other process writes the user's docs (write.ts).
+    absent: guard.crossProcess ? noAbsentIds : createAbsentIds(),
+    guard,
   };
   const uuid = deps.serverUuid ?? createHash('sha256').update('ferry-sync').digest('hex').slice(0, 32);
 

@@ -3,6 +3,7 @@ import { badRequest, couchError, isRecord, missing, sendJson, type SyncContext }
 import type { LocalStore } from './local-store.ts';
 import { WRITE_REASONS, WRITE_REASON_CODES, decideLocalWrite, decideMutationWrite, ownDocId, type Existing, type WriteDecision } from './policy.ts';
 import type { PendingEstimate, PendingLedger, SyncQuotas } from './quotas.ts';
+import type { PushGuard } from './push-guard.ts';
 
 // The push side (trap 15: `_revs_diff`, then `_bulk_docs` with `new_edits:false`) and `_local`.
 
@@ -12,6 +13,8 @@ export interface WriteDeps {
   pending: PendingEstimate;
   ledger: PendingLedger;
   absent: AbsentIds;
+  /** One push at a time per user, across gateway processes on PostgreSQL (push-guard.ts). */
+  guard: PushGuard;
 }
 
 /**
@@ -19,6 +22,11 @@ export interface WriteDeps {
  * `_bulk_docs`, which then need not look them up again (one upstream round trip less per batch).
  * Each entry is used once and is short-lived; a later push of the same id is looked up afresh, so
  * a second root is still refused.
+ *
+ * Only sound when no other process writes the user's docs: with several gateways (PostgreSQL),
+ * gateway B may write the id between A's `_revs_diff` and A's `_bulk_docs`, and A would trust
+ * "absent" and write a second root. There the router uses `noAbsentIds` and every `_bulk_docs`
+ * looks its ids up under the cross-process push lock (cost: docs/ARCHITECTURE.md).
  */
 export interface AbsentIds {
   remember(tenant: string, id: string): void;
@@ -45,6 +53,9 @@ export function createAbsentIds(opts: { ttlMs?: number; max?: number; now?: () =
     },
   };
 }
+
+/** Remembers nothing: every `_bulk_docs` looks its ids up (several gateway processes). */
+export const noAbsentIds: AbsentIds = { remember: () => undefined, consume: () => false };
 
 type AllDocsRow = { key: string; id?: string; value?: { rev: string; deleted?: boolean }; doc?: Record<string, unknown> | null; error?: string };
 
@@ -121,12 +132,9 @@ type BulkResult = { id?: string; rev?: string; ok?: boolean; error?: string; rea
  * only the accepted ones are written to the tenant inbox.
  */
 export function bulkDocs(deps: WriteDeps) {
-  const serial = perKeySerializer();
-  // Load-then-decide-then-write is only sound one push at a time per user: two concurrent pushes of
-  // one id would both find it absent and write two roots (a real CouchDB's VDU sees no oldDoc for a
-  // new root, so nothing upstream would stop the second).
+  // Load-then-decide-then-write is only sound one push at a time per user (push-guard.ts).
   return function bulkDocsHandler(ctx: SyncContext): Promise<void> {
-    return serial(`${ctx.caller.tenant}\u0000${ctx.caller.owner}`, () => bulkDocsOnce(ctx));
+    return deps.guard.hold(ctx.caller.tenant, ctx.caller.owner, () => bulkDocsOnce(ctx));
   };
 
   async function bulkDocsOnce(ctx: SyncContext): Promise<void> {
@@ -210,25 +218,6 @@ export function acceptedMids(docs: ReadonlyArray<Record<string, unknown>>, resul
   const failed = new Set(results.flatMap((r) => (r.error !== undefined && typeof r.id === 'string' ? [r.id] : [])));
   const prefix = `m:${owner}:`;
   return docs.flatMap((d) => (typeof d._id === 'string' && d._id.startsWith(prefix) && !failed.has(d._id) ? [d._id.slice(prefix.length)] : []));
-}
-
-/** Runs the `fn`s of one key one after another (within this process); other keys are not held up. */
-function perKeySerializer() {
-  const tails = new Map<string, Promise<void>>();
-  return async function serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    const tail = prev.then(() => mine);
-    tails.set(key, tail);
-    await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (tails.get(key) === tail) tails.delete(key);
-    }
-  };
 }
 
 // ---------------------------------------------------------------------------------------------

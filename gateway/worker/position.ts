@@ -1,4 +1,5 @@
 import type { Queryable } from '../../sql/database.ts';
+import { isTerminal, STATUS_STATES, type StatusState } from '../../validators/mutation.ts';
 import { LEASE_HELD } from './schema.ts';
 import { LeaseLost, type Fence } from './lease.ts';
 
@@ -45,7 +46,8 @@ export interface PositionStore {
   finishFeedBackfill(lease: Fence): Promise<void>;
   /** Remembers which owner and entity each mutation id belongs to. */
   recordSeen(tenant: string, rows: ReadonlyArray<{ mid: string; owner: string; entity: string | null }>): Promise<void>;
-  seen(tenant: string, mid: string): Promise<{ owner: string; entity: string | null } | null>;
+  /** `purgedState`: the terminal state of a mutation whose docs retention purged from the inbox. */
+  seen(tenant: string, mid: string): Promise<{ owner: string; entity: string | null; purgedState: StatusState | null } | null>;
 }
 
 /** A page of what the inbox already holds, for `backfillFeed`. */
@@ -99,9 +101,12 @@ export function createPositionStore(db: Queryable): PositionStore {
            FROM alloc, unnest($5::text[], $6::text[], $7::int[]) AS u(id, owner, off)
            ON CONFLICT (tenant, doc_id) DO UPDATE SET counter = GREATEST(feed_index.counter, EXCLUDED.counter)
          ), done AS (
-           INSERT INTO pending_mutations (tenant, owner, mid, terminal)
-           SELECT $1::text, t.owner, t.mid, true FROM alloc, unnest($8::text[], $9::text[]) AS t(owner, mid)
-           ON CONFLICT (tenant, owner, mid) DO UPDATE SET terminal = true
+           INSERT INTO pending_mutations (tenant, owner, mid, terminal, terminal_at)
+           SELECT $1::text, t.owner, t.mid, true, now() FROM alloc, unnest($8::text[], $9::text[]) AS t(owner, mid)
+           ON CONFLICT (tenant, owner, mid) DO UPDATE SET terminal = true,
+             -- A purged mutation pushed again gets a status again: back in the inbox, so back to retention.
+             terminal_at = CASE WHEN pending_mutations.purged_at IS NULL THEN COALESCE(pending_mutations.terminal_at, now()) ELSE now() END,
+             purged_at = NULL
          )
          SELECT next FROM alloc`,
         [
@@ -152,9 +157,9 @@ export function createPositionStore(db: Queryable): PositionStore {
            WHERE NOT (m.owner, m.mid) IN (SELECT t.owner, t.mid FROM unnest($9::text[], $10::text[]) AS t(owner, mid))
            ON CONFLICT (tenant, owner, mid) DO NOTHING
          ), done AS (
-           INSERT INTO pending_mutations (tenant, owner, mid, terminal)
-           SELECT $1::text, t.owner, t.mid, true FROM held, unnest($9::text[], $10::text[]) AS t(owner, mid)
-           ON CONFLICT (tenant, owner, mid) DO UPDATE SET terminal = true
+           INSERT INTO pending_mutations (tenant, owner, mid, terminal, terminal_at)
+           SELECT $1::text, t.owner, t.mid, true, now() FROM held, unnest($9::text[], $10::text[]) AS t(owner, mid)
+           ON CONFLICT (tenant, owner, mid) DO UPDATE SET terminal = true, terminal_at = COALESCE(pending_mutations.terminal_at, now())
          )
          SELECT ok FROM held`,
         [
@@ -190,8 +195,16 @@ export function createPositionStore(db: Queryable): PositionStore {
       );
     },
     async seen(tenant, mid) {
-      const { rows } = await db.query<{ owner: string; entity: string | null }>('SELECT owner, entity FROM worker_mutations WHERE tenant = $1 AND mid = $2', [tenant, mid]);
-      return rows[0] ?? null;
+      const { rows } = await db.query<{ owner: string; entity: string | null; purged_state: string | null }>(
+        `SELECT w.owner, w.entity, p.purged_state FROM worker_mutations w
+         LEFT JOIN pending_mutations p ON p.tenant = w.tenant AND p.owner = w.owner AND p.mid = w.mid
+         WHERE w.tenant = $1 AND w.mid = $2`,
+        [tenant, mid],
+      );
+      const row = rows[0];
+      if (!row) return null;
+      const purged = STATUS_STATES.find((s) => s === row.purged_state);
+      return { owner: row.owner, entity: row.entity, purgedState: purged !== undefined && isTerminal(purged) ? purged : null };
     },
   };
 }

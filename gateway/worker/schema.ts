@@ -50,6 +50,16 @@ export const WORKER_MIGRATIONS: readonly string[] = [
   // gateway serves their feed as empty rather than from a partial index.
   `CREATE TABLE worker_feed_backfill (tenant text PRIMARY KEY);
    INSERT INTO worker_feed_backfill (tenant) SELECT tenant FROM worker_feed_counters;`,
+  // Retention (docs/SYNC.md "Retention"): when each mutation became terminal (its window starts
+  // there; rows already terminal start it now, the conservative choice), and, once its docs are
+  // purged from the inbox, when and with which state. The row stays as the purged mutation's
+  // tombstone: ids and a state, no PHI, so a later mutation naming it in `after` still finds its
+  // state and a re-push of it is not counted as pending.
+  `ALTER TABLE pending_mutations ADD COLUMN terminal_at timestamptz;
+   ALTER TABLE pending_mutations ADD COLUMN purged_at timestamptz;
+   ALTER TABLE pending_mutations ADD COLUMN purged_state text;
+   UPDATE pending_mutations SET terminal_at = now() WHERE terminal;
+   CREATE INDEX pending_mutations_retention ON pending_mutations (tenant, terminal_at) WHERE terminal AND purged_at IS NULL;`,
 ];
 
 export async function migrateWorker(db: Database): Promise<void> {

@@ -1,3 +1,4 @@
+import type { Queryable } from '../../sql/database.ts';
 import { loggableError } from '../../http/log.ts';
 import { CouchError, type ChangeRow, type ChangesPage, type CouchDb } from '../../couchdb/client.ts';
 import type { Logger } from '../../http/log.ts';
@@ -13,6 +14,8 @@ import type { PositionStore } from './position.ts';
 import { shouldWrite, statusDocFor } from './status.ts';
 import { createStatusReader, type CurrentStatus } from './status-reader.ts';
 import { createStatusWriter, StatusConflict } from './status-writer.ts';
+import { runRetentionPass } from './retention.ts';
+import type { RetentionPolicy } from './retention-rule.ts';
 
 // One tenant's work while this worker holds its lease (DESIGN §4 "Exactly once"). The feed loop
 // reads the inbox from the durable checkpoint and queues each mutation under its entity. Rounds
@@ -56,6 +59,19 @@ export interface TenantRunnerDeps {
   clock: () => number;
   random: () => number;
   options: TenantRunnerOptions;
+  /** Retention (docs/SYNC.md "Retention"); absent: nothing is ever purged. */
+  retention?: RetentionRunnerOptions;
+}
+
+export interface RetentionRunnerOptions {
+  /** The inbox as a CouchDB admin of it (`_purge` and `_compact` are admin-only). */
+  purger: CouchDb;
+  /** Platform database (candidates, acknowledgements, tombstones). */
+  db: Queryable;
+  policy: RetentionPolicy;
+  /** How often a pass runs while the lease is held. */
+  intervalMs: number;
+  batchSize: number;
 }
 
 export interface TenantRunner {
@@ -455,8 +471,9 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
         out.set(w.key, { kind: 'found', ...found });
         continue;
       }
+      // A predecessor retention purged keeps its state in the platform database (its tombstone).
       const seen = await positions.seen(tenant, w.mid);
-      out.set(w.key, seen ? { kind: 'found', owner: seen.owner, entity: seen.entity, state: null } : { kind: 'missing' });
+      out.set(w.key, seen ? { kind: 'found', owner: seen.owner, entity: seen.entity, state: seen.purgedState } : { kind: 'missing' });
     }
     return out;
   };
@@ -689,6 +706,33 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     pump();
   };
 
+  // ---- retention -------------------------------------------------------------------------
+
+  let retentionTimer: NodeJS.Timeout | undefined;
+  let retentionRunning: Promise<void> | null = null;
+  const startRetention = () => {
+    const r = deps.retention;
+    if (!r) return;
+    const pass = () => {
+      if (stopped || retentionRunning) return;
+      retentionRunning = (async () => {
+        try {
+          deps.assertLease();
+          const result = await runRetentionPass({ tenant, lease, db: r.db, inbox, purger: r.purger, policy: r.policy, batchSize: r.batchSize, now: clock() });
+          if (result.purged > 0 || result.looked > 0) logger.info({ tenant, ...result }, 'retention pass');
+        } catch (err) {
+          if (err instanceof LeaseLost) fail(err);
+          else if (!stopped) logger.warn({ tenant, err: loggableError(err) }, 'retention pass failed; the next one tries again');
+        } finally {
+          retentionRunning = null;
+        }
+      })();
+    };
+    retentionTimer = setInterval(pass, r.intervalMs);
+    retentionTimer.unref();
+    pass();
+  };
+
   const run = async () => {
     try {
       await step('head heal', writer.healHead());
@@ -700,6 +744,7 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
       tick = setInterval(onTick, options.tickMs);
       tick.unref();
       onTick();
+      startRetention();
       await feedLoop();
       if (failure !== null) throw failure;
     } catch (err) {
@@ -708,6 +753,8 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
     } finally {
       stopped = true;
       if (tick) clearInterval(tick);
+      if (retentionTimer) clearInterval(retentionTimer);
+      if (retentionRunning) await Promise.race([retentionRunning, new Promise((r) => setTimeout(r, 10_000).unref())]);
       for (const t of retryTimers) clearTimeout(t);
       abort.abort();
       for (const r of roomWatchers.splice(0)) r();

@@ -9,6 +9,8 @@ import { createWorkerMetrics, setLeaseState, type WorkerMetrics } from './metric
 import { createPendingStore } from './pending.ts';
 import { createPositionStore } from './position.ts';
 import { migrateWorker } from './schema.ts';
+import { migrateSync } from '../sync/local-store.ts';
+import type { RetentionPolicy } from './retention-rule.ts';
 import { startTenantRunner, type TenantRunner, type TenantRunnerOptions } from './tenant-runner.ts';
 
 // The worker (DESIGN §1 step 4, §4): for every tenant in the registry, hold the tenant's lease or
@@ -44,6 +46,11 @@ export interface WorkerOptions {
   /** Only these tenants (tests); default every tenant in the registry. */
   tenants?: readonly string[];
   fetch?: typeof fetch;
+  /**
+   * Retention (docs/SYNC.md "Retention"): a CouchDB server as an admin of the inboxes (`_purge`
+   * and `_compact` are admin-only in CouchDB 3) and the policy. Absent: nothing is purged.
+   */
+  retention?: { purger: CouchServer; policy: RetentionPolicy; intervalMs?: number; batchSize?: number };
   clock?: () => number;
   random?: () => number;
 }
@@ -64,6 +71,8 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
   const checkEvery = opts.leaseCheckMs ?? Math.max(50, Math.floor(ttl / 3));
   const clock = opts.clock ?? Date.now;
   await migrateWorker(opts.platform.db);
+  // Retention reads the devices' acknowledgements from the sync `_local` table, whichever process made it.
+  if (opts.retention) await migrateSync(opts.platform.db);
   const leases = createLeaseStore(opts.platform.db);
   const positions = createPositionStore(opts.platform.db);
   const pending = createPendingStore(opts.platform.db);
@@ -116,6 +125,17 @@ export async function startWorker(opts: WorkerOptions): Promise<Worker> {
       clock,
       random: opts.random ?? Math.random,
       options: runnerOptions,
+      ...(opts.retention
+        ? {
+            retention: {
+              purger: opts.retention.purger.db(inboxName(tenant)),
+              db: opts.platform.db,
+              policy: opts.retention.policy,
+              intervalMs: opts.retention.intervalMs ?? 3600_000,
+              batchSize: opts.retention.batchSize ?? 500,
+            },
+          }
+        : {}),
     });
     setLeaseState(metrics, tenant, true);
     logger.info({ tenant, workerId: opts.workerId, fence: lease.fence }, 'worker took the tenant lease');

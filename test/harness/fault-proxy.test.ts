@@ -51,6 +51,35 @@ describe('harness fault proxy', function () {
     expect(new Set(run(7))).to.include.members(['none', 'reset', 'drop-response', 'duplicate']);
   });
 
+  it('several targets: round robin, and a target that refuses connections is passed over', async function () {
+    const second: string[] = [];
+    const other = createServer((req, res) => {
+      second.push(`${req.method} ${req.url}`);
+      res.end('{}');
+    });
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+    const otherUrl = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+    // A port nothing listens on: a killed gateway.
+    const dead = await new Promise<string>((resolve) => {
+      const s = createServer();
+      s.listen(0, '127.0.0.1', () => {
+        const port = (s.address() as AddressInfo).port;
+        s.close(() => resolve(`http://127.0.0.1:${port}`));
+      });
+    });
+    const proxy = await startFaultProxy({ target: [target, dead, otherUrl], plan: CALM, randomFor: (d) => forkRandom(7, d) });
+    try {
+      for (let i = 0; i < 6; i++) expect((await fetch(`${proxy.deviceUrl('dev-rr')}/x${i}`)).status).to.equal(200);
+      // Turns 0..5 go to target, dead→other, other, target, dead→other, other: nothing is lost or sent twice.
+      expect(hits.map((h) => h.split(' ')[1])).to.deep.equal(['/x0', '/x3']);
+      expect(second).to.deep.equal(['GET /x1', 'GET /x2', 'GET /x4', 'GET /x5']);
+    } finally {
+      await proxy.close();
+      other.closeAllConnections();
+      await new Promise<void>((r) => other.close(() => r()));
+    }
+  });
+
   it('passes requests through with the device prefix stripped', async function () {
     await withProxy(CALM, async (p) => {
       const res = await fetch(`${p.deviceUrl('dev-1')}/sync/north/_revs_diff`, { method: 'POST', body: '{"a":1}' });

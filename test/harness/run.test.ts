@@ -90,6 +90,31 @@ describe('harness: end to end', function () {
     expect(report.schedule.seed).to.equal(7);
   });
 
+  it('across processes (2 gateways behind the proxy, 2 workers, PostgreSQL, embedded CouchDB, seed 5): one gateway of two and the lease holder killed -9, a standby takes the lease within TTL + one tick + 1 s, every invariant holds', async function () {
+    const { code, output, report } = await runCli(
+      ['--devices', '6', '--tenants', '2', '--mutations', '6', '--chaos', '--seed', '5', '--gateways', '2', '--workers', '2', '--kills', '2'],
+      join(tmpdir(), `harness-report-${process.pid}-multi.json`),
+      280_000,
+    );
+    expect(report.violations, output.slice(-3000)).to.deep.equal([]);
+    expect(code).to.equal(0);
+    expect(report.invariants.map((i) => i.name)).to.have.length(7);
+    expect(report.invariants.every((i) => i.ok)).to.equal(true);
+    const procs = report.faults.processes;
+    // Each gateway killed once, in turn; each worker kill took the holder of a tenant's lease.
+    expect(procs.filter((p) => p.target === 'gateway').map((p) => p.name).sort()).to.deep.equal(['gateway-1', 'gateway-2']);
+    const workerKills = procs.filter((p) => p.target === 'worker');
+    expect(workerKills).to.have.length(2);
+    for (const p of procs) expect(p.backAfterMs, p.error).to.be.a('number');
+    for (const p of workerKills) {
+      expect(p.lease, p.name).to.be.an('object');
+      expect(p.lease!.to, p.name).to.be.a('string').and.not.equal(p.lease!.from);
+      expect(p.lease!.withinTtl, `${p.lease!.tenant}: ${p.lease!.takeoverMs} ms`).to.equal(true);
+    }
+    expect(report.counts.byState.committed).to.be.at.least(6 * 6);
+    expect(output).to.match(/lease of h\d-\w+ +harness-/);
+  });
+
   it('proof it can fail: an injected duplicate REGISTRATION.patient.created and a PHI log line are reported by id, exit 1', async function () {
     const { code, output, report } = await runCli(
       ['--devices', '3', '--tenants', '1', '--mutations', '3', '--kills', '0', '--seed', '11', '--inject', 'duplicate-event', '--inject', 'phi-log'],

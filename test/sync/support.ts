@@ -6,6 +6,7 @@ import { openPlatform, type Platform } from '../../gateway/platform/open.ts';
 import { createFeedIndex, createHeadWatchers, type HeadWatchers } from '../../gateway/sync/feed.ts';
 import { createLocalStore, migrateSync } from '../../gateway/sync/local-store.ts';
 import type { SyncQuotas } from '../../gateway/sync/quotas.ts';
+import type { PushGuardOptions } from '../../gateway/sync/push-guard.ts';
 import { createUpstream } from '../../gateway/sync/upstream.ts';
 import { createLeaseStore, type Fence } from '../../gateway/worker/lease.ts';
 import { createPositionStore, type PositionStore } from '../../gateway/worker/position.ts';
@@ -52,6 +53,14 @@ export interface SyncStack {
    * worker, use one writer per tenant at a time: each orders only its own batches before the head.
    */
   statusWriter(tenant: string, db?: CouchDb): Promise<StatusWriter>;
+  /**
+   * Another gateway app on the same platform database (its own connection pool) and CouchDB, as a
+   * second gateway process has: its own rate limits, pending estimate, push serialiser and feed
+   * watchers. PostgreSQL only (PGlite is one process). Closed with the stack.
+   */
+  anotherGateway(opts?: Pick<StackOptions, 'quotas'> & { pushGuard?: PushGuardOptions }): Promise<{ url: string; platform: Platform }>;
+  /** The PostgreSQL schema of the platform database, or null on PGlite. */
+  schema: string | null;
   close(): Promise<void>;
 }
 
@@ -104,24 +113,28 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
     const syncDb = countingFeedReads(platform.db, feedReads);
     const feedIndex = createFeedIndex(syncDb);
     watchers = createHeadWatchers({ upstream, lingerMs: 200, retryMs: 100, ownersWithRows: (...a) => feedIndex.ownersWithRows(...a) });
-    const app = createGatewayApp({
-      logger: opts.logger ?? silentLogger(),
-      signingKeys: [key],
-      devIdp: null,
-      v1Routes: [],
-      readiness: async () => undefined,
-      limits: { perIp: { rate: 100_000, burst: 100_000 } },
-      sync: {
-        upstream,
-        verifyToken,
-        local: createLocalStore(platform.db),
-        db: syncDb,
-        watchers,
-        ...(opts.quotas ? { quotas: opts.quotas } : {}),
-        ...(opts.limits ? { limits: opts.limits } : {}),
-        ...(opts.logger ? { logger: opts.logger } : {}),
-      },
-    });
+    const gatewayApp = (db: Database, w: HeadWatchers, quotas: Partial<SyncQuotas> | undefined, pushGuard?: PushGuardOptions) =>
+      createGatewayApp({
+        logger: opts.logger ?? silentLogger(),
+        signingKeys: [key],
+        devIdp: null,
+        v1Routes: [],
+        readiness: async () => undefined,
+        limits: { perIp: { rate: 100_000, burst: 100_000 } },
+        sync: {
+          upstream,
+          verifyToken,
+          local: createLocalStore(db),
+          db,
+          watchers: w,
+          ...(quotas ? { quotas } : {}),
+          ...(pushGuard ? { pushGuard } : {}),
+          ...(opts.limits ? { limits: opts.limits } : {}),
+          ...(opts.logger ? { logger: opts.logger } : {}),
+        },
+      });
+    const app = gatewayApp(syncDb, watchers, opts.quotas);
+    const others: Array<() => Promise<void>> = [];
     server = opts.serverTimeouts ? await listenOn(createGatewayServer(app, opts.serverTimeouts)) : await listen(app);
     const worker = createCouchServer({ url: ids.url, auth: ids.worker });
     const leases = createLeaseStore(platform.db);
@@ -159,6 +172,20 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
       positions,
       token: (owner, tenant = 'north') => issuer.mintAccess({ sub: owner, owner, tid: tenant, roles: ['registrar'], sid: randomUUID() }),
       statusWriter,
+      schema: schema ?? null,
+      async anotherGateway(o = {}) {
+        if (!schema) throw new Error('sync test stack: a second gateway needs PostgreSQL');
+        const platform2 = await openPlatform({ databaseUrl: TEST_DATABASE_URL, schema });
+        const feed2 = createFeedIndex(platform2.db);
+        const watchers2 = createHeadWatchers({ upstream, lingerMs: 200, retryMs: 100, ownersWithRows: (...a) => feed2.ownersWithRows(...a) });
+        const server2 = await listen(gatewayApp(platform2.db, watchers2, o.quotas ?? opts.quotas, o.pushGuard));
+        others.push(async () => {
+          watchers2.close();
+          await server2.close();
+          await platform2.close();
+        });
+        return { url: server2.url, platform: platform2 };
+      },
       async writeStatuses(tenant, docs) {
         let writer = writers.get(tenant);
         if (!writer) {
@@ -172,6 +199,7 @@ export async function startSyncStack(opts: StackOptions = {}): Promise<SyncStack
         return positions.lastCounter(tenant);
       },
       async close() {
+        for (const c of others.splice(0)) await c();
         w.close();
         await s.close();
         await pr.stop();

@@ -106,7 +106,7 @@ function cpuOfStack(infra: Infra, gatewayPid: number): Record<string, number> {
   const own = process.cpuUsage();
   return {
     gateway: cpuSecondsOf(gatewayPid) ?? 0,
-    worker: cpuSecondsOf(infra.worker.pid()) ?? 0,
+    worker: cpuSecondsOf(infra.workers[0]!.pid()) ?? 0,
     registration: cpuSecondsOf(infra.registration.pid()) ?? 0,
     couchdb: cpuSecondsOf(infra.couch.embedded?.pid()) ?? 0,
     'bench (devices)': (own.user + own.system) / 1e6,
@@ -573,10 +573,10 @@ export default async function liveBench(report: Report): Promise<void> {
     // Tokens that outlive the bench (the gateway checks the session on every request anyway).
     const issuer = createTokenIssuer({ key, issuer: ISSUER, accessTtlSeconds: 3600 });
     // The harness's gateway is replaced by one this bench starts (so it can be profiled).
-    await infra.gateway.stop();
+    for (const g of infra.gateways) await g.stop();
     if (PARTS.includes('live')) await liveDevices(report, infra, issuer);
     // The pull bench writes statuses under a lease of its own: no worker may hold the new tenants.
-    await infra.worker.stop();
+    for (const w of infra.workers) await w.stop();
     if (PARTS.includes('pull')) await pullCost(report, infra, issuer);
   } finally {
     await infra.close({ keep: false });

@@ -2,6 +2,7 @@ import type { Response } from 'express';
 import { badRequest, flatQuery, type SyncContext } from './context.ts';
 import { docsOfRows, readFeed, readableHead, type FeedPage, type FeedRow, type HeadWatchers } from './feed.ts';
 import { scopeChangesQuery, type ChangesRequest } from './policy.ts';
+import { deadlineSignal } from '../../http/deadline.ts';
 
 // `_changes` of /sync, answered from the feed index (docs/SYNC.md): normal, longpoll and
 // continuous (the CouchDB replicator's live mode). A waiting longpoll streams heartbeat newlines
@@ -82,12 +83,12 @@ export function changes(watchers: HeadWatchers) {
     if (r.feed !== 'normal' && page.rows.length === 0 && r.limit !== 0) {
       // Wait for the tenant's head to move past what we have read, then look again.
       startStream(res);
-      const deadline = AbortSignal.any([ctx.signal, AbortSignal.timeout(r.timeoutMs)]);
+      const deadline = deadlineSignal(ctx.signal, r.timeoutMs);
       const beat = r.heartbeatMs ? setInterval(() => res.write('\n'), r.heartbeatMs) : null;
       try {
         let seen = head;
         while (page.rows.length === 0) {
-          const next = await watchers.next(ctx.caller.tenant, seen, deadline, ctx.caller.owner);
+          const next = await watchers.next(ctx.caller.tenant, seen, deadline.signal, ctx.caller.owner);
           if (next === null) break;
           seen = next;
           if (!(await ctx.feed.ready(ctx.caller.tenant))) continue;
@@ -96,6 +97,7 @@ export function changes(watchers: HeadWatchers) {
         }
       } finally {
         if (beat) clearInterval(beat);
+        deadline.clear();
       }
     }
     if (ctx.signal.aborted) return;

@@ -4,6 +4,7 @@
 // sources weakly, and a timeout signal nobody listens to is held by nothing else, so after a GC it
 // never fires (seen: a longpoll asked for `timeout=3000` was still open 12 s later once the gateway
 // had collected garbage). Here the timer holds the controller, so the deadline always comes.
+// (The same composite handed to `fetch` does fire: undici keeps it alive while the request runs.)
 
 export interface Deadline {
   signal: AbortSignal;

@@ -320,7 +320,9 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
       if ((percentile(phase.commitToSeen, 99) ?? Infinity) > DELIVERY_GOAL_MS) over.push(phase.label);
     }
     const n = devices.length;
-    // Slopes over the steps: a single difference is mostly where the GC happened to be.
+    // Slopes over the steps: a single difference is mostly where the GC happened to be. With one
+    // step, the difference from no devices is all there is.
+    if (idlePoints.length === 1) idlePoints.unshift({ n: 0, idle: idle0 });
     report.figure('gateway RSS per idle device', slope(idlePoints.map((p) => [p.n, p.idle.rssBytes])) / 1024, 'KB', {
       note: `least-squares slope of RSS over ${idlePoints.map((p) => p.n).join('/')} idle devices`,
     });

@@ -9,7 +9,7 @@ import { GATEWAY_PASSWORD_ENV, WORKER_PASSWORD_ENV } from '../couchdb/identities
 import { provisionTenant } from '../couchdb/provision.ts';
 import { createLeaseStore } from '../gateway/worker/lease.ts';
 import { createPositionStore } from '../gateway/worker/position.ts';
-import { createStatusWriter, type StatusWrite } from '../gateway/worker/status-writer.ts';
+import { createStatusWriter, type StatusWrite, type StatusWriter } from '../gateway/worker/status-writer.ts';
 import type { Platform } from '../gateway/platform/open.ts';
 import { createTokenIssuer, type TokenIssuer } from '../identity/tokens.ts';
 import { startInfra, ISSUER, type Infra } from '../harness/infra.ts';
@@ -42,6 +42,8 @@ const env = process.env;
 const STEPS = (env.BENCH_LIVE_STEPS ?? '100,250,500,1000').split(',').map(Number);
 const RATE = Number(env.BENCH_LIVE_RATE ?? 20);
 const RATES = (env.BENCH_LIVE_RATES ?? '50,100').split(',').filter(Boolean).map(Number);
+/** Status rates written by the bench's own status writer after the worker stops (its ceiling is ~30–50/s here). */
+const WRITER_RATES = (env.BENCH_LIVE_WRITER_RATES ?? '100,200,400').split(',').filter(Boolean).map(Number);
 const COMMIT_SECONDS = Number(env.BENCH_LIVE_COMMIT_SECONDS ?? 10);
 const QUIET_MS = Number(env.BENCH_LIVE_QUIET_MS ?? 10_000);
 /** Devices per source address: a clinic's devices behind one NAT. */
@@ -227,6 +229,9 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
   const devices: Device[] = [];
   const pushAgent = new http.Agent({ keepAlive: true, maxSockets: 32, localAddress: '127.2.0.1' });
 
+  // Set once the worker process is stopped: statuses then come straight from the worker's own
+  // status writer (as test/sync/support.ts writes them), at rates past what one worker commits.
+  let writer: StatusWriter | null = null;
   const commitPhase = async (label: string, rate: number): Promise<Phase> => {
     const phase: Phase = { label, pushed: new Map(), commitToSeen: [], pushToSeen: [], commitToHead: [], headToSeen: [], refused: 0, committedAt: [], gatewayCpu: 0, cores: {}, headMoves: 0 };
     const cpu0 = cpuSecondsOf(pid) ?? 0;
@@ -240,6 +245,15 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
       const due = started + (k * 1000) / rate;
       if (due > Date.now()) await sleep(due - Date.now());
       const device = devices[Math.floor(Math.random() * devices.length)]!;
+      if (writer) {
+        const m = mid();
+        const id = `s:${device.spec.owner}:${m}`;
+        phaseOf.set(id, phase);
+        phase.pushed.set(id, Date.now());
+        const doc = status(device.spec.owner, m, tenant, { updatedAt: new Date().toISOString() }) as unknown as StatusWrite;
+        inflight.push(writer.write(doc).then(() => undefined, () => void phase.refused++));
+        continue;
+      }
       const doc = mutationDoc({ owner: device.spec.owner, tenant, entity: newEntity(), op: 'patient.create', payload: patientPayload() });
       const id = `s:${device.spec.owner}:${doc.mid}`;
       phaseOf.set(id, phase);
@@ -339,6 +353,24 @@ async function liveDevices(report: Report, infra: Infra, issuer: TokenIssuer): P
       const phase = await commitPhase(`${n} devices, ${rate} commits/s`, rate);
       summarise(phase, firstP99);
       if ((percentile(phase.commitToSeen, 99) ?? Infinity) > DELIVERY_GOAL_MS) over.push(phase.label);
+    }
+    if (WRITER_RATES.length > 0) {
+      // The gateway's own delivery ceiling: the worker process goes, its lease lapses, and the
+      // bench writes the statuses under a lease of its own.
+      for (const w of infra.workers) await w.stop();
+      let lease = null;
+      for (let i = 0; i < 50 && !lease; i++) {
+        lease = await createLeaseStore(infra.platform.db).acquire(tenant, 'live-bench', 3_600_000);
+        if (!lease) await sleep(200);
+      }
+      if (!lease) throw new Error('live bench: the worker lease did not lapse');
+      const workerCouch = createCouchServer({ url: infra.couch.identities.url, auth: infra.couch.identities.worker });
+      writer = createStatusWriter({ db: workerCouch.db(`inbox_${tenant}`), lease, positions: createPositionStore(infra.platform.db), assertLease: () => undefined });
+      for (const rate of WRITER_RATES) {
+        const phase = await commitPhase(`${n} devices, ${rate} statuses/s from the status writer`, rate);
+        summarise(phase, firstP99);
+        if ((percentile(phase.commitToSeen, 99) ?? Infinity) > DELIVERY_GOAL_MS) over.push(phase.label);
+      }
     }
     report.note(
       over.length > 0

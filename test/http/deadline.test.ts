@@ -3,7 +3,9 @@ import { deadlineSignal } from '../../http/deadline.ts';
 import { collectGarbage } from '../support/gc.ts';
 
 // A deadline must fire even after the garbage collector ran: the `AbortSignal.any` +
-// `AbortSignal.timeout` composite it replaces never does on Node 20.
+// `AbortSignal.timeout` composite it replaces may not on Node 20 (http/deadline.ts says why).
+// Whether that Node bug shows depends on when the collector runs, so it is not asserted here:
+// a test of it was flaky.
 
 const aborted = (signal: AbortSignal) => new Promise<unknown>((resolve) => signal.addEventListener('abort', () => resolve(signal.reason), { once: true }));
 
@@ -40,16 +42,5 @@ describe('http: deadlineSignal', function () {
     parent.abort();
     await new Promise((r) => setTimeout(r, 120));
     expect(d.signal.aborted).to.equal(false);
-  });
-
-  it('the composite it replaces loses its timeout to the garbage collector (why it exists)', async function () {
-    const parent = new AbortController();
-    const composite = AbortSignal.any([parent.signal, AbortSignal.timeout(100)]);
-    for (let i = 0; i < 10; i++) {
-      collectGarbage();
-      await new Promise((r) => setTimeout(r, 30));
-    }
-    // If a Node release fixes this, the helper can go; this test then says so.
-    expect(composite.aborted, 'AbortSignal.any kept its timeout alive: deadlineSignal may no longer be needed').to.equal(false);
   });
 });

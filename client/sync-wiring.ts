@@ -6,6 +6,7 @@ import { DEFAULT_BACKOFF } from './backoff.ts';
 import { createAuthFetch, type AuthFetch, type FetchLike, type TenantMismatchSource } from './auth-fetch.ts';
 import { withHeartbeatWatch } from './heartbeat-watch.ts';
 import { withTransientRetry } from './transient-retry.ts';
+import { withCheckpointMemory } from './checkpoint-memory.ts';
 import { ConnectionLoop, DEFAULT_BATCH_SIZE, browserOnlineSource, replicationConnector, syncOnce, type ReplicationOptions, type SyncOnceResult, type SyncState } from './sync.ts';
 import type { Db } from './store.ts';
 import { requireOpen, type SessionCore } from './session-core.ts';
@@ -67,17 +68,22 @@ export function createSyncWiring(core: SessionCore, onDenied: (docId: string, re
     },
   });
   const syncUrl = options.syncUrl ?? `${options.gatewayUrl.replace(/\/+$/, '')}/sync/${encodeURIComponent(options.tenant)}`;
-  const remote = guardRemoteInfo(new options.PouchDB(syncUrl, { skip_setup: true, fetch: authFetch } as PouchDB.Configuration.RemoteDatabaseConfiguration));
+  const checkpoints = withCheckpointMemory(authFetch, syncUrl);
+  const remote = rememberRemote(new options.PouchDB(syncUrl, { skip_setup: true, fetch: checkpoints.fetch } as PouchDB.Configuration.RemoteDatabaseConfiguration));
 
   /** What live sync and one-shot sync share: the stores, the owner and how outcomes come back. */
   const replicationOf = (db: Db): ReplicationOptions => ({
     db,
-    remote,
+    remote: remote.db,
     owner: core.owner,
     batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
     onDenied,
     halted: () => halt,
     reachable: () => reachable,
+    newConnection: () => {
+      checkpoints.forget();
+      remote.newConnection();
+    },
   });
 
   const wiring: SyncWiring = {
@@ -104,7 +110,7 @@ export function createSyncWiring(core: SessionCore, onDenied: (docId: string, re
       setState({ kind: 'tenant-mismatch', source: 'membership' });
     },
     reportStopped: () => setState({ kind: 'stopped' }),
-    close: () => remote.close().catch(() => undefined),
+    close: () => remote.db.close().catch(() => undefined),
     controls: {
       get state(): SyncState {
         return state;
@@ -146,4 +152,54 @@ export function guardRemoteInfo(remote: Db): Db {
       },
     )) as Db['info'];
   return remote;
+}
+
+export interface RememberedRemote {
+  db: Db;
+  /** A new connection: its first `info()` goes to the gateway again. */
+  newConnection(): void;
+}
+
+/**
+ * What the remote handle need not ask the gateway twice:
+ * - `id()`, the server's uuid (`GET /sync/`), which names the replication. Ferry's gateway answers
+ *   the same uuid from every process (`gateway/sync/router.ts`), so the first answer holds for the
+ *   session. PouchDB asked for it at every start of each side (a seventh of the device's requests in
+ *   the chaos harness), and when that request failed it named the replication after the URL
+ *   instead, a new replication id whose checkpoints start from 0. Only an id built from a uuid is
+ *   remembered; PouchDB's fallback (the URL) is not.
+ * - `info()`, which PouchDB's replication asks for at its start and after every pulled batch, only
+ *   for its progress figures (`activeTasks`). The first call of each connection goes to the gateway;
+ *   later ones answer what it said. A failed one answers the last known info (`guardRemoteInfo`).
+ */
+export function rememberRemote(remote: Db): RememberedRemote {
+  const db = guardRemoteInfo(remote);
+  // Boundary: `id()` is PouchDB's (the replication's naming call), missing from @types/pouchdb-core.
+  const named = db as unknown as { id(): Promise<string> };
+  const id = named.id.bind(db);
+  let knownId: string | null = null;
+  named.id = () => {
+    if (knownId !== null) return Promise.resolve(knownId);
+    return id().then((fresh) => {
+      if (!fresh.includes('://')) knownId = fresh;
+      return fresh;
+    });
+  };
+  const info = db.info.bind(db);
+  let known: Promise<PouchDB.Core.DatabaseInfo> | null = null;
+  db.info = (() => {
+    if (known) return known;
+    const asked = info();
+    known = asked;
+    asked.catch(() => {
+      if (known === asked) known = null;
+    });
+    return asked;
+  }) as Db['info'];
+  return {
+    db,
+    newConnection: () => {
+      known = null;
+    },
+  };
 }

@@ -243,6 +243,8 @@ export interface ReplicationOptions {
   halted(): TenantMismatchSource | null;
   /** Whether the last request reached the server. */
   reachable(): boolean;
+  /** A connection (or a one-shot sync) starts: what the last one remembered of the remote is forgotten. */
+  newConnection(): void;
 }
 
 /** Push sends only this owner's `m:` docs (a selector on `_id`, which is stored in clear). */
@@ -271,6 +273,7 @@ interface DeniedError {
 
 export function replicationConnector(o: ReplicationOptions): Connect {
   return (hooks) => {
+    o.newConnection();
     const push = o.db.replicate.to(o.remote, pushOptions(o, true)) as Replication;
     const pull = o.db.replicate.from(o.remote, pullOptions(o, true)) as Replication;
     const paused = { push: false, pull: false };
@@ -349,6 +352,7 @@ export type SyncOnceResult =
 /** One push then one pull, not live. For "sync now" buttons, tests and benchmarks. */
 export async function syncOnce(o: ReplicationOptions): Promise<SyncOnceResult> {
   let denied = 0;
+  o.newConnection();
   try {
     const push = o.db.replicate.to(o.remote, pushOptions(o, false)) as Replication;
     push.on('denied', (err: unknown) => {

@@ -84,6 +84,9 @@ export function createSyncWiring(core: SessionCore, onDenied: (docId: string, re
       checkpoints.forget();
       remote.newConnection();
     },
+    sideRestart: () => checkpoints.forget(),
+    backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
+    scheduler: core.scheduler,
   });
 
   const wiring: SyncWiring = {

@@ -7,6 +7,8 @@ import { createAuthFetch, type AuthFetch, type FetchLike, type TenantMismatchSou
 import { withHeartbeatWatch } from './heartbeat-watch.ts';
 import { withTransientRetry } from './transient-retry.ts';
 import { withCheckpointMemory } from './checkpoint-memory.ts';
+import { createAckWriter, DEFAULT_ACKNOWLEDGE_EVERY_MS, writeAcked, type AckWriter } from './acknowledgement.ts';
+import { dropAcknowledged } from './statuses.ts';
 import { ConnectionLoop, DEFAULT_BATCH_SIZE, browserOnlineSource, replicationConnector, syncOnce, type ReplicationOptions, type SyncOnceResult, type SyncState } from './sync.ts';
 import type { Db } from './store.ts';
 import { requireOpen, type SessionCore } from './session-core.ts';
@@ -39,6 +41,8 @@ export interface SyncWiring {
   reportStopped(): void;
   /** Closes the remote handle (the session is closing). */
   close(): Promise<void>;
+  /** The retention acknowledgements of this session (`acknowledgement.ts`). */
+  readonly acks: AckWriter;
 }
 
 /** A fetch that a connection which failed is sent once more through, and whose silent live pulls fail. */
@@ -71,6 +75,23 @@ export function createSyncWiring(core: SessionCore, onDenied: (docId: string, re
   const checkpoints = withCheckpointMemory(authFetch, syncUrl);
   const remote = rememberRemote(new options.PouchDB(syncUrl, { skip_setup: true, fetch: checkpoints.fetch } as PouchDB.Configuration.RemoteDatabaseConfiguration));
 
+  const acks = createAckWriter({
+    fetch: authFetch,
+    dbUrl: syncUrl,
+    device: () => core.open?.device.device ?? null,
+    scheduler: core.scheduler,
+    everyMs: options.acknowledgeEveryMs ?? DEFAULT_ACKNOWLEDGE_EVERY_MS,
+    reconciled: () => core.open?.pulled ?? Promise.resolve(),
+    // A store write like any other: serialised with `mutate`, and only on the store that is open.
+    acknowledged: (counter) =>
+      core.exclusive(async () => {
+        const open = core.open;
+        if (!open) return;
+        await writeAcked(open.db, counter);
+        await dropAcknowledged(core, open.db, counter);
+      }),
+  });
+
   /** What live sync and one-shot sync share: the stores, the owner and how outcomes come back. */
   const replicationOf = (db: Db): ReplicationOptions => ({
     db,
@@ -85,12 +106,14 @@ export function createSyncWiring(core: SessionCore, onDenied: (docId: string, re
       remote.newConnection();
     },
     sideRestart: () => checkpoints.forget(),
+    onPulled: (lastSeq) => acks.pulled(lastSeq),
     backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
     scheduler: core.scheduler,
   });
 
   const wiring: SyncWiring = {
     authFetch,
+    acks,
     wanted: options.autoSync ?? true,
     loopFor: (db) =>
       new ConnectionLoop({
@@ -113,7 +136,10 @@ export function createSyncWiring(core: SessionCore, onDenied: (docId: string, re
       setState({ kind: 'tenant-mismatch', source: 'membership' });
     },
     reportStopped: () => setState({ kind: 'stopped' }),
-    close: () => remote.db.close().catch(() => undefined),
+    close: () => {
+      acks.stop();
+      return remote.db.close().catch(() => undefined);
+    },
     controls: {
       get state(): SyncState {
         return state;

@@ -245,6 +245,8 @@ export interface ReplicationOptions {
   reachable(): boolean;
   /** A connection (or a one-shot sync) starts: what the last one remembered of the remote is forgotten. */
   newConnection(): void;
+  /** A pulled batch has been stored; the pull's feed position is now `lastSeq`. */
+  onPulled(lastSeq: unknown): void;
   /** One side restarts alone: the checkpoints remembered are read from the gateway again. */
   sideRestart(): void;
   /** How long a failed side waits before it restarts alone (`afterSideFailure`). */
@@ -252,9 +254,12 @@ export interface ReplicationOptions {
   scheduler: Scheduler;
 }
 
-/** Push sends only this owner's `m:` docs (a selector on `_id`, which is stored in clear). */
+/** Push sends only this owner's live `m:` docs (a selector on `_id`, which is stored in clear). */
 export function pushSelector(owner: string): PouchDB.Find.Selector {
-  return { _id: { $gt: `m:${owner}:`, $lt: `m:${owner}:\uffff` } };
+  // Live docs only: the device drops acknowledged mutation docs by deleting them locally
+  // (`acknowledgement.ts`), and a tombstone must never reach the gateway (it refuses it, which
+  // PouchDB reports as `denied`).
+  return { _id: { $gt: `m:${owner}:`, $lt: `m:${owner}:\uffff` }, _deleted: { $exists: false } };
 }
 
 type Replication = PouchDB.Replication.Replication<object>;
@@ -381,8 +386,10 @@ export function replicationConnector(o: ReplicationOptions): Connect {
         run.paused = false;
         hooks.active();
       });
-      rep.on('change', () => {
-        if (current()) caughtUp();
+      rep.on('change', (info: { last_seq?: unknown }) => {
+        if (!current()) return;
+        caughtUp();
+        if (side === 'pull') o.onPulled(info.last_seq);
       });
       rep.on('paused', (err: unknown) => {
         if (err || !current()) return;
@@ -462,6 +469,7 @@ export async function syncOnce(o: ReplicationOptions): Promise<SyncOnceResult> {
     });
     const pushed = await push;
     const pulled = await (o.db.replicate.from(o.remote, pullOptions(o, false)) as Replication);
+    o.onPulled(pulled.last_seq);
     return { kind: 'ok', pushed: pushed.docs_written, pulled: pulled.docs_written, denied };
   } catch (err) {
     const halt = o.halted();

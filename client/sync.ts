@@ -267,7 +267,9 @@ type Replication = PouchDB.Replication.Replication<object>;
 // Checkpoints stay on both sides (PouchDB's default). Keeping them on the device only saves a
 // `_local` GET and PUT per batch (measured: harness p50 10.5 s → 9.1 s), but then a server restored
 // from a backup (feed counters or inbox rolled back) is never caught up: the device trusts its own
-// checkpoint. PouchDB compares both sides and starts over when they disagree.
+// checkpoint. PouchDB compares both sides and starts over when they disagree. What is saved instead:
+// within a connection the GET before each checkpoint PUT is answered from what the connection last
+// wrote (`checkpoint-memory.ts`); each connection's first read still goes to the gateway.
 function pushOptions(o: ReplicationOptions, live: boolean): PouchDB.Replication.ReplicateOptions {
   return { live, retry: false, batch_size: o.batchSize, selector: pushSelector(o.owner) };
 }

@@ -73,7 +73,9 @@ export function createSyncWiring(core: SessionCore, onDenied: (docId: string, re
   });
   const syncUrl = options.syncUrl ?? `${options.gatewayUrl.replace(/\/+$/, '')}/sync/${encodeURIComponent(options.tenant)}`;
   const checkpoints = withCheckpointMemory(authFetch, syncUrl);
-  const remote = rememberRemote(new options.PouchDB(syncUrl, { skip_setup: true, fetch: checkpoints.fetch } as PouchDB.Configuration.RemoteDatabaseConfiguration));
+  const remote = rememberRemote(
+    alwaysBulkGet(new options.PouchDB(syncUrl, { skip_setup: true, fetch: checkpoints.fetch } as PouchDB.Configuration.RemoteDatabaseConfiguration), checkpoints.fetch, syncUrl),
+  );
 
   const acks = createAckWriter({
     fetch: authFetch,
@@ -231,4 +233,30 @@ export function rememberRemote(remote: Db): RememberedRemote {
       known = null;
     },
   };
+}
+
+/**
+ * PouchDB's HTTP adapter decides once per process and database URL whether the server has
+ * `_bulk_get`, from the first call: when that one fails for any reason (a reset, a 502 while a
+ * gateway restarts), it falls back for good to one `GET {id}?open_revs=…` per doc (STACK-NOTES trap
+ * 13), so every later pulled batch of N statuses costs N requests instead of one. The gateway always
+ * serves `_bulk_get` (DESIGN §5), so this remote always sends it; a failed one fails the batch like
+ * any other request (the side restarts, `afterSideFailure`).
+ */
+export function alwaysBulkGet(remote: Db, fetch: FetchLike, dbUrl: string): Db {
+  const url = `${dbUrl.replace(/\/+$/, '')}/_bulk_get`;
+  remote.bulkGet = (async (opts: PouchDB.Core.BulkGetOptions & { latest?: boolean }) => {
+    const params = new URLSearchParams();
+    if (opts.revs) params.set('revs', 'true');
+    if (opts.latest) params.set('latest', 'true');
+    const query = params.size ? `?${params.toString()}` : '';
+    const res = await fetch(`${url}${query}`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify({ docs: opts.docs }) });
+    const body = (await res.json().catch(() => null)) as { results?: unknown; error?: unknown; reason?: unknown } | null;
+    if (!res.ok || !body || !Array.isArray(body.results)) {
+      // The shape of a PouchDB HTTP error, which the replication reports as `error`.
+      throw Object.assign(new Error(typeof body?.reason === 'string' ? body.reason : 'bulk_get failed'), { status: res.status, name: typeof body?.error === 'string' ? body.error : 'bulk_get_failed' });
+    }
+    return body as PouchDB.Core.BulkGetResponse<object>;
+  }) as Db['bulkGet'];
+  return remote;
 }

@@ -37,8 +37,8 @@ export function chooseFault(random: Random, plan: FaultPlan, isLongpoll: boolean
 }
 
 /** What a device request is for, by method and path (after the device prefix); for counting where the requests go. */
-export type RequestKind = 'server-root' | 'db-info' | 'local-get' | 'local-put' | 'changes-longpoll' | 'changes' | 'revs-diff' | 'bulk-docs' | 'bulk-get' | 'auth' | 'other';
-export const REQUEST_KINDS: readonly RequestKind[] = ['server-root', 'db-info', 'local-get', 'local-put', 'changes-longpoll', 'changes', 'revs-diff', 'bulk-docs', 'bulk-get', 'auth', 'other'];
+export type RequestKind = 'server-root' | 'db-info' | 'local-get' | 'local-put' | 'changes-longpoll' | 'changes' | 'revs-diff' | 'bulk-docs' | 'bulk-get' | 'doc-get' | 'auth' | 'other';
+export const REQUEST_KINDS: readonly RequestKind[] = ['server-root', 'db-info', 'local-get', 'local-put', 'changes-longpoll', 'changes', 'revs-diff', 'bulk-docs', 'bulk-get', 'doc-get', 'auth', 'other'];
 
 export function requestKind(method: string, pathAndQuery: string): RequestKind {
   const [path = '', query = ''] = pathAndQuery.split('?');
@@ -52,6 +52,8 @@ export function requestKind(method: string, pathAndQuery: string): RequestKind {
   if (rest === '/_revs_diff') return 'revs-diff';
   if (rest === '/_bulk_docs') return 'bulk-docs';
   if (rest === '/_bulk_get') return 'bulk-get';
+  // One doc (PouchDB's per-doc fallback when it believes `_bulk_get` is missing: `?open_revs=…`).
+  if (method === 'GET' && /^\/[^_/][^/]*$/.test(rest)) return 'doc-get';
   return 'other';
 }
 

@@ -8,7 +8,7 @@ import { checkpointRequest, withCheckpointMemory, type CheckpointRequest } from 
 import { NodePouch, openNodeSession } from '../../client/node.ts';
 import type { FetchLike } from '../../client/auth-fetch.ts';
 import type { Session } from '../../client/session.ts';
-import { FakeTokens, patient, startGateway, type GatewayStandIn, type RecordedRequest } from './support.ts';
+import { FakeTokens, FakeWorker, patient, startGateway, type GatewayStandIn, type RecordedRequest } from './support.ts';
 
 const DB = 'https://gw.example/sync/north';
 
@@ -138,6 +138,28 @@ describe('client/checkpoint-memory: requests saved, counted at the server', func
     expect(second['local-get']).to.equal(2);
     expect(second['server-root'], 'remembered for the session').to.equal(0);
     expect(second['db-info']).to.be.at.most(1);
+  });
+
+  it('a first _bulk_get that fails does not turn every later pull into one GET per doc (PouchDB’s fallback)', async () => {
+    let failNext = true;
+    const faulty: FetchLike = async (input, init) => {
+      if (failNext && String(input).includes('/_bulk_get')) {
+        failNext = false;
+        return new Response('', { status: 502 });
+      }
+      return globalThis.fetch(input, init);
+    };
+    const s = await openSession(faulty);
+    for (let i = 0; i < 3; i++) expect((await s.mutate('patient.create', patient())).ok).to.equal(true);
+    expect(await s.sync.once()).to.deep.include({ kind: 'ok', pushed: 3 });
+    await new FakeWorker(gw.inbox('north')).run();
+    expect(await s.sync.once(), 'the pull of the statuses failed on the 502').to.deep.include({ kind: 'failed' });
+    const mark = gw.requests.length;
+    expect(await s.sync.once()).to.deep.include({ kind: 'ok' });
+    const after = gw.requests.slice(mark);
+    expect(after.filter((r) => r.path.includes('/_bulk_get')).length, 'the pull used _bulk_get').to.be.greaterThan(0);
+    expect(after.filter((r) => r.path.includes('open_revs')), 'and no per-doc GETs').to.have.length(0);
+    expect(failNext, 'the 502 was answered').to.equal(false);
   });
 
   it('the server losing the checkpoint mid-replication: the next write conflicts, is read for real, and rewritten', async () => {

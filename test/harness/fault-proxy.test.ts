@@ -195,7 +195,8 @@ describe('harness fault proxy: requestKind (what a device request is for)', () =
     ['POST', '/sync/h1-abc/_bulk_docs', 'bulk-docs'],
     ['POST', '/sync/h1-abc/_bulk_get?revs=true&latest=true', 'bulk-get'],
     ['POST', '/auth/refresh', 'auth'],
-    ['GET', '/sync/h1-abc/m:u:0190', 'other'],
+    ['GET', '/sync/h1-abc/s:u:0190?revs=true&latest=true&open_revs=%5B%221-a%22%5D', 'doc-get'],
+    ['GET', '/sync/h1-abc/_all_docs', 'other'],
     ['GET', '/v1/patients/p1', 'other'],
   ];
   for (const [method, path, want] of cases) it(`${method} ${path} → ${want}`, () => expect(requestKind(method, path)).to.equal(want));

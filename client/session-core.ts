@@ -43,6 +43,8 @@ export interface SessionOptions {
   autoSync?: boolean;
   /** Docs per replication batch, push and pull. Default `DEFAULT_BATCH_SIZE` (500, see `sync.ts`). */
   batchSize?: number;
+  /** At most one retention acknowledgement write per this many ms (`acknowledgement.ts`, default 30 s). */
+  acknowledgeEveryMs?: number;
 }
 
 export type MutateResult =

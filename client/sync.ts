@@ -243,11 +243,23 @@ export interface ReplicationOptions {
   halted(): TenantMismatchSource | null;
   /** Whether the last request reached the server. */
   reachable(): boolean;
+  /** A connection (or a one-shot sync) starts: what the last one remembered of the remote is forgotten. */
+  newConnection(): void;
+  /** A pulled batch has been stored; the pull's feed position is now `lastSeq`. */
+  onPulled(lastSeq: unknown): void;
+  /** One side restarts alone: the checkpoints remembered are read from the gateway again. */
+  sideRestart(): void;
+  /** How long a failed side waits before it restarts alone (`afterSideFailure`). */
+  backoff: BackoffOptions;
+  scheduler: Scheduler;
 }
 
-/** Push sends only this owner's `m:` docs (a selector on `_id`, which is stored in clear). */
+/** Push sends only this owner's live `m:` docs (a selector on `_id`, which is stored in clear). */
 export function pushSelector(owner: string): PouchDB.Find.Selector {
-  return { _id: { $gt: `m:${owner}:`, $lt: `m:${owner}:\uffff` } };
+  // Live docs only: the device drops acknowledged mutation docs by deleting them locally
+  // (`acknowledgement.ts`), and a tombstone must never reach the gateway (it refuses it, which
+  // PouchDB reports as `denied`).
+  return { _id: { $gt: `m:${owner}:`, $lt: `m:${owner}:\uffff` }, _deleted: { $exists: false } };
 }
 
 type Replication = PouchDB.Replication.Replication<object>;
@@ -255,7 +267,9 @@ type Replication = PouchDB.Replication.Replication<object>;
 // Checkpoints stay on both sides (PouchDB's default). Keeping them on the device only saves a
 // `_local` GET and PUT per batch (measured: harness p50 10.5 s → 9.1 s), but then a server restored
 // from a backup (feed counters or inbox rolled back) is never caught up: the device trusts its own
-// checkpoint. PouchDB compares both sides and starts over when they disagree.
+// checkpoint. PouchDB compares both sides and starts over when they disagree. What is saved instead:
+// within a connection the GET before each checkpoint PUT is answered from what the connection last
+// wrote (`checkpoint-memory.ts`); each connection's first read still goes to the gateway.
 function pushOptions(o: ReplicationOptions, live: boolean): PouchDB.Replication.ReplicateOptions {
   return { live, retry: false, batch_size: o.batchSize, selector: pushSelector(o.owner) };
 }
@@ -269,16 +283,81 @@ interface DeniedError {
   message?: string;
 }
 
+export type Side = 'push' | 'pull';
+
+/** What a connection knows when one of its sides (push or pull) fails. */
+export interface SideFailure {
+  /** The transport saw a tenant mismatch. */
+  halted: TenantMismatchSource | null;
+  /** The connection is being stopped (the failure is the cancel). */
+  stopping: boolean;
+  /**
+   * The other side works: since it last started it has caught up or moved documents, and it has not
+   * failed. A side that is still starting proves nothing (when the network is down both sides fail
+   * in turn, and neither may count the other as healthy).
+   */
+  otherHealthy: boolean;
+  /** This side's failures in a row, this one included (reset when the side moves documents or catches up). */
+  attempt: number;
+  /** The failed request got an HTTP answer (false: the network failed, even after the transient retry). */
+  reachable: boolean;
+}
+
+export type SideFailureAction =
+  | { kind: 'stop' }
+  | { kind: 'halt'; source: TenantMismatchSource }
+  /** End the whole connection as failed: the connection loop backs off and reconnects both sides. */
+  | { kind: 'end' }
+  /** Restart this side alone after `attempt`'s backoff; the other side goes on. */
+  | { kind: 'restart-side'; attempt: number };
+
+/**
+ * After a side fails: a network fault on one request (a reset, a lost answer) fails one side
+ * while the other works. Restarting both would cost the healthy side its live longpoll and both
+ * their start-up requests (checkpoint reads, db info), and make it wait out a backoff for nothing.
+ * So when the gateway answered with an error (a 5xx, a 429, a refused checkpoint) and the other side
+ * works, only the failed side restarts, after its own backoff. When the network itself failed (a
+ * connection lost twice, past `transient-retry.ts`), or the other side has failed too, the
+ * connection ends and the loop's backoff (which the app sees as `backoff`) takes over. Pure.
+ */
+export function afterSideFailure(f: SideFailure): SideFailureAction {
+  if (f.stopping) return { kind: 'stop' };
+  if (f.halted) return { kind: 'halt', source: f.halted };
+  // The network failed: the other side's health is old news (an idle push makes no request that
+  // could fail), so the app is told (`backoff`, reachable false) and both sides start over.
+  if (!f.reachable || !f.otherHealthy) return { kind: 'end' };
+  return { kind: 'restart-side', attempt: f.attempt };
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String((err as { message?: unknown })?.message ?? 'replication failed');
+}
+
+interface SideRun {
+  rep: Replication | null;
+  paused: boolean;
+  /** Failed, waiting for its restart (or for the connection to end). */
+  down: boolean;
+  /** Caught up or moved documents since it last started. */
+  proven: boolean;
+  attempt: number;
+  timer: unknown;
+  /** The replication has ended (complete or error) since it was cancelled or failed. */
+  settled: boolean;
+}
+
 export function replicationConnector(o: ReplicationOptions): Connect {
   return (hooks) => {
-    const push = o.db.replicate.to(o.remote, pushOptions(o, true)) as Replication;
-    const pull = o.db.replicate.from(o.remote, pullOptions(o, true)) as Replication;
-    const paused = { push: false, pull: false };
-    const settled = { push: false, pull: false };
+    o.newConnection();
+    const sides: Record<Side, SideRun> = {
+      push: { rep: null, paused: false, down: false, proven: false, attempt: 0, timer: null, settled: true },
+      pull: { rep: null, paused: false, down: false, proven: false, attempt: 0, timer: null, settled: true },
+    };
+    const other = (side: Side): Side => (side === 'push' ? 'pull' : 'push');
     const waiters: (() => void)[] = [];
-    const markSettled = (side: 'push' | 'pull'): void => {
-      settled[side] = true;
-      if (settled.push && settled.pull) for (const w of waiters.splice(0)) w();
+    const markSettled = (side: Side): void => {
+      sides[side].settled = true;
+      if (sides.push.settled && sides.pull.settled) for (const w of waiters.splice(0)) w();
     };
     let stopping = false;
     let settle!: (end: ConnectionEnd) => void;
@@ -287,30 +366,63 @@ export function replicationConnector(o: ReplicationOptions): Connect {
     const finish = (end: ConnectionEnd): void => {
       if (done) return;
       done = true;
-      push.cancel();
-      pull.cancel();
+      for (const run of Object.values(sides)) {
+        if (run.timer !== null) o.scheduler.clearTimeout(run.timer);
+        run.timer = null;
+        run.rep?.cancel();
+      }
       settle(end);
     };
-    const watch = (rep: Replication, side: 'push' | 'pull'): void => {
+    const start = (side: Side): void => {
+      const run = sides[side];
+      const rep = (side === 'push' ? o.db.replicate.to(o.remote, pushOptions(o, true)) : o.db.replicate.from(o.remote, pullOptions(o, true))) as Replication;
+      Object.assign(run, { rep, paused: false, down: false, proven: false, settled: false });
+      const current = () => run.rep === rep && !done;
+      const caughtUp = (): void => {
+        run.attempt = 0;
+        run.proven = true;
+        hooks.progress();
+      };
       rep.on('active', () => {
-        paused[side] = false;
+        if (!current()) return;
+        run.paused = false;
         hooks.active();
       });
-      rep.on('change', () => hooks.progress());
+      rep.on('change', (info: { last_seq?: unknown }) => {
+        if (!current()) return;
+        caughtUp();
+        if (side === 'pull') o.onPulled(info.last_seq);
+      });
       rep.on('paused', (err: unknown) => {
-        if (err) return;
-        paused[side] = true;
-        if (paused.push && paused.pull) hooks.idle();
+        if (err || !current()) return;
+        run.paused = true;
+        run.attempt = 0;
+        run.proven = true;
+        if (sides.push.paused && sides.pull.paused && !sides.push.down && !sides.pull.down) hooks.idle();
       });
       rep.on('error', (err: unknown) => {
-        markSettled(side);
-        const halt = o.halted();
-        if (stopping) finish({ kind: 'stopped' });
-        else if (halt) finish({ kind: 'halted', source: halt });
-        else finish({ kind: 'failed', reachable: o.reachable(), message: err instanceof Error ? err.message : String((err as { message?: unknown })?.message ?? 'replication failed') });
+        if (run.rep === rep) markSettled(side);
+        if (!current()) return;
+        run.down = true;
+        run.attempt++;
+        const reachable = o.reachable();
+        const action = afterSideFailure({ halted: o.halted(), stopping, otherHealthy: !sides[other(side)].down && sides[other(side)].proven, attempt: run.attempt, reachable });
+        if (action.kind === 'stop') finish({ kind: 'stopped' });
+        else if (action.kind === 'halt') finish({ kind: 'halted', source: action.source });
+        else if (action.kind === 'end') finish({ kind: 'failed', reachable, message: messageOf(err) });
+        else {
+          // The restarted side compares its checkpoint with the gateway's (as a new connection does),
+          // so that comparison must see the gateway's copy, not what this connection remembers.
+          o.sideRestart();
+          run.timer = o.scheduler.setTimeout(() => {
+            run.timer = null;
+            if (!done) start(side);
+          }, nextDelay(action.attempt, o.backoff));
+        }
       });
       rep.on('complete', () => {
-        markSettled(side);
+        if (run.rep === rep) markSettled(side);
+        if (!current()) return;
         const halt = o.halted();
         if (halt && !stopping) finish({ kind: 'halted', source: halt });
         else finish({ kind: 'stopped' });
@@ -322,14 +434,14 @@ export function replicationConnector(o: ReplicationOptions): Connect {
       // The replication is also a promise; its rejection is reported through 'error' above.
       (rep as unknown as Promise<unknown>).then(undefined, () => undefined);
     };
-    watch(push, 'push');
-    watch(pull, 'pull');
+    start('push');
+    start('pull');
     return {
       ended,
       stop: async () => {
         stopping = true;
         finish({ kind: 'stopped' });
-        if (settled.push && settled.pull) return;
+        if (sides.push.settled && sides.pull.settled) return;
         // A cancelled replication emits 'complete' once its current step ends; bounded wait.
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, 1_000) as { unref?: () => void };
@@ -349,6 +461,7 @@ export type SyncOnceResult =
 /** One push then one pull, not live. For "sync now" buttons, tests and benchmarks. */
 export async function syncOnce(o: ReplicationOptions): Promise<SyncOnceResult> {
   let denied = 0;
+  o.newConnection();
   try {
     const push = o.db.replicate.to(o.remote, pushOptions(o, false)) as Replication;
     push.on('denied', (err: unknown) => {
@@ -358,6 +471,7 @@ export async function syncOnce(o: ReplicationOptions): Promise<SyncOnceResult> {
     });
     const pushed = await push;
     const pulled = await (o.db.replicate.from(o.remote, pullOptions(o, false)) as Replication);
+    o.onPulled(pulled.last_seq);
     return { kind: 'ok', pushed: pushed.docs_written, pulled: pulled.docs_written, denied };
   } catch (err) {
     const halt = o.halted();

@@ -36,6 +36,27 @@ export function chooseFault(random: Random, plan: FaultPlan, isLongpoll: boolean
   return 'none';
 }
 
+/** What a device request is for, by method and path (after the device prefix); for counting where the requests go. */
+export type RequestKind = 'server-root' | 'db-info' | 'local-get' | 'local-put' | 'changes-longpoll' | 'changes' | 'revs-diff' | 'bulk-docs' | 'bulk-get' | 'doc-get' | 'auth' | 'other';
+export const REQUEST_KINDS: readonly RequestKind[] = ['server-root', 'db-info', 'local-get', 'local-put', 'changes-longpoll', 'changes', 'revs-diff', 'bulk-docs', 'bulk-get', 'doc-get', 'auth', 'other'];
+
+export function requestKind(method: string, pathAndQuery: string): RequestKind {
+  const [path = '', query = ''] = pathAndQuery.split('?');
+  if (path.startsWith('/auth/')) return 'auth';
+  if (/^\/sync\/?$/.test(path)) return 'server-root';
+  const rest = /^\/sync\/[^/]+(\/.*)?$/.exec(path)?.[1] ?? null;
+  if (path.startsWith('/sync/') && (rest === null || rest === '/')) return 'db-info';
+  if (rest === null) return 'other';
+  if (rest.startsWith('/_local/')) return method === 'GET' ? 'local-get' : 'local-put';
+  if (rest === '/_changes') return /feed=(longpoll|continuous)/.test(query) ? 'changes-longpoll' : 'changes';
+  if (rest === '/_revs_diff') return 'revs-diff';
+  if (rest === '/_bulk_docs') return 'bulk-docs';
+  if (rest === '/_bulk_get') return 'bulk-get';
+  // One doc (PouchDB's per-doc fallback when it believes `_bulk_get` is missing: `?open_revs=…`).
+  if (method === 'GET' && /^\/[^_/][^/]*$/.test(rest)) return 'doc-get';
+  return 'other';
+}
+
 export interface FaultEvent {
   device: string;
   kind: Exclude<FaultKind, 'none'> | 'offline-refused';
@@ -51,7 +72,7 @@ export interface FaultProxy {
   setPlan(plan: FaultPlan): void;
   counts(): Record<FaultEvent['kind'], number>;
   /** Requests seen, latency added in total, and responses sent through the bandwidth cap. */
-  traffic(): { requests: number; delayedMs: number; throttled: number };
+  traffic(): { requests: number; delayedMs: number; throttled: number; byKind: Record<RequestKind, number> };
   close(): Promise<void>;
 }
 
@@ -84,6 +105,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const sockets = new Set<Socket>();
   const counts: Record<FaultEvent['kind'], number> = { reset: 0, 'drop-response': 0, duplicate: 0, 'offline-refused': 0 };
   const traffic = { requests: 0, delayedMs: 0, throttled: 0 };
+  const byKind = Object.fromEntries(REQUEST_KINDS.map((k) => [k, 0])) as Record<RequestKind, number>;
   const randomOf = (device: string) => {
     let r = randoms.get(device);
     if (!r) randoms.set(device, (r = opts.randomFor(device)));
@@ -150,6 +172,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       return;
     }
     traffic.requests++;
+    byKind[requestKind(event.method, path)]++;
     const random = randomOf(device);
     const fault = chooseFault(random, plan, /feed=(longpoll|continuous)/.test(path));
     const [min, max] = plan.latencyMs;
@@ -218,7 +241,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       plan = next;
     },
     counts: () => ({ ...counts }),
-    traffic: () => ({ ...traffic }),
+    traffic: () => ({ ...traffic, byKind: { ...byKind } }),
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -2,6 +2,7 @@
 
 import { INVARIANTS, type InvariantName, type Violation } from './invariants.ts';
 import type { Schedule } from './schedule.ts';
+import type { RequestKind } from './fault-proxy.ts';
 import type { LatencySummary } from './stats.ts';
 import type { HarnessOptions } from './options.ts';
 
@@ -42,6 +43,8 @@ export interface Report {
     network: {
       enabled: boolean;
       requests: number;
+      /** Device requests by what they are for (`requestKind` in fault-proxy.ts). */
+      byKind: Record<RequestKind, number>;
       latencyMs: [number, number];
       addedLatencyMsTotal: number;
       bandwidthBytesPerSec: number;
@@ -128,6 +131,8 @@ export function renderReport(r: Report): string {
   lines.push(
     ...table([
       ['network', n.enabled ? `${n.requests} requests; latency ${n.latencyMs[0]}–${n.latencyMs[1]} ms (${n.addedLatencyMsTotal} ms added); cap ${n.bandwidthBytesPerSec} B/s on ${n.throttledResponses} responses` : `off (${n.requests} requests)`],
+      ['  by kind', Object.entries(n.byKind).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')],
+      ['  per mutation', r.counts.mutations ? (n.requests / r.counts.mutations).toFixed(2) : '—'],
       ['  reset / dropped after commit / duplicated', `${n.reset} / ${n.dropResponse} / ${n.duplicate}`],
       ['offline spells (refused requests)', `${r.faults.offlineSpells} (${n.offlineRefused})`],
       ['CPU starvation', r.faults.starvedCpuMs > 0 ? `every core busy for ${r.faults.starvedCpuMs / 1000} s from the start of capture` : 'off'],

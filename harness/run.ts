@@ -436,6 +436,7 @@ export async function runHarness(o: HarnessOptions, hooks: RunHooks = {}): Promi
         network: {
           enabled: o.chaos,
           requests: tr.requests,
+          byKind: tr.byKind,
           latencyMs: schedule.plan.latencyMs,
           addedLatencyMsTotal: tr.delayedMs,
           bandwidthBytesPerSec: schedule.plan.bandwidthBytesPerSec,

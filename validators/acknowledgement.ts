@@ -60,14 +60,20 @@ export interface DeviceHeld {
   awaitingUser: boolean;
   /** A later queued mutation of this device still names it in `after` or `resolves`, and is not terminal. */
   neededByQueued: boolean;
+  /**
+   * Its status carries the newest server record the device has for the entity (a commit's answer or
+   * a conflict's `current`): the entity's view and the next update's `baseVersion` come from it.
+   */
+  holdsConfirmedRecord?: boolean;
 }
 
-export type DeviceVerdict = { kind: 'drop' } | { kind: 'keep'; reason: 'no-status' | 'not-terminal' | 'not-acknowledged' | 'awaiting-user' | 'needed-by-queued' };
+export type DeviceVerdict = { kind: 'drop' } | { kind: 'keep'; reason: 'no-status' | 'not-terminal' | 'not-acknowledged' | 'awaiting-user' | 'needed-by-queued' | 'confirmed-record' };
 
 /**
  * The device's own rule for its outbox and status docs: it drops a mutation doc and its status doc
  * once the status is terminal, acknowledged by this device (so the server may purge them too), the
- * user has nothing left to do about it, and no queued mutation still chains to it. Dropping is
+ * user has nothing left to do about it, no queued mutation still chains to it, and it is not the
+ * entity's newest confirmed record (one kept per entity, so it is bounded by the entities touched). Dropping is
  * local only: the push replication selects only live `m:` docs, so the device removes them in a way
  * it never pushes (see docs/SYNC.md "On the device").
  */
@@ -77,5 +83,6 @@ export function deviceVerdict(held: DeviceHeld, acked: number | null): DeviceVer
   if (acked === null || acked < held.counter) return { kind: 'keep', reason: 'not-acknowledged' };
   if (held.awaitingUser) return { kind: 'keep', reason: 'awaiting-user' };
   if (held.neededByQueued) return { kind: 'keep', reason: 'needed-by-queued' };
+  if (held.holdsConfirmedRecord === true) return { kind: 'keep', reason: 'confirmed-record' };
   return { kind: 'drop' };
 }

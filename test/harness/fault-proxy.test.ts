@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { startFaultProxy, chooseFault, CALM, type FaultProxy } from '../../harness/fault-proxy.ts';
+import { startFaultProxy, chooseFault, requestKind, CALM, type FaultProxy, type RequestKind } from '../../harness/fault-proxy.ts';
 import { seededRandom, forkRandom } from '../../harness/random.ts';
 
 describe('harness fault proxy', function () {
@@ -180,4 +180,24 @@ describe('harness fault proxy', function () {
       expect(await outcome({ ...CALM, duplicate: 1 }, '/sync/north/_bulk_docs')).to.equal('status 502');
     });
   });
+});
+
+describe('harness fault proxy: requestKind (what a device request is for)', () => {
+  const cases: Array<[string, string, RequestKind]> = [
+    ['GET', '/sync/', 'server-root'],
+    ['GET', '/sync/h1-abc', 'db-info'],
+    ['GET', '/sync/h1-abc/', 'db-info'],
+    ['GET', '/sync/h1-abc/_local/x%3D%3D', 'local-get'],
+    ['PUT', '/sync/h1-abc/_local/ferry-ack-d1', 'local-put'],
+    ['GET', '/sync/h1-abc/_changes?style=all_docs&feed=longpoll&heartbeat=10000&since=3', 'changes-longpoll'],
+    ['GET', '/sync/h1-abc/_changes?style=all_docs&since=3&limit=500', 'changes'],
+    ['POST', '/sync/h1-abc/_revs_diff', 'revs-diff'],
+    ['POST', '/sync/h1-abc/_bulk_docs', 'bulk-docs'],
+    ['POST', '/sync/h1-abc/_bulk_get?revs=true&latest=true', 'bulk-get'],
+    ['POST', '/auth/refresh', 'auth'],
+    ['GET', '/sync/h1-abc/s:u:0190?revs=true&latest=true&open_revs=%5B%221-a%22%5D', 'doc-get'],
+    ['GET', '/sync/h1-abc/_all_docs', 'other'],
+    ['GET', '/v1/patients/p1', 'other'],
+  ];
+  for (const [method, path, want] of cases) it(`${method} ${path} → ${want}`, () => expect(requestKind(method, path)).to.equal(want));
 });

@@ -127,7 +127,7 @@ describe('harness: invariants', function () {
       tenants: ['ta', 'tb'],
       counts: { devices: 2, mutations: 6, byState: {}, byOutcome: { committed: 5 }, patients: 2, events: 6 },
       faults: {
-        network: { enabled: true, requests: 10, latencyMs: [5, 80], addedLatencyMsTotal: 100, bandwidthBytesPerSec: 1000, throttledResponses: 3, reset: 1, dropResponse: 1, duplicate: 1, offlineRefused: 0 },
+        network: { enabled: true, requests: 10, byKind: { 'server-root': 1, 'db-info': 1, 'local-get': 2, 'local-put': 2, 'changes-longpoll': 1, changes: 0, 'revs-diff': 1, 'bulk-docs': 1, 'bulk-get': 1, 'doc-get': 0, auth: 0, other: 0 }, latencyMs: [5, 80], addedLatencyMsTotal: 100, bandwidthBytesPerSec: 1000, throttledResponses: 3, reset: 1, dropResponse: 1, duplicate: 1, offlineRefused: 0 },
         offlineSpells: 1,
         starvedCpuMs: 0,
         processes: [{ target: 'worker', plannedAtMs: 1000, atMs: 1001, killedPid: 5, backAfterMs: 2000 }],

@@ -72,7 +72,10 @@ export function createGatewayApp(deps: GatewayDeps): Express {
   if (deps.metrics?.http) app.use(httpMetrics(deps.metrics.http));
   app.use(requestLog(deps.logger));
   const limits = { ...DEFAULT_LIMITS, ...deps.limits };
-  const ipOf = (req: Request) => req.socket.remoteAddress ?? 'unknown';
+  // The client's address: behind FERRY_TRUSTED_PROXIES, the one they forward (express `req.ip`
+  // walks X-Forwarded-For only through trusted hops); without them, the socket's peer, as before.
+  // Keyed on the socket alone, every client behind a TLS terminator would share one bucket.
+  const ipOf = (req: Request) => req.ip ?? req.socket.remoteAddress ?? 'unknown';
   app.use(rateLimit({ limiter: createRateLimiter(limits.perIp), keyOf: ipOf }));
   app.use('/auth', rateLimit({ limiter: createRateLimiter(limits.authPerIp), keyOf: ipOf }));
   app.use(cors({ origins: deps.corsOrigins ?? [] }));

@@ -222,12 +222,22 @@ export function createAckWriter(o: AckWriterOptions): AckWriter {
     schedule();
   }
 
+  /** A run was asked for while one was writing: it may carry a newer counter, so another follows. */
+  let again = false;
+
   function run(): Promise<void> {
-    if (running) return running;
+    if (running) {
+      again = true;
+      return running;
+    }
     running = write()
       .catch(() => schedule())
       .finally(() => {
         running = null;
+        if (again) {
+          again = false;
+          schedule();
+        }
       });
     return running;
   }

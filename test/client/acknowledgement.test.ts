@@ -144,6 +144,31 @@ describe('client/acknowledgement: the ack writer against a CouchDB-protocol serv
     w.stop();
   });
 
+  it('a counter that arrives while a write is slow is written after it (not lost)', async () => {
+    const scheduler = new FakeScheduler();
+    const acknowledged: number[] = [];
+    let release: (() => void) | null = null;
+    const slow: FetchLike = async (input, init) => {
+      if (init?.method === 'PUT' && acknowledged.length === 0) await new Promise<void>((r) => (release = r));
+      return authed(input, init);
+    };
+    const w = createAckWriter({ fetch: slow, dbUrl: `${gw.url}/sync/north`, device: () => DEVICE, scheduler, everyMs: 1_000, reconciled: async () => undefined, acknowledged: async (c) => void acknowledged.push(c) });
+    w.pulled(5);
+    scheduler.advance(1_000);
+    await waitForCount(() => (release ? 1 : 0), 1);
+    // The next batch lands, and its timer fires, while the first PUT is still on its way.
+    w.pulled(9);
+    scheduler.advance(1_000);
+    release!();
+    await waitForCount(() => acknowledged.length, 1);
+    await new Promise((r) => setTimeout(r, 20));
+    scheduler.advance(1_000);
+    await waitForCount(() => acknowledged.length, 2);
+    expect(acknowledged).to.deep.equal([5, 9]);
+    expect((await stored()).counter).to.equal(9);
+    w.stop();
+  });
+
   it('waits for the pulled batches to be read into the index before acknowledging them', async () => {
     const scheduler = new FakeScheduler();
     const acknowledged: number[] = [];

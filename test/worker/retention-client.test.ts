@@ -70,7 +70,8 @@ describe('retention with the real client: acknowledgements and local drops, end 
   it('keeps the inbox bounded under steady load with real acknowledgements, and never purges an unacknowledged status', async () => {
     const adaPrefix = `ret-ada-${randomUUID()}-`;
     const benPrefix = `ret-ben-${randomUUID()}-`;
-    const ada = await open(await devTokens(stack.url, 'ada', 'north'), adaPrefix, 200);
+    const adaTokens = await devTokens(stack.url, 'ada', 'north');
+    const ada = await open(adaTokens, adaPrefix, 200);
     // Ben's device acknowledges nothing during the test (its first write would be in a day).
     const ben = await open(await devTokens(stack.url, 'ben', 'north'), benPrefix, 86_400_000);
 
@@ -102,7 +103,12 @@ describe('retention with the real client: acknowledgements and local drops, end 
         100,
       );
       // The device acknowledges, the worker purges: the user's inbox docs go back to 0.
-      await waitUntil(async () => (await inboxDocs('ada')) === 0, 60_000, 100);
+      await waitUntil(async () => (await inboxDocs('ada')) === 0, 60_000, 100).catch(async (err: unknown) => {
+        // What was left, for the failure message: the statuses' counters and states, and the ack.
+        const left = (await adminGet(`/_all_docs?include_docs=true&startkey=${encodeURIComponent('"s:ada:"')}&endkey=${encodeURIComponent('"s:ada:\ufff0"')}`)).rows as Array<{ doc: { counter?: number; state: string } }>;
+        const ack = await fetch(`${stack.url}/sync/north/_local/ferry-ack-${ada.device}`, { headers: { authorization: `Bearer ${adaTokens.current}` } }).then((r) => r.text());
+        throw new Error(`${String(err)}; round ${round}; left ${JSON.stringify(left.map((r) => [r.doc.state, r.doc.counter]))}; ack ${ack}`);
+      });
       // The device drops what it acknowledged, keeping one mutation (and status) per entity.
       await waitUntil(async () => (await localIds(ada, adaPrefix)).mutations <= ENTITIES, 30_000, 100);
       figures.push({ round, peak: Math.max(peak, mids.length), after: await inboxDocs('ada'), local: (await localIds(ada, adaPrefix)).mutations });

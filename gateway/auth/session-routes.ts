@@ -123,11 +123,13 @@ async function revokeToken(deps: Pick<SessionDeps, 'sessions' | 'verifyToken'>, 
 export interface MembershipAnswer {
   tenant: string;
   roles: string[];
+  /** The facilities the user serves there: what the app's facility field offers. */
+  facilities: string[];
 }
 
 /**
  * `GET /memberships` with a Ferry access token: the tenants the token's user belongs to, with
- * their roles, so the app offers a picker instead of a free-text tenant. Only the caller's own
+ * their roles and facilities, so the app offers a picker instead of a free-text tenant. Only the caller's own
  * memberships; a missing or unverifiable token is 401.
  */
 export function membershipsRoute(deps: Pick<SessionDeps, 'memberships' | 'verifyToken'>): Router {
@@ -140,8 +142,11 @@ export function membershipsRoute(deps: Pick<SessionDeps, 'memberships' | 'verify
       const claims = token && deps.verifyToken ? await deps.verifyToken(token).catch(() => null) : null;
       if (!claims) throw new FerryError('UNAUTHENTICATED');
       const tenants = await deps.memberships.tenantsOf(claims.owner);
-      const roles = await Promise.all(tenants.map((t) => deps.memberships.rolesOf(t, claims.owner)));
-      const memberships: MembershipAnswer[] = tenants.flatMap((tenant, i) => (roles[i] ? [{ tenant, roles: roles[i] }] : []));
+      const rows = await Promise.all(tenants.map((t) => deps.memberships.membershipOf(t, claims.owner)));
+      const memberships: MembershipAnswer[] = tenants.flatMap((tenant, i) => {
+        const m = rows[i];
+        return m ? [{ tenant, roles: m.roles, facilities: m.facilities }] : [];
+      });
       res.setHeader('Cache-Control', 'no-store');
       res.json({ memberships });
     }),

@@ -1,0 +1,194 @@
+// The clinician app (web/) in Debian Chromium through playwright-core against the whole stack:
+// each flow of issue 12's "done means", with screenshots at 360 and 1280 px (test/browser/artifacts/)
+// and axe-core on every screen. Synthetic patients only.
+
+import { expect } from 'chai';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { readConfig } from '../../scripts/config.ts';
+import { startStack, type Stack } from '../../scripts/stack.ts';
+import { launchChromium } from '../support/browser.ts';
+import { requireNats, tempDir, TEST_NATS_URL, type TempDir } from '../support/services.ts';
+import { checkScreen, fillPatientForm, signInThroughApp, unlockThroughApp } from './app-helpers.ts';
+
+const WORKER_TUNING = { retry: { baseMs: 50, maxMs: 400, jitter: 0.5 }, tickMs: 50, pollTimeoutMs: 2_000 };
+
+/** The stack on a fixed data dir and port, so it can be killed and started again mid-test. */
+class RestartableStack {
+  private stack: Stack | null = null;
+  url = '';
+  private port = '0';
+  constructor(readonly dir: TempDir) {}
+  async start(): Promise<void> {
+    const config = readConfig({ FERRY_DATA_DIR: this.dir.path, FERRY_PORT: this.port, FERRY_HOST: '127.0.0.1', FERRY_REGISTRATION_PORT: '0', NATS_URL: TEST_NATS_URL });
+    this.stack = await startStack(config, { workerTuning: WORKER_TUNING });
+    this.url = this.stack.url!;
+    this.port = new URL(this.url).port;
+  }
+  async kill(): Promise<void> {
+    await this.stack?.close();
+    this.stack = null;
+  }
+  async stop(): Promise<void> {
+    await this.kill();
+    this.dir.remove();
+  }
+  async token(username: string, tenant: string): Promise<string> {
+    const res = await fetch(`${this.url}/auth/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password: 'ferry-dev', tenant }) });
+    if (res.status !== 200) throw new Error(`login failed: ${res.status}`);
+    return ((await res.json()) as { access_token: string }).access_token;
+  }
+  /** ben (another registrar of north-hc-1) writes straight to the API, as another device would. */
+  async api(method: 'POST' | 'PUT', path: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+    const token = await this.token('ben', 'north');
+    const res = await fetch(`${this.url}/v1${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': crypto.randomUUID() }, body: JSON.stringify(body) });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  }
+}
+
+describe('the clinician app in Debian Chromium', function () {
+  this.timeout(240_000);
+  let stack: RestartableStack;
+  let browser: Browser;
+  const contexts: BrowserContext[] = [];
+  const problems: string[] = [];
+
+  before(async function () {
+    this.timeout(180_000);
+    browser = await launchChromium(this);
+    await requireNats(this);
+    stack = new RestartableStack(tempDir('ferry-app-'));
+    await stack.start();
+  });
+  after(async function () {
+    this.timeout(60_000);
+    for (const c of contexts) await c.close().catch(() => undefined);
+    await browser?.close();
+    await stack?.stop();
+  });
+  afterEach(function () {
+    // Script errors and CSP refusals fail the flow that caused them.
+    const seen = problems.splice(0);
+    expect(seen, 'page errors or CSP violations').to.deep.equal([]);
+  });
+
+  async function newPage(opts: { clock?: boolean } = {}): Promise<{ page: Page; context: BrowserContext }> {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    contexts.push(context);
+    if (opts.clock) await context.clock.install();
+    const page = await context.newPage();
+    page.on('pageerror', (err) => problems.push(`${err.name}: ${err.message}`));
+    page.on('console', (m) => {
+      if (/Content Security Policy/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
+    });
+    return { page, context };
+  }
+
+  let ada: { page: Page; context: BrowserContext };
+  const A = { givenName: 'Quorvenda', familyName: 'Zyxtestova', birthDate: '1983-07-29', sex: 'female', phone: '+254 700 111222' };
+  let entityA = '';
+
+  it('signs in, sets a passphrase with its confirmation, and unlocks', async function () {
+    ada = await newPage();
+    const { page } = ada;
+    await page.goto(`${stack.url}/`);
+    expect(new URL(page.url()).pathname).to.equal('/app/');
+    await page.fill('#signin-user', 'ada');
+    await page.fill('#signin-password', 'wrong password');
+    await page.click('#signin button[type=submit]');
+    await page.waitForSelector('#signin-error:has-text("wrong")');
+    await checkScreen(page, '01-signin-error');
+    await page.fill('#signin-password', 'ferry-dev');
+    await page.click('#signin button[type=submit]');
+    // First use: the passphrase is typed twice; a mismatch is caught on its field.
+    await page.waitForSelector('#unlock[data-first-use=yes]');
+    await page.fill('#unlock-passphrase', 'a long device passphrase');
+    await page.fill('#unlock-confirm', 'a long device passphrasf');
+    await page.click('#unlock button[type=submit]');
+    await page.waitForSelector('#unlock-confirm[aria-invalid=true]');
+    expect(await page.evaluate(() => document.activeElement?.id)).to.equal('unlock-confirm');
+    await checkScreen(page, '02-first-use-mismatch');
+    await unlockThroughApp(page);
+    await page.waitForSelector('#result-count');
+    expect(await page.textContent('#result-count')).to.include('No patients');
+    await page.waitForSelector('#all-confirmed', { timeout: 30_000 });
+    await checkScreen(page, '03-patients-empty');
+    await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 20_000 });
+  });
+
+  it('registers a patient with errors on their fields in plain language, then confirmed by the server', async function () {
+    const { page } = ada;
+    await page.click('#register-link');
+    await page.waitForSelector('#patient-form');
+    // Sex has no default.
+    expect(await page.locator('input[name=sex]:checked').count()).to.equal(0);
+    await page.click('#patient-form button[type=submit]');
+    await page.waitForSelector('#f-givenName[aria-invalid=true]');
+    expect(await page.evaluate(() => document.activeElement?.id)).to.equal('f-givenName');
+    expect(await page.getAttribute('#f-givenName', 'aria-describedby')).to.include('givenName-error');
+    expect(await page.textContent('#givenName-error')).to.equal('Enter the given name.');
+    expect(await page.textContent('#sex-error')).to.equal('Choose the sex.');
+    expect(await page.textContent('#form-summary')).to.match(/Check \d field/);
+    await fillPatientForm(page, { ...A, birthDate: '1849-12-31' });
+    await page.click('#patient-form button[type=submit]');
+    await page.waitForSelector('#birthDate-error');
+    expect(await page.textContent('#birthDate-error')).to.equal('Birth dates before 1850 are not accepted.');
+    expect(await page.evaluate(() => document.activeElement?.id)).to.equal('f-birthDate');
+    await checkScreen(page, '04-register-errors');
+    await fillPatientForm(page, { birthDate: A.birthDate });
+    await page.click('#patient-form button[type=submit]');
+    await page.waitForSelector('#record');
+    entityA = (await page.getAttribute('#record', 'data-entity'))!;
+    await page.waitForSelector('#record-sync[data-state=committed]', { timeout: 30_000 });
+    expect(await page.textContent('#record-version')).to.equal('1');
+    await checkScreen(page, '05-record-confirmed');
+  });
+
+  it('finds a patient offline, edits offline, reloads offline, then online the edit is confirmed', async function () {
+    const { page, context } = ada;
+    await context.setOffline(true);
+    await page.waitForSelector('#reach[data-state=offline]', { timeout: 30_000 });
+    await page.click('#nav-patients');
+    await page.fill('#search', 'zyxt');
+    await page.waitForSelector(`#patients li[data-entity="${entityA}"]`);
+    await page.fill('#search', '1983-07-29');
+    await page.waitForSelector(`#patients li[data-entity="${entityA}"]`);
+    await page.fill('#search', 'nobody-like-this');
+    await page.waitForSelector('#result-count:has-text("No patient matches")');
+    await page.fill('#search', 'quorv');
+    await checkScreen(page, '06-search-offline');
+    await page.click(`#patients li[data-entity="${entityA}"] a`);
+    await page.click('#edit-link');
+    await page.waitForSelector('#patient-form');
+    expect(await page.inputValue('#f-givenName')).to.equal(A.givenName);
+    await page.fill('#f-phone', '+254 700 333444');
+    await page.click('#patient-form button[type=submit]');
+    await page.waitForSelector('#record-sync[data-state=queued]');
+    expect(await page.textContent('#record-sync')).to.include('Saved on this device');
+    await checkScreen(page, '07-edit-saved-offline');
+    await page.reload();
+    await unlockThroughApp(page);
+    // The reload keeps the route: the same record opens again.
+    await page.waitForSelector(`#record[data-entity="${entityA}"] #record-sync[data-state=queued]`);
+    expect(await page.textContent('#record')).to.include('+254 700 333444');
+    await context.setOffline(false);
+    await page.waitForSelector('#record-sync[data-state=committed]', { timeout: 60_000 });
+    expect(await page.textContent('#record-version')).to.equal('2');
+    await page.waitForSelector('#all-confirmed', { timeout: 30_000 });
+  });
+
+  it('registers offline, then online the registration is confirmed', async function () {
+    const { page, context } = ada;
+    await context.setOffline(true);
+    await page.waitForSelector('#reach[data-state=offline]', { timeout: 30_000 });
+    await page.click('#nav-patients');
+    await page.click('#register-link');
+    await fillPatientForm(page, { givenName: 'Ilvarro', familyName: 'Pemberquist', birthDate: '2001-11-05', sex: 'male' });
+    await page.click('#patient-form button[type=submit]');
+    await page.waitForSelector('#record-sync[data-state=queued]');
+    await page.waitForSelector('#pending-count[data-count="1"]');
+    await checkScreen(page, '08-register-offline');
+    await context.setOffline(false);
+    await page.waitForSelector('#record-sync[data-state=committed]', { timeout: 60_000 });
+    await page.waitForSelector('#all-confirmed', { timeout: 30_000 });
+  });
+});

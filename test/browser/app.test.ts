@@ -191,4 +191,97 @@ describe('the clinician app in Debian Chromium', function () {
     await page.waitForSelector('#record-sync[data-state=committed]', { timeout: 60_000 });
     await page.waitForSelector('#all-confirmed', { timeout: 30_000 });
   });
+
+  it('merges a version conflict field by field: one-sided fields merge themselves, the clinician chooses where both changed', async function () {
+    const { page, context } = ada;
+    // ada is offline and knows version 2; meanwhile ben changes the family name and the phone (v3).
+    await context.setOffline(true);
+    await page.waitForSelector('#reach[data-state=offline]', { timeout: 30_000 });
+    const ben = await stack.api('PUT', `/patients/${entityA}`, { ...A, familyName: 'Zyxtestova-Ben', phone: '+254 700 555666', facility: 'north-hc-1', baseVersion: 2 });
+    expect(ben.status, JSON.stringify(ben.body)).to.equal(200);
+    // ada changes the given name and the phone, from version 2.
+    await page.click('#nav-patients');
+    await page.click(`#patients li[data-entity="${entityA}"] a`);
+    await page.click('#edit-link');
+    await fillPatientForm(page, { givenName: 'Quorvendalia', phone: '+254 700 777888' });
+    await page.click('#patient-form button[type=submit]');
+    await page.waitForSelector('#record-sync[data-state=queued]');
+    await context.setOffline(false);
+    await page.waitForSelector('#record-problem', { timeout: 60_000 });
+    await page.click('#record-problem a');
+    await page.waitForSelector('#merge');
+    expect(await page.getAttribute('[data-field=givenName]', 'data-outcome')).to.equal('mine');
+    expect(await page.getAttribute('[data-field=familyName]', 'data-outcome')).to.equal('server');
+    expect(await page.getAttribute('[data-field=phone]', 'data-outcome')).to.equal('choose');
+    expect(await page.isDisabled('#merge-save')).to.equal(true);
+    await checkScreen(page, '09-merge');
+    await page.check('#choose-phone-mine');
+    await page.click('#merge-save');
+    await page.waitForSelector('#record-sync[data-state=committed]', { timeout: 60_000 });
+    const text = await page.textContent('#record');
+    expect(text).to.include('Quorvendalia').and.include('Zyxtestova-Ben').and.include('+254 700 777888');
+    expect(await page.textContent('#record-version')).to.equal('4');
+    await page.waitForSelector('#all-confirmed', { timeout: 30_000 });
+  });
+
+  it('resolves a duplicate both ways: "same patient" opens it, "create anyway" needs a reason of at least 3 characters', async function () {
+    const { page } = ada;
+    const D = { givenName: 'Dupliqua', familyName: 'Testerova', birthDate: '1991-02-03', sex: 'female', facility: 'north-hc-1' };
+    const existing = await stack.api('POST', '/patients', D);
+    expect(existing.status).to.equal(201);
+    const existingId = String(existing.body.id);
+    const registerDuplicate = async () => {
+      await page.click('#nav-patients');
+      await page.click('#register-link');
+      await fillPatientForm(page, D);
+      await page.click('#patient-form button[type=submit]');
+      await page.waitForSelector('#record-problem', { timeout: 60_000 });
+      await page.click('#record-problem a');
+      await page.waitForSelector('#duplicate');
+    };
+    // One way: it is the same patient; my registration is dropped and the existing one opens.
+    await registerDuplicate();
+    expect(await page.locator(`[data-candidate="${existingId}"]`).count()).to.equal(1);
+    await checkScreen(page, '10-duplicate');
+    await page.click('.same-patient');
+    await page.waitForFunction((id) => location.pathname.endsWith(id), existingId);
+    // The other: a different person; a 1-character reason is refused on its field with the rule.
+    await registerDuplicate();
+    expect(await page.textContent('#dup-reason-rule')).to.include('at least 3 characters');
+    await page.fill('#dup-reason', 'x');
+    await page.click('#create-anyway-submit');
+    await page.waitForSelector('#dup-reason[aria-invalid=true]');
+    expect(await page.textContent('#dup-reason-error')).to.include('at least 3 characters');
+    await page.fill('#dup-reason', 'Different person: checked the national ID card');
+    await page.click('#create-anyway-submit');
+    await page.waitForSelector('#record-sync[data-state=committed]', { timeout: 60_000 });
+    await page.waitForSelector('#all-confirmed', { timeout: 30_000 });
+  });
+
+  it('acts on an IDENTIFIER_CONFLICT rejection: corrected and sent again, it is confirmed', async function () {
+    const { page } = ada;
+    const holder = await stack.api('POST', '/patients', { givenName: 'Idholda', familyName: 'Nummerova', birthDate: '1975-05-05', sex: 'female', facility: 'north-hc-1', identifiers: [{ system: 'national-id', value: 'NID-42-4242' }] });
+    expect(holder.status).to.equal(201);
+    await page.click('#nav-patients');
+    await page.click('#register-link');
+    await fillPatientForm(page, { givenName: 'Otheria', familyName: 'Personova', birthDate: '1988-08-08', sex: 'female', nationalId: 'NID-42-4242' });
+    await page.click('#patient-form button[type=submit]');
+    // The shared identifier makes it a likely duplicate; create anyway; the identifier is still taken.
+    await page.waitForSelector('#record-problem', { timeout: 60_000 });
+    await page.click('#record-problem a');
+    await page.waitForSelector('#duplicate');
+    await page.fill('#dup-reason', 'Not the same person: different name and birth date');
+    await page.click('#create-anyway-submit');
+    await page.waitForSelector('#record-problem', { timeout: 60_000 });
+    await page.click('#record-problem a');
+    await page.waitForSelector('#rejection[data-code=IDENTIFIER_CONFLICT]');
+    expect(await page.textContent('#rejection')).to.include('already used by another patient').and.include('correct it and send it again, or discard it');
+    await checkScreen(page, '11-rejection');
+    await page.click('#resubmit');
+    await page.waitForSelector('#patient-form');
+    await page.fill('#f-nationalId', 'NID-42-9999');
+    await page.click('#patient-form button[type=submit]');
+    await page.waitForSelector('#record-sync[data-state=committed]', { timeout: 60_000 });
+    await page.waitForSelector('#all-confirmed', { timeout: 30_000 });
+  });
 });

@@ -7,7 +7,11 @@ import { currentLocale } from './i18n.ts';
 
 document.documentElement.lang = currentLocale();
 const root = document.getElementById('root');
-if (root) render(<App />, root);
+if (root) {
+  // The static "Loading…" placeholder goes; Preact renders into an empty root.
+  root.replaceChildren();
+  render(<App />, root);
+}
 
 if ('serviceWorker' in navigator) {
   navigator.serviceWorker.register('/app/sw.js', { scope: '/app/' }).catch(() => undefined);

@@ -19,6 +19,28 @@ export function inboxName(tenant: string): string {
   return `inbox_${tenant}`;
 }
 
+/** The tenant's read-only replica source (DESIGN §8): record docs the projection writes (gateway/replica). */
+export function recordsName(tenant: string): string {
+  if (!TENANT_ID.test(tenant)) throw new InvalidTenantError();
+  return `records_${tenant}`;
+}
+
+export const RECORDS_DESIGN_ID = '_design/ferry-records';
+
+/**
+ * Only the projection (the worker's identity) and server admins write records; the gateway reads
+ * them for /replica. Members of the tenant never reach this database directly.
+ */
+export function recordsDesignDoc(): { _id: string; validate_doc_update: string } {
+  return {
+    _id: RECORDS_DESIGN_ID,
+    validate_doc_update: `function (newDoc, oldDoc, userCtx) {
+  if (userCtx.roles.indexOf('_admin') !== -1 || userCtx.roles.indexOf(${JSON.stringify(WORKER_ROLE)}) !== -1) return;
+  throw({ forbidden: 'records are written by the projection only' });
+}`,
+  };
+}
+
 export interface SecurityObject {
   admins: { names: string[]; roles: string[] };
   members: { names: string[]; roles: string[] };
@@ -50,6 +72,8 @@ export interface ProvisionResult {
   dbCreated: boolean;
   securityUpdated: boolean;
   designUpdated: boolean;
+  /** `records_{tenant}` was created by this run. */
+  recordsCreated: boolean;
 }
 
 export interface TenantRecorder {
@@ -79,26 +103,48 @@ async function ensureDesign(admin: CouchServer, db: string, tenant: string): Pro
   }
 }
 
-/** Creates or repairs `inbox_{tenant}` and records the tenant. Idempotent. */
+async function ensureSecurity(admin: CouchServer, db: string, wanted: SecurityObject): Promise<boolean> {
+  const res = await admin.db(db).request('GET', '/_security');
+  if (!res.ok) throw new CouchError(res.status, 'security_read_failed', '');
+  const current: unknown = await res.json();
+  if (sameSecurity(current, wanted)) return false;
+  const put = await admin.db(db).request('PUT', '/_security', wanted);
+  if (!put.ok) throw new CouchError(put.status, 'security_write_failed', '');
+  await put.body?.cancel();
+  return true;
+}
+
+/** `records_{tenant}`: the same members as the inbox (the platform's own identities), its own VDU. */
+async function ensureRecords(admin: CouchServer, tenant: string): Promise<boolean> {
+  const db = recordsName(tenant);
+  const created = await admin.createDb(db);
+  await ensureSecurity(admin, db, inboxSecurity());
+  const wanted = recordsDesignDoc();
+  for (let attempt = 0; ; attempt++) {
+    const existing = await admin.db(db).get<{ validate_doc_update?: string }>(RECORDS_DESIGN_ID);
+    if (existing && existing.validate_doc_update === wanted.validate_doc_update) break;
+    try {
+      await admin.db(db).put(existing?._rev ? { ...wanted, _rev: existing._rev } : wanted);
+      break;
+    } catch (err) {
+      if (err instanceof CouchError && err.status === 409 && attempt < 3) continue;
+      throw err;
+    }
+  }
+  return created;
+}
+
+/** Creates or repairs `inbox_{tenant}` and `records_{tenant}`, and records the tenant. Idempotent. */
 export async function provisionTenant(opts: ProvisionOptions): Promise<ProvisionResult> {
   const { admin, tenant } = opts;
   const db = inboxName(tenant);
   const dbCreated = await admin.createDb(db);
 
-  const wanted = inboxSecurity();
-  const res = await admin.db(db).request('GET', '/_security');
-  if (!res.ok) throw new CouchError(res.status, 'security_read_failed', '');
-  const current: unknown = await res.json();
-  let securityUpdated = false;
-  if (!sameSecurity(current, wanted)) {
-    const put = await admin.db(db).request('PUT', '/_security', wanted);
-    if (!put.ok) throw new CouchError(put.status, 'security_write_failed', '');
-    await put.body?.cancel();
-    securityUpdated = true;
-  }
+  const securityUpdated = await ensureSecurity(admin, db, inboxSecurity());
 
   const designUpdated = await ensureDesign(admin, db, tenant);
+  const recordsCreated = await ensureRecords(admin, tenant);
   // Last, so the worker only learns of an inbox that is ready.
   await opts.registry.record(tenant);
-  return { tenant, db, dbCreated, securityUpdated, designUpdated };
+  return { tenant, db, dbCreated, securityUpdated, designUpdated, recordsCreated };
 }

@@ -1,0 +1,64 @@
+import { v7 as uuidv7 } from 'uuid';
+import { recordsName } from '../../couchdb/provision.ts';
+import type { TestStack } from '../support/stack.ts';
+
+// Helpers of the replica suites: synthetic patients registered through the gateway's /v1, and
+// waiting for the projection to list them.
+
+let n = 0;
+
+export function newPatientId(): string {
+  return `pat_${uuidv7()}`;
+}
+
+/** A synthetic patient at `facility`; names are made up and unique per call. */
+export function syntheticPatient(facility: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  n++;
+  return { givenName: `Test${n}`, familyName: `Synthetic${n}x${process.pid}`, birthDate: '1990-01-01', sex: 'female', facility, ...extra };
+}
+
+export async function register(stack: TestStack, token: string, facility: string, id = newPatientId()): Promise<{ id: string; version: number; body: Record<string, unknown> }> {
+  const body = { id, ...syntheticPatient(facility), confirmNotDuplicate: { reason: 'synthetic test patient' } };
+  const res = await fetch(`${stack.url}/v1/patients`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': uuidv7() },
+    body: JSON.stringify(body),
+  });
+  if (res.status !== 201) throw new Error(`register answered ${res.status}: ${await res.text()}`);
+  const record = (await res.json()) as Record<string, unknown> & { id: string; version: number };
+  return { id: record.id, version: record.version, body: record };
+}
+
+/** Updates a patient (full representation) from its current version; returns the new version. */
+export async function update(stack: TestStack, token: string, current: Record<string, unknown>, changes: Record<string, unknown>): Promise<Record<string, unknown> & { version: number }> {
+  const { id, version, tenant: _t, createdAt: _c, updatedAt: _u, ...fields } = current as Record<string, unknown> & { id: string; version: number };
+  const res = await fetch(`${stack.url}/v1/patients/${id}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': uuidv7(), 'if-match': `"${version}"` },
+    body: JSON.stringify({ ...fields, ...changes }),
+  });
+  if (res.status !== 200) throw new Error(`update answered ${res.status}: ${await res.text()}`);
+  return (await res.json()) as Record<string, unknown> & { version: number };
+}
+
+/** The record doc in `records_{tenant}` (admin read), or null. */
+export async function recordDoc(stack: TestStack, tenant: string, id: string): Promise<(Record<string, unknown> & { version: number; _rev: string }) | null> {
+  return stack.couch.server.db(recordsName(tenant)).get(`r:patient:${id}`);
+}
+
+export async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function projectedAt(stack: TestStack, tenant: string, id: string, version: number, timeoutMs?: number) {
+  return until(`record ${version} projected`, async () => {
+    const doc = await recordDoc(stack, tenant, id);
+    return doc && doc.version >= version ? doc : null;
+  }, timeoutMs);
+}

@@ -5,7 +5,7 @@ import { LocationProvider, Router, Route, useLocation } from 'preact-iso';
 import { tokens, useApp, update, type AppState } from './app-state.ts';
 import { currentLocale, formatTime, LOCALES, setLocale, t } from './i18n.ts';
 import { allConfirmed, reachOf, REACH_LABEL } from './sync-status.ts';
-import { openProblems, pendingCount } from './records.ts';
+import { lastPulledAt, openProblems, pendingCount } from './records.ts';
 import { SignIn, TenantPicker } from './screens/SignIn.tsx';
 import { Unlock } from './screens/Unlock.tsx';
 import { PatientList } from './screens/PatientList.tsx';
@@ -37,6 +37,17 @@ function LanguagePicker() {
   );
 }
 
+/** The later of two ISO times (either may be missing). */
+function latest(a: string | null, b: string | null): string | null {
+  if (!a) return b;
+  if (!b) return a;
+  return a > b ? a : b;
+}
+
+function LastSync({ at }: { at: string | null }) {
+  return <span class="last-sync">{at ? t('status.lastSync', { time: formatTime(at) }) : t('status.neverSynced')}</span>;
+}
+
 function StatusIndicator({ app }: { app: AppState }) {
   const s = app.session;
   if (!s || s.closed || s.locked) return null;
@@ -65,7 +76,7 @@ function StatusIndicator({ app }: { app: AppState }) {
           ) : null}
         </span>
       )}
-      <span class="last-sync">{app.lastSyncAt ? t('status.lastSync', { time: formatTime(app.lastSyncAt) }) : t('status.neverSynced')}</span>
+      <LastSync at={latest(app.lastSyncAt, lastPulledAt(s))} />
       {reach === 'retrying' || reach === 'offline' ? (
         <button type="button" class="link-button" onClick={() => s.sync.kick()}>
           {t('status.syncNow')}

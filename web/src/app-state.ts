@@ -103,6 +103,7 @@ function wire(s: Session): void {
   unsubscribe = [
     s.on('status', bump),
     s.on('conflict', bump),
+    s.on('records', bump),
     s.on('sync', (sync) => update({ sync, ...(sync.kind === 'idle' ? { lastSyncAt: new Date().toISOString() } : {}), revision: state.revision + 1 })),
     s.on('lock', ({ locked }) => {
       if (locked && state.session === s) update({ phase: 'unlock', notice: 'locked' });

@@ -1,7 +1,6 @@
 // Every read of patients goes through here: the list, the search and one patient's record with
-// its sync state. Today they come from what this device wrote (the outbox entities of
-// `session.mutations()` / `session.entity(id)`); once the device library has the replica
-// (`session.records`, DESIGN §8), this module switches to it and the screens do not change.
+// its sync state, over the device library's replica (`session.records`, `session.entity(id)`,
+// DESIGN §8) with this device's pending changes laid over. Screens never call those directly.
 
 import { isPending, type MutationInfo, type Session } from '../../client/browser.ts';
 import { SEX_CODES, type Patient } from '../../validators/patient.ts';
@@ -46,49 +45,88 @@ export function toPatient(record: Record<string, unknown> | null | undefined): P
   return out as unknown as Patient;
 }
 
+type LibraryHit = ReturnType<Session['records']['list']>[number];
+
+function hitOf(h: LibraryHit): PatientHit | null {
+  const patient = toPatient(h.patient);
+  return patient ? { id: h.id, version: h.version, facility: h.facility, patient, pending: h.pending } : null;
+}
+
+const present = (h: PatientHit | null): h is PatientHit => h !== null;
+
 function fold(text: string): string {
   return text.normalize('NFD').replace(/\p{M}/gu, '').toLowerCase().trim();
-}
-
-/**
- * Whether a patient matches a query: every word of `text` starts a word of the names, or equals
- * an identifier or the birth date; `identifier` equals one identifier value; `birthDate` equals.
- */
-export function matchesQuery(p: Patient, q: PatientQuery): boolean {
-  const ids = (p.identifiers ?? []).map((i) => fold(i.value));
-  if (q.identifier && !ids.includes(fold(q.identifier))) return false;
-  if (q.birthDate && p.birthDate !== q.birthDate) return false;
-  if (q.text) {
-    const names = fold(`${p.givenName} ${p.familyName}`).split(/\s+/);
-    for (const word of fold(q.text).split(/\s+/).filter(Boolean)) {
-      const hit = names.some((n) => n.startsWith(word)) || ids.includes(word) || p.birthDate === word || (p.phone ? fold(p.phone).replace(/\D/g, '') === word.replace(/\D/g, '') && word.replace(/\D/g, '').length > 3 : false);
-      if (!hit) return false;
-    }
-  }
-  return true;
-}
-
-function hitOf(session: Session, id: string): PatientHit | null {
-  const d = patientDetail(session, id);
-  if (!d.patient) return null;
-  return { id, version: d.version, facility: d.patient.facility ?? null, patient: d.patient, pending: d.pending.length > 0 };
 }
 
 function byName(a: PatientHit, b: PatientHit): number {
   return fold(`${a.patient.familyName} ${a.patient.givenName}`).localeCompare(fold(`${b.patient.familyName} ${b.patient.givenName}`));
 }
 
-export function listPatients(session: Session, opts: { limit?: number; offset?: number } = {}): PatientHit[] {
-  const ids = [...new Set(session.mutations().map((m) => m.entity))];
-  const hits = ids.map((id) => hitOf(session, id)).filter((h): h is PatientHit => h !== null).sort(byName);
-  const offset = opts.offset ?? 0;
-  return hits.slice(offset, opts.limit === undefined ? undefined : offset + opts.limit);
+/**
+ * Patients this device wrote and the server confirmed, which the replica does not hold (yet): its
+ * pull can lag the commit answer, and a patient just registered must not vanish from the list.
+ */
+function confirmedOnlyHere(session: Session, known: ReadonlySet<string>): PatientHit[] {
+  const ids = new Set(session.mutations().map((m) => m.entity));
+  const out: PatientHit[] = [];
+  for (const id of ids) {
+    if (known.has(id) || session.entity(id).record) continue;
+    const d = patientDetail(session, id);
+    if (d.patient && d.version !== null) out.push({ id, version: d.version, facility: d.patient.facility, patient: d.patient, pending: d.pending.length > 0 });
+  }
+  return out;
 }
 
-export function searchPatients(session: Session, q: PatientQuery, opts: { limit?: number } = {}): PatientHit[] {
-  return listPatients(session)
-    .filter((h) => matchesQuery(h.patient, q))
-    .slice(0, opts.limit);
+/** The library's own rules, for the few patients only this device knows: name-part prefixes, identifier prefix, date or year. */
+export function matchesQuery(p: Patient, q: PatientQuery): boolean {
+  if (q.birthDate) return q.birthDate.length === 4 ? p.birthDate.startsWith(`${q.birthDate}-`) : p.birthDate === q.birthDate;
+  if (q.identifier) {
+    const norm = (v: string) => fold(v).replace(/[\s-]/g, '');
+    return (p.identifiers ?? []).some((i) => norm(i.value).startsWith(norm(q.identifier!)));
+  }
+  const names = fold(`${p.givenName} ${p.familyName}`).split(/[\s-]+/);
+  const words = fold(q.text ?? '').split(/\s+/).filter(Boolean);
+  return words.length > 0 && words.every((w) => names.some((n) => n.startsWith(w)));
+}
+
+export function listPatients(session: Session, opts: { limit?: number; offset?: number } = {}): PatientHit[] {
+  const held = session.records.list().map(hitOf).filter(present);
+  const all = [...held, ...confirmedOnlyHere(session, new Set(held.map((h) => h.id)))].sort(byName);
+  const offset = opts.offset ?? 0;
+  return all.slice(offset, opts.limit === undefined ? undefined : offset + opts.limit);
+}
+
+/**
+ * What one search box asks: a date (YYYY-MM-DD) or a year searches birth dates; text with a digit
+ * is an identifier too; otherwise name parts.
+ */
+export function queriesOf(text: string): PatientQuery[] {
+  const q = text.trim();
+  if (!q) return [];
+  if (/^\d{4}(-\d{2}-\d{2})?$/.test(q)) return [{ birthDate: q }, { identifier: q }];
+  if (/\d/.test(q)) return [{ identifier: q }, { text: q }];
+  return [{ text: q }];
+}
+
+/** Patients matching any of the queries, each once, in the order found. */
+export function searchPatients(session: Session, text: string, opts: { limit?: number } = {}): PatientHit[] {
+  const seen = new Set<string>();
+  const out: PatientHit[] = [];
+  for (const q of queriesOf(text)) {
+    for (const h of session.records.search(q, opts).map(hitOf).filter(present)) {
+      if (seen.has(h.id)) continue;
+      seen.add(h.id);
+      out.push(h);
+    }
+  }
+  const held = new Set(session.records.list().map((h) => h.id));
+  for (const h of confirmedOnlyHere(session, held)) {
+    if (!seen.has(h.id) && queriesOf(text).some((q) => matchesQuery(h.patient, q))) {
+      seen.add(h.id);
+      out.push(h);
+    }
+  }
+  return opts.limit === undefined ? out : out.slice(0, opts.limit);
 }
 
 export function patientDetail(session: Session, id: string): PatientDetail {
@@ -96,12 +134,15 @@ export function patientDetail(session: Session, id: string): PatientDetail {
   const latest = view.history.at(-1);
   // A create the server never took (conflict, rejected) still shows what was captured.
   const patient = toPatient(view.current) ?? toPatient(latest?.payload);
-  const updatedAt = view.confirmed?.record.updatedAt;
+  const confirmedVersion = view.confirmed?.version ?? null;
+  const recordVersion = view.record?.version ?? null;
+  const fromRecord = recordVersion !== null && (confirmedVersion === null || recordVersion >= confirmedVersion);
+  const confirmedUpdatedAt = view.confirmed?.record.updatedAt;
   return {
     id,
     patient,
-    version: view.confirmed?.version ?? null,
-    confirmedAt: typeof updatedAt === 'string' ? updatedAt : null,
+    version: fromRecord ? recordVersion : confirmedVersion,
+    confirmedAt: fromRecord ? (view.record?.updatedAt ?? null) : typeof confirmedUpdatedAt === 'string' ? confirmedUpdatedAt : null,
     history: view.history,
     pending: view.pending,
     problems: view.problems,
@@ -121,9 +162,14 @@ export function baseRecord(session: Session, entity: string, baseVersion: number
   return null;
 }
 
-/** A duplicate candidate as the comparison shows it; null fields when the device has not got it. */
+/** A duplicate candidate as the comparison shows it; null when it is not in the user's replica. */
 export function candidatePatient(session: Session, id: string): Patient | null {
-  return hitOf(session, id)?.patient ?? null;
+  return toPatient(session.entity(id).record?.data);
+}
+
+/** When the replica last caught up with the server (kept across restarts). */
+export function lastPulledAt(session: Session): string | null {
+  return session.records.state.lastPulledAt;
 }
 
 export function pendingCount(session: Session): number {

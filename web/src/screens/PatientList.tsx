@@ -5,18 +5,11 @@ import { useState } from 'preact/hooks';
 import { useApp } from '../app-state.ts';
 import { canRegister, membershipOf } from '../auth.ts';
 import { formatDate, t } from '../i18n.ts';
-import { listPatients, searchPatients, type PatientQuery } from '../records.ts';
+import { listPatients, searchPatients } from '../records.ts';
 import { Name, ScreenTitle } from '../ui.tsx';
 import { BASE } from '../paths.ts';
 
 const PAGE = 50;
-
-/** A date typed as YYYY-MM-DD searches birth dates; anything else names and identifiers. */
-export function queryOf(text: string): PatientQuery {
-  const trimmed = text.trim();
-  if (/^\d{4}-\d{2}-\d{2}$/.test(trimmed)) return { birthDate: trimmed };
-  return { text: trimmed };
-}
 
 export function PatientList() {
   const app = useApp();
@@ -25,7 +18,7 @@ export function PatientList() {
   const s = app.session;
   if (!s || s.locked || s.closed) return null;
   const searching = text.trim().length > 0;
-  const hits = searching ? searchPatients(s, queryOf(text), { limit: limit + 1 }) : listPatients(s, { limit: limit + 1 });
+  const hits = searching ? searchPatients(s, text, { limit: limit + 1 }) : listPatients(s, { limit: limit + 1 });
   const shown = hits.slice(0, limit);
   const writer = canRegister(membershipOf(app.last));
   return (

@@ -53,11 +53,17 @@ export async function checkScreen(page: Page, name: string): Promise<void> {
   }
 }
 
-/** The app's sign-in, then (for several memberships) the tenant picker, then unlock or first-use passphrase. */
+/** Loads the app, then signs in through its screens (see `signInOnScreen`). */
 export async function signInThroughApp(page: Page, url: string, username: string, opts: { tenant?: string; screens?: string } = {}): Promise<void> {
   await page.goto(`${url}/app/`);
   await page.waitForSelector('#signin, #unlock');
-  if (await page.locator('#unlock').count()) await page.click('#unlock + .aside button, .aside button');
+  if (await page.locator('#unlock').count()) await page.click('.aside button');
+  await signInOnScreen(page, username, opts);
+}
+
+/** The sign-in screen, then (for several memberships) the tenant picker, then unlock or first-use passphrase. */
+export async function signInOnScreen(page: Page, username: string, opts: { tenant?: string; screens?: string } = {}): Promise<void> {
+  await page.waitForSelector('#signin');
   await page.fill('#signin-user', username);
   await page.fill('#signin-password', 'ferry-dev');
   if (opts.screens) await checkScreen(page, `${opts.screens}-signin`);
@@ -96,4 +102,41 @@ export async function go(page: Page, path: string): Promise<void> {
     history.pushState(null, '', p);
     dispatchEvent(new PopStateEvent('popstate'));
   }, path);
+}
+
+export interface RawDump {
+  records: number;
+  hits: string[];
+}
+
+/** Reads every object store of every IndexedDB database of the origin, raw, in the page. */
+export function dumpIndexedDb(page: Page, needles: string[]): Promise<RawDump> {
+  return page.evaluate(
+    // No named inner functions: tsx would wrap them in a `__name` helper the page does not have.
+    async ({ needles }) => {
+      const dbs = await indexedDB.databases();
+      let text = '';
+      let records = 0;
+      for (const info of dbs) {
+        if (!info.name) continue;
+        const req = indexedDB.open(info.name);
+        const db = await new Promise<IDBDatabase>((resolve, reject) => {
+          req.onsuccess = () => resolve(req.result);
+          req.onerror = () => reject(req.error);
+        });
+        for (const name of Array.from(db.objectStoreNames)) {
+          const values = await new Promise<unknown[]>((resolve, reject) => {
+            const r = db.transaction(name, 'readonly').objectStore(name).getAll();
+            r.onsuccess = () => resolve(r.result as unknown[]);
+            r.onerror = () => reject(r.error);
+          });
+          records += values.length;
+          text += JSON.stringify(values);
+        }
+        db.close();
+      }
+      return { records, hits: needles.filter((n) => text.includes(n)) };
+    },
+    { needles },
+  );
 }

@@ -8,7 +8,7 @@ import { readConfig } from '../../scripts/config.ts';
 import { startStack, type Stack } from '../../scripts/stack.ts';
 import { launchChromium } from '../support/browser.ts';
 import { requireNats, tempDir, TEST_NATS_URL, type TempDir } from '../support/services.ts';
-import { checkScreen, fillPatientForm, signInThroughApp, unlockThroughApp } from './app-helpers.ts';
+import { checkScreen, dumpIndexedDb, fillPatientForm, go, signInOnScreen, signInThroughApp, unlockThroughApp } from './app-helpers.ts';
 
 const WORKER_TUNING = { retry: { baseMs: 50, maxMs: 400, jitter: 0.5 }, tickMs: 50, pollTimeoutMs: 2_000 };
 
@@ -170,6 +170,18 @@ describe('the clinician app in Debian Chromium', function () {
     // The reload keeps the route: the same record opens again.
     await page.waitForSelector(`#record[data-entity="${entityA}"] #record-sync[data-state=queued]`);
     expect(await page.textContent('#record')).to.include('+254 700 333444');
+    // Encrypted at rest: raw IndexedDB holds none of the demographics in clear; nor do the URL,
+    // Web Storage or the Cache Storage (which holds only the app shell).
+    const raw = await dumpIndexedDb(page, [A.givenName, A.familyName, '+254 700 333444']);
+    expect(raw.records).to.be.greaterThan(0);
+    expect(raw.hits, 'PHI in clear in IndexedDB').to.deep.equal([]);
+    const elsewhere = await page.evaluate(async () => {
+      const cached: string[] = [];
+      for (const name of await caches.keys()) for (const req of await (await caches.open(name)).keys()) cached.push(new URL(req.url).pathname);
+      return { text: JSON.stringify({ url: location.href, local: { ...localStorage }, session: { ...sessionStorage } }), cached };
+    });
+    for (const needle of [A.givenName, A.familyName, A.birthDate]) expect(elsewhere.text).to.not.include(needle);
+    expect(elsewhere.cached.every((p) => p.startsWith('/app/')), JSON.stringify(elsewhere.cached)).to.equal(true);
     await context.setOffline(false);
     await page.waitForSelector('#record-sync[data-state=committed]', { timeout: 60_000 });
     expect(await page.textContent('#record-version')).to.equal('2');
@@ -283,5 +295,100 @@ describe('the clinician app in Debian Chromium', function () {
     await page.click('#patient-form button[type=submit]');
     await page.waitForSelector('#record-sync[data-state=committed]', { timeout: 60_000 });
     await page.waitForSelector('#all-confirmed', { timeout: 30_000 });
+  });
+
+  it('keeps every typed field when the server is killed and restarted mid-capture', async function () {
+    const { page } = ada;
+    await page.click('#nav-patients');
+    await page.click('#register-link');
+    await fillPatientForm(page, { givenName: 'Restarta', familyName: 'Killgrove' });
+    await stack.kill();
+    await page.waitForSelector('#reach:not([data-state=online])', { timeout: 60_000 });
+    await fillPatientForm(page, { birthDate: '1966-06-16', sex: 'other', phone: '+254 700 999000' });
+    await checkScreen(page, '12-server-down-mid-capture');
+    await stack.start();
+    await page.waitForSelector('#reach[data-state=online]', { timeout: 90_000 });
+    expect(await page.inputValue('#f-givenName')).to.equal('Restarta');
+    expect(await page.inputValue('#f-familyName')).to.equal('Killgrove');
+    expect(await page.inputValue('#f-birthDate')).to.equal('1966-06-16');
+    expect(await page.isChecked('#sex-other')).to.equal(true);
+    expect(await page.inputValue('#f-phone')).to.equal('+254 700 999000');
+    await page.click('#patient-form button[type=submit]');
+    await page.waitForSelector('#record-sync[data-state=committed]', { timeout: 60_000 });
+  });
+
+  it('names the unsynced count before a wipe, keeps the data on "keep", and signs out revoking the session', async function () {
+    const { page, context } = ada;
+    await context.setOffline(true);
+    await page.waitForSelector('#reach[data-state=offline]', { timeout: 30_000 });
+    await page.click('#nav-patients');
+    await page.click('#register-link');
+    await fillPatientForm(page, { givenName: 'Waitina', familyName: 'Unsentova', birthDate: '1999-09-09', sex: 'female' });
+    await page.click('#patient-form button[type=submit]');
+    await page.waitForSelector('#record-sync[data-state=queued]');
+    await page.click('#nav-device');
+    await page.click('#wipe');
+    await page.waitForSelector('#wipe-confirm');
+    expect(await page.textContent('#wipe-question')).to.include('1 change(s) have not reached the server');
+    await checkScreen(page, '13-device-wipe-confirm');
+    await page.click('#wipe-no');
+    await page.waitForSelector('#wipe-confirm', { state: 'detached' });
+    await page.click('#signout');
+    await page.waitForSelector('#signout-anyway');
+    expect(await page.textContent('.confirm')).to.include('1 change(s)');
+    await page.click('.confirm button:not(#signout-anyway)');
+    await context.setOffline(false);
+    await page.waitForSelector('#all-confirmed', { timeout: 60_000 });
+    const refreshToken = await page.evaluate(() => sessionStorage.getItem('ferry.refresh'));
+    expect(refreshToken).to.be.a('string');
+    await page.click('#signout');
+    await page.waitForSelector('#signin');
+    expect(await page.evaluate(() => sessionStorage.getItem('ferry.refresh'))).to.equal(null);
+    const refresh = await fetch(`${stack.url}/auth/refresh`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refresh_token: refreshToken }) });
+    expect(refresh.status).to.equal(401);
+    // Back in, the store is there (unlock, not first use); then wipe with nothing unsynced.
+    await signInOnScreen(page, 'ada');
+    await page.click('#nav-device');
+    await page.click('#wipe');
+    expect(await page.textContent('#wipe-question')).to.include('All changes have reached the server');
+    await page.click('#wipe-yes');
+    await page.waitForSelector('#signin');
+    // The wiped store is gone: the next sign-in is a first use again.
+    await page.fill('#signin-user', 'ada');
+    await page.fill('#signin-password', 'ferry-dev');
+    await page.click('#signin button[type=submit]');
+    await page.waitForSelector('#unlock[data-first-use=yes]');
+  });
+
+  it('locks itself after the idle time', async function () {
+    const { page } = await newPage({ clock: true });
+    await signInThroughApp(page, stack.url, 'ben');
+    await page.clock.fastForward('16:00');
+    await page.waitForSelector('#locked-notice', { timeout: 30_000 });
+    expect(await page.locator('#patients').count()).to.equal(0);
+    await checkScreen(page, '14-idle-locked');
+    await unlockThroughApp(page);
+  });
+
+  it("switches tenant through the picker of the user's memberships", async function () {
+    const { page } = await newPage();
+    await signInThroughApp(page, stack.url, 'cy', { tenant: 'south', screens: '15-tenant' });
+    expect(await page.textContent('#who')).to.include('south');
+    await page.click('#nav-device');
+    await checkScreen(page, '16-device');
+    await page.click('#switch-tenant');
+    await signInOnScreen(page, 'cy', { tenant: 'east' });
+    expect(await page.textContent('#who')).to.include('east');
+  });
+
+  it('gives a viewer a read-only app: no registration', async function () {
+    const { page } = await newPage();
+    await signInThroughApp(page, stack.url, 'dee');
+    expect(await page.locator('#register-link').count()).to.equal(0);
+    await checkScreen(page, '17-viewer-list');
+    await go(page, '/app/register');
+    await page.waitForSelector('#viewer-notice');
+    expect(await page.locator('#patient-form').count()).to.equal(0);
+    await checkScreen(page, '18-viewer-register');
   });
 });

@@ -2,7 +2,7 @@
 // its sync state, over the device library's replica (`session.records`, `session.entity(id)`,
 // DESIGN §8) with this device's pending changes laid over. Screens never call those directly.
 
-import { isPending, type MutationInfo, type Session } from '../../client/browser.ts';
+import { isPending, type MutationInfo, type Session } from '../../client/index.ts';
 import { SEX_CODES, type Patient } from '../../validators/patient.ts';
 
 export interface PatientHit {

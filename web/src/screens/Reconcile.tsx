@@ -108,7 +108,9 @@ function MergeView({ s, m }: { s: Session; m: MutationInfo }) {
   const mine = toPatient(m.payload);
   const base = baseRecord(s, m.entity, m.baseVersion);
   if (!server || !mine) return <RejectView s={s} m={m} writer />;
-  const fields = threeWay(base, mine, server).filter((f) => f.outcome !== 'same' || f.mine !== undefined);
+  const fields = threeWay(base, mine, server);
+  const changed = fields.filter((f) => f.outcome !== 'same');
+  const unchanged = fields.filter((f) => f.outcome === 'same' && f.mine !== undefined);
   const remaining = unresolvedFields(fields, choices);
   const auto = (dir: 'auto' | undefined, v: unknown, f: MergeField) => <span dir={dir}>{valueText(f, v)}</span>;
 
@@ -125,7 +127,7 @@ function MergeView({ s, m }: { s: Session; m: MutationInfo }) {
       <ScreenTitle>{t('merge.title')}</ScreenTitle>
       <p class="help">{t('merge.help')}</p>
       <ol class="merge-fields">
-        {fields.map((f: FieldMerge) => {
+        {changed.map((f: FieldMerge) => {
           const dir = f.field === 'givenName' || f.field === 'familyName' || f.field === 'identifiers' ? 'auto' : undefined;
           return (
             <li key={f.field} class={`merge-field merge-${f.outcome}`} data-field={f.field} data-outcome={f.outcome}>
@@ -163,6 +165,11 @@ function MergeView({ s, m }: { s: Session; m: MutationInfo }) {
           );
         })}
       </ol>
+      {unchanged.length > 0 ? (
+        <p class="merge-unchanged" id="merge-unchanged">
+          {t('merge.unchanged', { fields: unchanged.map((f) => label(f.field)).join(', ') })}
+        </p>
+      ) : null}
       <p role="status" id="merge-remaining">
         {remaining.length > 0 ? t('merge.remaining', { count: remaining.length }) : ''}
       </p>

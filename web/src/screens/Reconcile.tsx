@@ -193,7 +193,7 @@ function PatientColumn({ title, p, id }: { title: string; p: Patient | null; id:
       {p ? (
         <dl class="facts">
           <div class="fact">
-            <dt>{t('field.familyName')}</dt>
+            <dt>{t('field.name')}</dt>
             <dd>
               <Name p={p} />
             </dd>

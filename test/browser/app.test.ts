@@ -391,4 +391,28 @@ describe('the clinician app in Debian Chromium', function () {
     expect(await page.locator('#patient-form').count()).to.equal(0);
     await checkScreen(page, '18-viewer-register');
   });
+
+  it("lists only the signed-in user's memberships at GET /auth/memberships", async function () {
+    expect((await fetch(`${stack.url}/auth/memberships`)).status).to.equal(401);
+    const res = await fetch(`${stack.url}/auth/memberships`, { headers: { authorization: `Bearer ${await stack.token('cy', 'north')}` } });
+    expect(res.status).to.equal(200);
+    const body = (await res.json()) as { memberships: Array<{ tenant: string; roles: string[]; facilities: string[] }> };
+    expect(body.memberships.map((m) => m.tenant)).to.deep.equal(['east', 'north', 'south']);
+    expect(body.memberships.find((m) => m.tenant === 'south')).to.deep.equal({ tenant: 'south', roles: ['registrar'], facilities: ['south-hc-1'] });
+  });
+
+  it('speaks French when chosen, every screen still clean for axe-core', async function () {
+    const { page } = await newPage();
+    await page.goto(`${stack.url}/app/`);
+    await page.selectOption('.lang select', 'fr');
+    await page.waitForSelector('html[lang=fr]');
+    expect(await page.textContent('#signin button[type=submit]')).to.equal('Se connecter');
+    await signInOnScreen(page, 'ben');
+    expect(await page.textContent('#register-link')).to.equal('Enregistrer un patient');
+    await page.click('#register-link');
+    await page.click('#patient-form button[type=submit]');
+    await page.waitForSelector('#givenName-error');
+    expect(await page.textContent('#givenName-error')).to.equal('Saisissez le prénom.');
+    await checkScreen(page, '19-fr-register-errors');
+  });
 });

@@ -34,7 +34,9 @@ export function PatientRecord() {
   const latest = d.history.at(-1);
   const writer = canRegister(membershipOf(app.last));
   const problem = d.problems[0];
-  const editable = writer && !problem && d.version !== null;
+  // A pending registration can be edited too (the update chains after it); one the server never
+  // took and nothing is pending for (discarded) cannot.
+  const editable = writer && !problem && (d.version !== null || d.pending.length > 0);
   return (
     <section class="card" id="record" data-entity={id}>
       <a href={`${BASE}/`} class="back">

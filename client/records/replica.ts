@@ -9,7 +9,7 @@ import { ConnectionLoop, DEFAULT_BATCH_SIZE, browserOnlineSource, type SyncState
 import { guardRemoteInfo, type SyncWiring } from '../sync-wiring.ts';
 import { getLocal, readPrefix, stripRevisions, type Db, type PullGuard } from '../store.ts';
 import { requireOpen, type SessionCore } from '../session-core.ts';
-import { RECORD_PREFIX, admitRecordDoc, parseRecordDoc, parseRecordDocId, type ReplicaRecord } from './record-doc.ts';
+import { RECORD_PREFIX, admitRecordDoc, parseRecordDocId, storedRecord, type ReplicaRecord } from './record-doc.ts';
 import { ReplicaIndex } from './replica-index.ts';
 import { listPatients, searchPatients } from './patients.ts';
 import { pullReplicaOnce, replicaPullConnector, type ReplicaPullOptions, type ReplicaPullResult } from './replica-pull.ts';
@@ -131,7 +131,7 @@ export function createReplica(core: SessionCore, sync: SyncWiring): ReplicaWirin
             if (r.index.remove(id)) changed.push(id);
             continue;
           }
-          const record = 'doc' in row && row.doc ? parseRecordDoc(stripRevisions(row.doc), core.tenant) : null;
+          const record = 'doc' in row && row.doc ? storedRecord(stripRevisions(row.doc), core.tenant) : null;
           if (!record) {
             invalid++;
             continue;
@@ -180,7 +180,7 @@ export function createReplica(core: SessionCore, sync: SyncWiring): ReplicaWirin
       const index = new ReplicaIndex();
       let invalid = 0;
       for (const doc of await readPrefix<unknown>(db, RECORD_PREFIX)) {
-        const record = parseRecordDoc(doc, core.tenant);
+        const record = storedRecord(doc, core.tenant);
         if (record) index.set(record);
         else invalid++;
       }

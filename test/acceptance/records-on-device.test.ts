@@ -12,7 +12,7 @@ import type { TestStack } from '../support/stack.ts';
 
 /** A device transport that can be cut off: every request fails as a lost network would. */
 function switchableNetwork(): { fetch: FetchLike; offline: boolean } {
-  const net = {
+  const net: { fetch: FetchLike; offline: boolean } = {
     offline: false,
     fetch: ((input, init) => (net.offline ? Promise.reject(new TypeError('fetch failed: network is down')) : globalThis.fetch(input, init))) as FetchLike,
   };

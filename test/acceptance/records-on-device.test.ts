@@ -10,13 +10,31 @@ import type { FetchLike } from '../../client/auth-fetch.ts';
 import { requireNats } from '../support/services.ts';
 import type { TestStack } from '../support/stack.ts';
 
-/** A device transport that can be cut off: every request fails as a lost network would. */
-function switchableNetwork(): { fetch: FetchLike; offline: boolean } {
-  const net: { fetch: FetchLike; offline: boolean } = {
-    offline: false,
-    fetch: ((input, init) => (net.offline ? Promise.reject(new TypeError('fetch failed: network is down')) : globalThis.fetch(input, init))) as FetchLike,
+/** A device transport that can be cut off: open requests are cut and new ones fail, as a lost network does. */
+function switchableNetwork(): { fetch: FetchLike; setOffline(offline: boolean): void } {
+  let offline = false;
+  const open = new Set<AbortController>();
+  return {
+    setOffline(next) {
+      offline = next;
+      if (next) for (const c of open) c.abort(new TypeError('fetch failed: network is down'));
+    },
+    fetch: async (input, init) => {
+      if (offline) throw new TypeError('fetch failed: network is down');
+      const c = new AbortController();
+      init?.signal?.addEventListener('abort', () => c.abort(init.signal?.reason));
+      open.add(c);
+      try {
+        const res = await globalThis.fetch(input, { ...init, signal: c.signal });
+        // The body streams on (a longpoll): it is cut with the connection until it is read.
+        void res.clone().arrayBuffer().catch(() => undefined).finally(() => open.delete(c));
+        return res;
+      } catch (err) {
+        open.delete(c);
+        throw err;
+      }
+    },
   };
-  return net;
 }
 
 describe('acceptance: records on the device (issue 11)', function () {
@@ -58,7 +76,7 @@ describe('acceptance: records on the device (issue 11)', function () {
     expect(ben.session.records.state.live).to.equal(true);
 
     // Offline: ben finds the patient by name and updates it.
-    net.offline = true;
+    net.setOffline(true);
     await waitFor('ben’s device to notice it is offline', () => !ben.session.records.state.live);
     const found = ben.session.records.search({ text: `${String(patient.givenName).toUpperCase()} ${String(patient.familyName).slice(0, 6)}` });
     expect(found.map((h) => h.id)).to.deep.equal([id]);
@@ -73,7 +91,7 @@ describe('acceptance: records on the device (issue 11)', function () {
     expect(ben.session.mutation(updated.mid)?.state.kind).to.equal('queued');
 
     // Back online: it commits at version 2, and the replica catches up.
-    net.offline = false;
+    net.setOffline(false);
     ben.session.sync.kick();
     const committed = await waitForState(ben.session, updated.mid, 'committed', 30_000);
     expect((committed.state.response?.body as { version?: number }).version).to.equal(2);

@@ -31,6 +31,8 @@ export interface ReplicaStore {
   apply(tenant: string, records: readonly IndexedRecord[]): Promise<number>;
   /** The highest counter allocated for the tenant (0 when none). */
   head(tenant: string): Promise<number>;
+  /** The highest counter of a record in scope (0 when none): what a caller's db info shows, never the tenant's. */
+  latest(tenant: string, scope: ReplicaScope): Promise<number>;
   /** One page of a caller's feed in counter order (at most `limit` rows). */
   feed(tenant: string, scope: ReplicaScope, plan: FeedPlan, oldScope: ReplicaScope | null, limit: number): Promise<ReplicaFeedRow[]>;
   /** Records in scope by id range, in id order (for `_all_docs`). */
@@ -103,6 +105,15 @@ export function createReplicaStore(db: Database): ReplicaStore {
       const { rows } = await db.query<{ counter: string | number }>('SELECT counter FROM record_counters WHERE tenant = $1', [tenant]);
       return rows[0] ? Number(rows[0].counter) : 0;
     },
+    async latest(tenant, scope) {
+      const q = new Sql();
+      const { rows } = await db.query<{ counter: string | number | null }>(
+        `SELECT max(counter) AS counter FROM record_index WHERE tenant = ${q.param(tenant)} AND ${q.inScope('facility', scope)}`,
+        q.params,
+      );
+      const c = rows[0]?.counter;
+      return c === null || c === undefined ? 0 : Number(c);
+    },
     async feed(tenant, scope, plan, oldScope, limit) {
       if (limit <= 0) return [];
       const q = new Sql();
@@ -139,7 +150,7 @@ export function createReplicaStore(db: Database): ReplicaStore {
           GROUP BY d.record_id ORDER BY 2 LIMIT ${lim})`);
       }
       const { rows } = await db.query<{ record_id: string; counter: string | number; version: string | number; present: boolean }>(
-        `${parts.join(' UNION ALL ')} ORDER BY counter LIMIT ${lim}`,
+        `SELECT record_id, counter, version, present FROM (${parts.join(' UNION ALL ')}) AS f ORDER BY counter LIMIT ${lim}`,
         q.params,
       );
       return rows.map((r) => ({ id: r.record_id, counter: Number(r.counter), version: Number(r.version), present: r.present }));

@@ -62,3 +62,30 @@ export async function projectedAt(stack: TestStack, tenant: string, id: string, 
     return doc && doc.version >= version ? doc : null;
   }, timeoutMs);
 }
+
+/** A request to /replica with a Bearer token; the JSON body parsed. */
+export async function replica(stack: TestStack, token: string | null, path: string, init: { method?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${stack.url}/replica${path}`, {
+    method: init.method ?? 'GET',
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}), ...init.headers },
+    ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
+  });
+  const text = (await res.text()).trim();
+  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+export type ChangeRow = { seq: string; id: string; changes: Array<{ rev: string }>; deleted?: boolean };
+
+/** Every row of a caller's feed since `since`, paged as PouchDB pages, and the last seq. */
+export async function pull(stack: TestStack, token: string, tenant: string, since: string | number = 0, limit = 100): Promise<{ rows: ChangeRow[]; lastSeq: string }> {
+  const rows: ChangeRow[] = [];
+  let at = String(since);
+  for (;;) {
+    const page = await replica(stack, token, `/${tenant}/_changes?style=all_docs&since=${encodeURIComponent(at)}&limit=${limit}`);
+    if (page.status !== 200) throw new Error(`_changes answered ${page.status}`);
+    const results = page.body.results as ChangeRow[];
+    rows.push(...results);
+    at = String(page.body.last_seq);
+    if (results.length < limit) return { rows, lastSeq: at };
+  }
+}

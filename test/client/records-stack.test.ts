@@ -64,6 +64,31 @@ describe('client/records on the full stack (/replica)', function () {
     ]);
   });
 
+  it('a facility taken from the membership empties the device’s replica of its records on the next pull', async () => {
+    const ada = await openDevice(stack, await devTokens(stack.url, 'ada', 'north'));
+    devices.push(ada);
+    const made = await ada.session.mutate('patient.create', syntheticPatient({ facility: 'north-hc-1' }));
+    if (!made.ok) throw new Error(made.code);
+    await waitForState(ada.session, made.mid, 'committed');
+    const dee = await openDevice(stack, await devTokens(stack.url, 'dee', 'north'));
+    devices.push(dee);
+    await waitFor('the record on dee’s device', () => dee.session.entity(made.entity).record);
+    const left: string[] = [];
+    dee.session.on('records', (e) => left.push(...e.changed));
+    const membership = await stack.platform.memberships.membershipOf('north', 'dee');
+    try {
+      await stack.platform.memberships.set('north', 'dee', membership!.roles, []);
+      await waitFor('the record to leave dee’s device', async () => {
+        await dee.session.records.pull();
+        return dee.session.entity(made.entity).record === null;
+      });
+      expect(left).to.include(made.entity);
+      expect(dee.session.records.state.count).to.equal(0);
+    } finally {
+      await stack.platform.memberships.set('north', 'dee', membership!.roles, membership!.facilities);
+    }
+  });
+
   it('on leveldb, a replica pulled from /replica holds no PHI in clear; a tenant switch shows nothing of the other tenant', async () => {
     const ada = await openDevice(stack, await devTokens(stack.url, 'ada', 'north'));
     devices.push(ada);

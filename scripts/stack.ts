@@ -51,7 +51,7 @@ export interface StackOptions {
   /** Bundle the clinician web app (web/ → web/dist, once per process) and serve it at /app/. Default: true. */
   webApp?: boolean;
   /** Passed to the replica projection (runs with the worker unless `FERRY_REPLICA_PROJECTION=off`); tests shorten its timings. */
-  replicaTuning?: Partial<Pick<ProjectionOptions, 'ackWaitMs' | 'fetchExpiresMs' | 'batchSize' | 'backoff' | 'consumerName'>>;
+  replicaTuning?: Partial<Pick<ProjectionOptions, 'fetchExpiresMs' | 'batchSize' | 'backoff' | 'afterDocsWritten'>>;
 }
 
 export interface Stack {

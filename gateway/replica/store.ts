@@ -185,20 +185,49 @@ async function currentOf(tx: Queryable, tenant: string, ids: readonly string[]):
 }
 
 export interface ReplicaSettings {
-  /** Names this deployment's durable JetStream consumer: one per platform database. */
-  deploymentId: string;
   /** Keys the record revisions (revisions.ts). */
   revisionSecret: string;
 }
 
 /** This deployment's settings, made once (at random) and shared by every process on the platform database. */
 export async function replicaSettings(db: Queryable): Promise<ReplicaSettings> {
-  const wanted = { deployment: randomBytes(6).toString('hex'), 'revision-secret': randomBytes(32).toString('hex') };
+  const wanted = { 'revision-secret': randomBytes(32).toString('hex') };
   await db.query(
     `INSERT INTO replica_settings (key, value) SELECT k, v FROM unnest($1::text[], $2::text[]) AS s(k, v) ON CONFLICT (key) DO NOTHING`,
     [Object.keys(wanted), Object.values(wanted)],
   );
   const { rows } = await db.query<{ key: string; value: string }>('SELECT key, value FROM replica_settings');
   const got = new Map(rows.map((r) => [r.key, r.value]));
-  return { deploymentId: got.get('deployment')!, revisionSecret: got.get('revision-secret')! };
+  return { revisionSecret: got.get('revision-secret')! };
+}
+
+export interface StreamPosition {
+  /** The stream sequence of the last event projected (0: none). */
+  read(): Promise<number>;
+  /** Moves the position forward to `seq` (never back: several processes may project at once). */
+  advance(seq: number): Promise<void>;
+  /** Back to the start of the stream, for a rebuild. */
+  reset(): Promise<void>;
+}
+
+const POSITION_KEY = 'stream-position';
+
+/** The projection's durable position in the REGISTRATION stream, in the platform database. */
+export function streamPosition(db: Queryable): StreamPosition {
+  return {
+    async read() {
+      const { rows } = await db.query<{ value: string }>('SELECT value FROM replica_settings WHERE key = $1', [POSITION_KEY]);
+      return rows[0] ? Number(rows[0].value) : 0;
+    },
+    async advance(seq) {
+      await db.query(
+        `INSERT INTO replica_settings (key, value) VALUES ($1, $2::bigint::text)
+         ON CONFLICT (key) DO UPDATE SET value = GREATEST(replica_settings.value::bigint, EXCLUDED.value::bigint)::text`,
+        [POSITION_KEY, seq],
+      );
+    },
+    async reset() {
+      await db.query('DELETE FROM replica_settings WHERE key = $1', [POSITION_KEY]);
+    },
+  };
 }

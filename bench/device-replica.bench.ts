@@ -92,6 +92,7 @@ export default async function deviceReplica(report: Report): Promise<void> {
     const again = await openNodeSession(options);
     const openMs = performance.now() - t0;
     sessions.push(again);
+    if (again.records.state.count !== N) throw new Error(`reopen: ${again.records.state.count} records`);
     const after = memory();
     report.figure(`heap with ${N} records unlocked (delta)`, (after.heap - before.heap) / 2 ** 20, 'MiB');
     report.figure(`RSS with ${N} records unlocked (delta)`, (after.rss - before.rss) / 2 ** 20, 'MiB');

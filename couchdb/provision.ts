@@ -19,26 +19,10 @@ export function inboxName(tenant: string): string {
   return `inbox_${tenant}`;
 }
 
-/** The tenant's read-only replica source (DESIGN §8): record docs the projection writes (gateway/replica). */
+/** The tenant's replica source (DESIGN §8): record docs the projection writes (gateway/replica), read by /replica. */
 export function recordsName(tenant: string): string {
   if (!TENANT_ID.test(tenant)) throw new InvalidTenantError();
   return `records_${tenant}`;
-}
-
-export const RECORDS_DESIGN_ID = '_design/ferry-records';
-
-/**
- * Only the projection (the worker's identity) and server admins write records; the gateway reads
- * them for /replica. Members of the tenant never reach this database directly.
- */
-export function recordsDesignDoc(): { _id: string; validate_doc_update: string } {
-  return {
-    _id: RECORDS_DESIGN_ID,
-    validate_doc_update: `function (newDoc, oldDoc, userCtx) {
-  if (userCtx.roles.indexOf('_admin') !== -1 || userCtx.roles.indexOf(${JSON.stringify(WORKER_ROLE)}) !== -1) return;
-  throw({ forbidden: 'records are written by the projection only' });
-}`,
-  };
 }
 
 export interface SecurityObject {
@@ -114,23 +98,16 @@ async function ensureSecurity(admin: CouchServer, db: string, wanted: SecurityOb
   return true;
 }
 
-/** `records_{tenant}`: the same members as the inbox (the platform's own identities), its own VDU. */
+/**
+ * `records_{tenant}`: the same members as the inbox (the platform's own identities), so tenant
+ * members never reach it directly; only the projection writes it. No `validate_doc_update`: on the
+ * embedded server pouchdb-validation silently drops a `new_edits: false` update of an existing doc
+ * (the answer is `[]`, nothing is written), and the projection writes only that way.
+ */
 async function ensureRecords(admin: CouchServer, tenant: string): Promise<boolean> {
   const db = recordsName(tenant);
   const created = await admin.createDb(db);
   await ensureSecurity(admin, db, inboxSecurity());
-  const wanted = recordsDesignDoc();
-  for (let attempt = 0; ; attempt++) {
-    const existing = await admin.db(db).get<{ validate_doc_update?: string }>(RECORDS_DESIGN_ID);
-    if (existing && existing.validate_doc_update === wanted.validate_doc_update) break;
-    try {
-      await admin.db(db).put(existing?._rev ? { ...wanted, _rev: existing._rev } : wanted);
-      break;
-    } catch (err) {
-      if (err instanceof CouchError && err.status === 409 && attempt < 3) continue;
-      throw err;
-    }
-  }
   return created;
 }
 

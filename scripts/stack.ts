@@ -34,7 +34,7 @@ import { makeDataDirPrivate } from './data-dir.ts';
 import { acquireDataDirLock } from './data-dir-lock.ts';
 import { listenFailure } from './startup-error.ts';
 import { startOperatorApi } from '../gateway/tenant/operator-api.ts';
-import { provisionTenant } from '../couchdb/provision.ts';
+import { provisionTenant, recordsName } from '../couchdb/provision.ts';
 import { createProjection, type Projection, type ProjectionOptions } from '../gateway/replica/projection.ts';
 import { createReplicaMetrics } from '../gateway/replica/metrics.ts';
 
@@ -51,7 +51,7 @@ export interface StackOptions {
   /** Bundle the clinician web app (web/ → web/dist, once per process) and serve it at /app/. Default: true. */
   webApp?: boolean;
   /** Passed to the replica projection (runs with the worker unless `FERRY_REPLICA_PROJECTION=off`); tests shorten its timings. */
-  replicaTuning?: Partial<Pick<ProjectionOptions, 'ackWaitMs' | 'fetchExpiresMs' | 'batchSize' | 'backoff' | 'consumerName'>>;
+  replicaTuning?: Partial<Pick<ProjectionOptions, 'fetchExpiresMs' | 'batchSize' | 'backoff' | 'afterDocsWritten'>>;
 }
 
 export interface Stack {
@@ -211,6 +211,9 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       const feedIndex = createFeedIndex(platform.db);
       const watchers = createHeadWatchers({ upstream, ownersWithRows: (...a) => feedIndex.ownersWithRows(...a) });
       closers.push(async () => watchers.close());
+      const records = createUpstream({ url: couch.identities.url, auth: couch.identities.gateway, database: recordsName });
+      const recordWatchers = createHeadWatchers({ upstream: records });
+      closers.push(async () => recordWatchers.close());
       let webDir: string | null = null;
       if (opts.webApp !== false) {
         webDir = await buildWebApp().catch((err: Error) => {
@@ -249,6 +252,16 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
           openToLoopback: !config.production && !config.couchdbUrl,
         },
         sync: { upstream, verifyToken: verifier, liveness: platform.liveness, local: createLocalStore(platform.db), db: platform.db, watchers, logger },
+        replica: {
+          records,
+          verifyToken: verifier,
+          liveness: platform.liveness,
+          memberships: platform.memberships,
+          db: platform.db,
+          local: createLocalStore(platform.db),
+          watchers: recordWatchers,
+          logger,
+        },
         operators: config.fauxton
           ? {
               couch: { url: couch.identities.url, admin: couch.identities.admin },

@@ -7,9 +7,9 @@ import { DEFAULT_BACKOFF } from '../backoff.ts';
 import { peekClaims, type FetchLike, type TenantMismatchSource } from '../auth-fetch.ts';
 import { ConnectionLoop, DEFAULT_BATCH_SIZE, browserOnlineSource, type SyncState } from '../sync.ts';
 import { guardRemoteInfo, type SyncWiring } from '../sync-wiring.ts';
-import { getLocal, readPrefix, stripRevisions, type Db, type PullGuard } from '../store.ts';
+import { getLocal, stripRevisions, type Db, type PullGuard } from '../store.ts';
 import { requireOpen, type SessionCore } from '../session-core.ts';
-import { RECORD_PREFIX, admitRecordDoc, parseRecordDoc, parseRecordDocId, type ReplicaRecord } from './record-doc.ts';
+import { RECORD_PREFIX, admitRecordDoc, parseRecordDocId, storedRecord, type ReplicaRecord } from './record-doc.ts';
 import { ReplicaIndex } from './replica-index.ts';
 import { listPatients, searchPatients } from './patients.ts';
 import { pullReplicaOnce, replicaPullConnector, type ReplicaPullOptions, type ReplicaPullResult } from './replica-pull.ts';
@@ -131,7 +131,7 @@ export function createReplica(core: SessionCore, sync: SyncWiring): ReplicaWirin
             if (r.index.remove(id)) changed.push(id);
             continue;
           }
-          const record = 'doc' in row && row.doc ? parseRecordDoc(stripRevisions(row.doc), core.tenant) : null;
+          const record = 'doc' in row && row.doc ? storedRecord(stripRevisions(row.doc), core.tenant) : null;
           if (!record) {
             invalid++;
             continue;
@@ -179,10 +179,16 @@ export function createReplica(core: SessionCore, sync: SyncWiring): ReplicaWirin
     async open(db) {
       const index = new ReplicaIndex();
       let invalid = 0;
-      for (const doc of await readPrefix<unknown>(db, RECORD_PREFIX)) {
-        const record = parseRecordDoc(doc, core.tenant);
-        if (record) index.set(record);
-        else invalid++;
+      // In pages, so the decrypted docs of a large replica are not all held at once.
+      for (let after: string | null = null; ; ) {
+        const page: Awaited<ReturnType<typeof readPage>> = await readPage(db, after);
+        for (const doc of page.docs) {
+          const record = storedRecord(doc, core.tenant);
+          if (record) index.set(record);
+          else invalid++;
+        }
+        if (page.last === null) break;
+        after = page.last;
       }
       if (invalid) core.events.emit('warning', { code: 'RECORD_INVALID', count: invalid });
       const state = await getLocal<ReplicaStateDoc>(db, STATE_ID);
@@ -252,6 +258,15 @@ export function createReplica(core: SessionCore, sync: SyncWiring): ReplicaWirin
     },
   };
   return wiring;
+}
+
+const LOAD_PAGE = 1_000;
+
+/** One page of record docs after `after` (decrypted, stale `_revisions` stripped); `last` is null at the end. */
+async function readPage(db: Db, after: string | null): Promise<{ docs: unknown[]; last: string | null }> {
+  const res = await db.allDocs({ include_docs: true, startkey: after ?? RECORD_PREFIX, endkey: `${RECORD_PREFIX}\uffff`, limit: LOAD_PAGE, skip: after === null ? 0 : 1 });
+  const docs = res.rows.flatMap((row) => ('doc' in row && row.doc ? [stripRevisions(row.doc)] : []));
+  return { docs, last: res.rows.length === LOAD_PAGE ? res.rows[res.rows.length - 1]!.id : null };
 }
 
 /** What a dropped replica shows: nothing. */

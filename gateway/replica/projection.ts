@@ -1,5 +1,5 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type JsMsg } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type Consumer, type JsMsg } from '@nats-io/jetstream';
 import { connectNats, natsConnectionTarget, type NatsAuth } from '../../nats/connection.ts';
 import type { CouchServer } from '../../couchdb/client.ts';
 import { recordsName } from '../../couchdb/provision.ts';
@@ -14,18 +14,20 @@ import { patientRecordSchema, recordDocOf } from '../../validators/record.ts';
 import { alreadyProjected, decideDocWrite, targetsOf, type IndexedRecord, type Target } from './decide.ts';
 import type { ReplicaMetrics } from './metrics.ts';
 import { revOf, revisionsOf } from './revisions.ts';
-import { createReplicaStore, replicaSettings, type ReplicaStore } from './store.ts';
+import { createReplicaStore, replicaSettings, streamPosition, type ReplicaStore } from './store.ts';
 import { recordDocId } from '../../validators/record.ts';
 
 // The projection (DESIGN §8): every committed patient change becomes a record doc in
-// `records_{tenant}`, built only from committed server state. It follows the registration
-// service's JetStream events through a durable consumer and, since events carry no
-// demographics, reads each record from the service (GET /v1/patients/{id}, as the replica's own
-// service identity). Per batch: read the records, write the docs (revisions fixed by version,
-// revisions.ts), list them in the index (store.ts), raise `feed:head`, and only then ack. A crash
-// or an outage anywhere before the ack redelivers the batch, and every step is idempotent by
-// version, so kill -9, NATS outages and duplicate deliveries all end in the same replica; replaying
-// the stream from its start (`rebuild`) writes the same docs again.
+// `records_{tenant}`, built only from committed server state. It reads the registration
+// service's JetStream events in stream order from a durable position kept in the platform
+// database (an ordered consumer from `position + 1`; no acks, which the deployment's NATS user may
+// not be allowed to send) and, since events carry no demographics, reads each record from the
+// service (GET /v1/patients/{id}, as the replica's own service identity). Per batch: read the
+// records, write the docs (revisions fixed by version, revisions.ts), list them in the index
+// (store.ts), raise `feed:head`, and only then move the position. A crash or an outage anywhere
+// before that reads the batch again, and every step is idempotent by version, so kill -9, NATS
+// outages and duplicate deliveries all end in the same replica; setting the position back to 0
+// (`rebuild`) replays the stream and writes the very same docs.
 
 export interface ProjectionOptions {
   /** The platform database (index, counters, settings). */
@@ -44,40 +46,35 @@ export interface ProjectionOptions {
   batchSize?: number;
   /** How long a fetch waits for events (default 1 s). */
   fetchExpiresMs?: number;
-  /** Redelivery of an unacked event, e.g. after kill -9 (default 30 s). */
-  ackWaitMs?: number;
   /** Records read from the service at once (default 8). */
   readConcurrency?: number;
   backoff?: BackoffPolicy;
-  /** Overrides the durable consumer's name (default `ferry-replica-{deployment}`). */
-  consumerName?: string;
   fetch?: typeof fetch;
+  /**
+   * Test hook between the record docs' write and their listing in the index, the worst moment to
+   * crash. Throwing from it leaves the batch unacked, exactly as a crash there would.
+   */
+  afterDocsWritten?: (tenant: string) => void | Promise<void>;
 }
 
 export interface ProjectionStatus {
   running: boolean;
   connected: boolean;
   consecutiveFailures: number;
-  /** Events taken off the stream and acked. */
+  /** Events projected (the position moved past them). */
   acked: number;
-  /** Events still waiting for this deployment's consumer, as last seen. */
+  /** Events still waiting, as last seen. */
   pending: number;
 }
 
 export interface Projection {
   start(): void;
   stop(): Promise<void>;
-  /** Deletes the durable consumer; the next round makes it again from the start of the stream. */
+  /** Sets the position back to the start of the stream; the next round replays every event. */
   rebuild(): Promise<void>;
   status(): ProjectionStatus;
-  /** The consumer's name (one per deployment). */
-  consumer(): Promise<string>;
 }
 
-const EVENT_SUBJECTS = `${STREAM_NAME}.patient.>`;
-const NANOS_PER_MS = 1_000_000;
-/** A deployment gone this long loses its consumer; the next start replays the stream, harmlessly. */
-const INACTIVE_THRESHOLD_MS = 24 * 3600_000;
 /** The service identity the projection reads records as (a viewer of the tenant, acting as itself). */
 export const REPLICA_ACTOR = 'ferry-replica';
 const TOKEN_REUSE_MS = 60_000;
@@ -100,11 +97,10 @@ export function createProjection(opts: ProjectionOptions): Projection {
   let acked = 0;
   let pending = 0;
   let wake: (() => void) | null = null;
-  let name: Promise<string> | null = null;
   const tokens = new Map<string, { token: string; at: number }>();
   let tenantCache: { at: number; set: Set<string> } | null = null;
 
-  const consumerName = () => (name ??= opts.consumerName ? Promise.resolve(opts.consumerName) : replicaSettings(opts.db).then((s) => `ferry-replica-${s.deploymentId}`));
+  const positions = streamPosition(opts.db);
   const secret = replicaSettings(opts.db).then((s) => s.revisionSecret);
   secret.catch(() => undefined);
 
@@ -138,30 +134,19 @@ export function createProjection(opts: ProjectionOptions): Projection {
     return nc;
   }
 
-  /** The durable consumer, made if absent (first start, a rebuild, a NATS server that lost it). */
-  async function durable(): Promise<Consumer> {
+  /**
+   * An ordered consumer from the stored position: the stream is read in order from the first
+   * event not yet projected. Made again after any failure (it has moved past what was not saved),
+   * after a rebuild, or when the server lost its state.
+   */
+  async function reader(): Promise<Consumer> {
     const conn = await connection();
     if (consumer) return consumer;
-    const jsm = await jetstreamManager(conn, { timeout: 5000 });
     // The relay makes the stream too; whichever starts first does.
-    await ensureStream(jsm);
-    const durableName = await consumerName();
-    try {
-      await jsm.consumers.info(STREAM_NAME, durableName);
-    } catch {
-      await jsm.consumers.add(STREAM_NAME, {
-        durable_name: durableName,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        // One subject filter: nats-server 2.9 hangs on the plural form.
-        filter_subject: EVENT_SUBJECTS,
-        ack_wait: (opts.ackWaitMs ?? 30_000) * NANOS_PER_MS,
-        max_ack_pending: Math.max(1000, batchSize * 4),
-        inactive_threshold: INACTIVE_THRESHOLD_MS * NANOS_PER_MS,
-      });
-      logger.info({ component: 'replica-projection', consumer: durableName }, 'durable consumer created; projecting from the start of the stream');
-    }
-    consumer = await jetstream(conn, { timeout: 5000 }).consumers.get(STREAM_NAME, durableName);
+    await ensureStream(await jetstreamManager(conn, { timeout: 5000 }));
+    const from = (await positions.read()) + 1;
+    consumer = await jetstream(conn, { timeout: 5000 }).consumers.get(STREAM_NAME, { opt_start_seq: from });
+    if (from === 1) logger.info({ component: 'replica-projection' }, 'projecting from the start of the stream');
     return consumer;
   }
 
@@ -240,6 +225,7 @@ export function createProjection(opts: ProjectionOptions): Projection {
       if (results.some((x) => x.error)) throw new Error('records write refused');
       opts.metrics?.written.inc(docs.length);
     }
+    await opts.afterDocsWritten?.(tenant);
     const listed: IndexedRecord[] = records.map((r) => ({ id: r.id, facility: r.facility, version: r.version }));
     const head = await store.apply(tenant, listed);
     await raiseHead(tenant, head);
@@ -278,13 +264,13 @@ export function createProjection(opts: ProjectionOptions): Projection {
       byTenant.set(t.tenant, [...(byTenant.get(t.tenant) ?? []), t]);
     }
     for (const [tenant, targets] of byTenant) await projectTenant(tenant, targets);
-    // Acked only once everything they name is written and listed.
-    for (const m of msgs) m.ack();
+    // The position moves only once everything the batch names is written and listed.
+    await positions.advance(msgs[msgs.length - 1]!.seq);
     acked += msgs.length;
   }
 
   async function round(): Promise<number> {
-    const c = await durable();
+    const c = await reader();
     const batch = await c.fetch({ max_messages: batchSize, expires });
     const msgs: JsMsg[] = [];
     for await (const m of batch) msgs.push(m);
@@ -295,13 +281,7 @@ export function createProjection(opts: ProjectionOptions): Projection {
     }
     pending = msgs[msgs.length - 1]!.info.pending;
     opts.metrics?.lagEvents.set(pending);
-    try {
-      await handle(msgs);
-    } catch (err) {
-      // Sooner than the ack wait: the batch is retried after the backoff.
-      for (const m of msgs) m.nak(backoffDelay(failures + 1, backoff));
-      throw err;
-    }
+    await handle(msgs);
     return msgs.length;
   }
 
@@ -342,14 +322,11 @@ export function createProjection(opts: ProjectionOptions): Projection {
       loop = null;
     },
     async rebuild() {
-      const conn = await connection();
-      const jsm = await jetstreamManager(conn, { timeout: 5000 });
-      await jsm.consumers.delete(STREAM_NAME, await consumerName()).catch(() => false);
+      await positions.reset();
       consumer = null;
     },
     status() {
       return { running: !stopped, connected: nc !== null && !nc.isClosed(), consecutiveFailures: failures, acked, pending };
     },
-    consumer: consumerName,
   };
 }

@@ -31,6 +31,8 @@ export interface ReplicaStore {
   apply(tenant: string, records: readonly IndexedRecord[]): Promise<number>;
   /** The highest counter allocated for the tenant (0 when none). */
   head(tenant: string): Promise<number>;
+  /** The highest counter of a record in scope (0 when none): what a caller's db info shows, never the tenant's. */
+  latest(tenant: string, scope: ReplicaScope): Promise<number>;
   /** One page of a caller's feed in counter order (at most `limit` rows). */
   feed(tenant: string, scope: ReplicaScope, plan: FeedPlan, oldScope: ReplicaScope | null, limit: number): Promise<ReplicaFeedRow[]>;
   /** Records in scope by id range, in id order (for `_all_docs`). */
@@ -103,6 +105,15 @@ export function createReplicaStore(db: Database): ReplicaStore {
       const { rows } = await db.query<{ counter: string | number }>('SELECT counter FROM record_counters WHERE tenant = $1', [tenant]);
       return rows[0] ? Number(rows[0].counter) : 0;
     },
+    async latest(tenant, scope) {
+      const q = new Sql();
+      const { rows } = await db.query<{ counter: string | number | null }>(
+        `SELECT max(counter) AS counter FROM record_index WHERE tenant = ${q.param(tenant)} AND ${q.inScope('facility', scope)}`,
+        q.params,
+      );
+      const c = rows[0]?.counter;
+      return c === null || c === undefined ? 0 : Number(c);
+    },
     async feed(tenant, scope, plan, oldScope, limit) {
       if (limit <= 0) return [];
       const q = new Sql();
@@ -139,7 +150,7 @@ export function createReplicaStore(db: Database): ReplicaStore {
           GROUP BY d.record_id ORDER BY 2 LIMIT ${lim})`);
       }
       const { rows } = await db.query<{ record_id: string; counter: string | number; version: string | number; present: boolean }>(
-        `${parts.join(' UNION ALL ')} ORDER BY counter LIMIT ${lim}`,
+        `SELECT record_id, counter, version, present FROM (${parts.join(' UNION ALL ')}) AS f ORDER BY counter LIMIT ${lim}`,
         q.params,
       );
       return rows.map((r) => ({ id: r.record_id, counter: Number(r.counter), version: Number(r.version), present: r.present }));
@@ -174,20 +185,49 @@ async function currentOf(tx: Queryable, tenant: string, ids: readonly string[]):
 }
 
 export interface ReplicaSettings {
-  /** Names this deployment's durable JetStream consumer: one per platform database. */
-  deploymentId: string;
   /** Keys the record revisions (revisions.ts). */
   revisionSecret: string;
 }
 
 /** This deployment's settings, made once (at random) and shared by every process on the platform database. */
 export async function replicaSettings(db: Queryable): Promise<ReplicaSettings> {
-  const wanted = { deployment: randomBytes(6).toString('hex'), 'revision-secret': randomBytes(32).toString('hex') };
+  const wanted = { 'revision-secret': randomBytes(32).toString('hex') };
   await db.query(
     `INSERT INTO replica_settings (key, value) SELECT k, v FROM unnest($1::text[], $2::text[]) AS s(k, v) ON CONFLICT (key) DO NOTHING`,
     [Object.keys(wanted), Object.values(wanted)],
   );
   const { rows } = await db.query<{ key: string; value: string }>('SELECT key, value FROM replica_settings');
   const got = new Map(rows.map((r) => [r.key, r.value]));
-  return { deploymentId: got.get('deployment')!, revisionSecret: got.get('revision-secret')! };
+  return { revisionSecret: got.get('revision-secret')! };
+}
+
+export interface StreamPosition {
+  /** The stream sequence of the last event projected (0: none). */
+  read(): Promise<number>;
+  /** Moves the position forward to `seq` (never back: several processes may project at once). */
+  advance(seq: number): Promise<void>;
+  /** Back to the start of the stream, for a rebuild. */
+  reset(): Promise<void>;
+}
+
+const POSITION_KEY = 'stream-position';
+
+/** The projection's durable position in the REGISTRATION stream, in the platform database. */
+export function streamPosition(db: Queryable): StreamPosition {
+  return {
+    async read() {
+      const { rows } = await db.query<{ value: string }>('SELECT value FROM replica_settings WHERE key = $1', [POSITION_KEY]);
+      return rows[0] ? Number(rows[0].value) : 0;
+    },
+    async advance(seq) {
+      await db.query(
+        `INSERT INTO replica_settings (key, value) VALUES ($1, $2::bigint::text)
+         ON CONFLICT (key) DO UPDATE SET value = GREATEST(replica_settings.value::bigint, EXCLUDED.value::bigint)::text`,
+        [POSITION_KEY, seq],
+      );
+    },
+    async reset() {
+      await db.query('DELETE FROM replica_settings WHERE key = $1', [POSITION_KEY]);
+    },
+  };
 }

@@ -293,6 +293,20 @@ describe('client/records: the replica on the device', function () {
     expect(s.records.state.live).to.equal(false);
   });
 
+  it('a reopen rebuilds the index from the encrypted store, page by page (1,001 records)', async () => {
+    const docs = Array.from({ length: 1_001 }, (_, i) => recordDoc({ patient: { givenName: `Paged${i}`, familyName: 'Pageworth' } }));
+    await server().bulkDocs(docs as PouchDB.Core.PutDocument<object>[]);
+    const prefix = `${dir}/`;
+    const s = await open({ adapter: 'leveldb', prefix });
+    await s.records.pull();
+    expect(s.records.state.count).to.equal(1_001);
+    await s.close();
+    const again = await open({ adapter: 'leveldb', prefix });
+    expect(again.records.state.count).to.equal(1_001);
+    expect(again.records.search({ text: 'paged1000' }).map((h) => h.id)).to.deep.equal([docs[1_000]!.id]);
+    expect(again.records.search({ text: 'paged0 pageworth' }).map((h) => h.id)).to.deep.equal([docs[0]!.id]);
+  });
+
   it('a 401 on the replica refreshes the token once and sends the same request again', async () => {
     await putRecord(server(), { id: newPatientId() });
     const s = await open();

@@ -253,10 +253,12 @@ describe('the clinician app in Debian Chromium', function () {
     };
     // One way: it is the same patient; my registration is dropped and the existing one opens.
     await registerDuplicate();
-    expect(await page.locator(`[data-candidate="${existingId}"]`).count()).to.equal(1);
+    // The candidate is in ada's facility, so the replica names it beside her registration.
+    await page.waitForSelector(`[data-candidate="${existingId}"]:has-text("Testerova")`, { timeout: 30_000 });
     await checkScreen(page, '10-duplicate');
     await page.click('.same-patient');
     await page.waitForFunction((id) => location.pathname.endsWith(id), existingId);
+    await page.waitForSelector(`#record[data-entity="${existingId}"]:has-text("Dupliqua")`);
     // The other: a different person; a 1-character reason is refused on its field with the rule.
     await registerDuplicate();
     expect(await page.textContent('#dup-reason-rule')).to.include('at least 3 characters');
@@ -385,7 +387,12 @@ describe('the clinician app in Debian Chromium', function () {
     const { page } = await newPage();
     await signInThroughApp(page, stack.url, 'dee');
     expect(await page.locator('#register-link').count()).to.equal(0);
+    // dee reads north-hc-1's patients from the replica, and has no edit button on them.
+    await page.waitForSelector('#patients li', { timeout: 60_000 });
     await checkScreen(page, '17-viewer-list');
+    await page.click('#patients li a');
+    await page.waitForSelector('#record');
+    expect(await page.locator('#edit-link').count()).to.equal(0);
     await go(page, '/app/register');
     await page.waitForSelector('#viewer-notice');
     expect(await page.locator('#patient-form').count()).to.equal(0);

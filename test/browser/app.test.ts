@@ -370,6 +370,23 @@ describe('the clinician app in Debian Chromium', function () {
     expect(await page.locator('#patients').count()).to.equal(0);
     await checkScreen(page, '14-idle-locked');
     await unlockThroughApp(page);
+    // The passphrase change: the new one typed twice; afterwards only the new one unlocks.
+    await page.click('#nav-device');
+    await page.fill('#pass-old', 'a long device passphrase');
+    await page.fill('#pass-new', 'another long passphrase');
+    await page.fill('#pass-confirm', 'another long passphrasf');
+    await page.click('#passphrase-change button[type=submit]');
+    await page.waitForSelector('#pass-confirm[aria-invalid=true]');
+    await page.fill('#pass-confirm', 'another long passphrase');
+    await page.click('#passphrase-change button[type=submit]');
+    await page.waitForSelector('#pass-message:has-text("was changed")');
+    await page.click('#lock');
+    await page.fill('#unlock-passphrase', 'a long device passphrase');
+    await page.click('#unlock button[type=submit]');
+    await page.waitForSelector('#unlock-passphrase[aria-invalid=true]');
+    await page.fill('#unlock-passphrase', 'another long passphrase');
+    await page.click('#unlock button[type=submit]');
+    await page.waitForSelector('#nav-patients');
   });
 
   it("switches tenant through the picker of the user's memberships", async function () {

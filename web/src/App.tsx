@@ -56,8 +56,13 @@ function StatusIndicator({ app }: { app: AppState }) {
   const problems = openProblems(s).length;
   const done = allConfirmed(app.sync, pending, problems);
   return (
-    <div class="status" role="status" aria-label={t('status.region')} data-reach={reach} data-confirmed={done ? 'yes' : 'no'} id="sync-status">
-      <span class={`reach reach-${reach}`} id="reach" data-state={reach}>
+    <section class="status" aria-label={t('status.region')} data-reach={reach} data-confirmed={done ? 'yes' : 'no'} id="sync-status">
+      {/* Announced only when reachability or "everything is confirmed" changes, not on every sync time. */}
+      <p class="visually-hidden" aria-live="polite">
+        {t(REACH_LABEL[reach])}
+        {done ? `. ${t('status.allConfirmed')}` : ''}
+      </p>
+      <span class={`reach reach-${reach}`} id="reach" data-state={reach} aria-hidden="true">
         <span class="dot" aria-hidden="true" />
         {t(REACH_LABEL[reach])}
       </span>
@@ -82,7 +87,7 @@ function StatusIndicator({ app }: { app: AppState }) {
           {t('status.syncNow')}
         </button>
       ) : null}
-    </div>
+    </section>
   );
 }
 

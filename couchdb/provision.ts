@@ -56,8 +56,6 @@ export interface ProvisionResult {
   dbCreated: boolean;
   securityUpdated: boolean;
   designUpdated: boolean;
-  /** `records_{tenant}` was created by this run. */
-  recordsCreated: boolean;
 }
 
 export interface TenantRecorder {
@@ -104,11 +102,10 @@ async function ensureSecurity(admin: CouchServer, db: string, wanted: SecurityOb
  * embedded server pouchdb-validation silently drops a `new_edits: false` update of an existing doc
  * (the answer is `[]`, nothing is written), and the projection writes only that way.
  */
-async function ensureRecords(admin: CouchServer, tenant: string): Promise<boolean> {
+async function ensureRecords(admin: CouchServer, tenant: string): Promise<void> {
   const db = recordsName(tenant);
-  const created = await admin.createDb(db);
+  await admin.createDb(db);
   await ensureSecurity(admin, db, inboxSecurity());
-  return created;
 }
 
 /** Creates or repairs `inbox_{tenant}` and `records_{tenant}`, and records the tenant. Idempotent. */
@@ -120,8 +117,8 @@ export async function provisionTenant(opts: ProvisionOptions): Promise<Provision
   const securityUpdated = await ensureSecurity(admin, db, inboxSecurity());
 
   const designUpdated = await ensureDesign(admin, db, tenant);
-  const recordsCreated = await ensureRecords(admin, tenant);
+  await ensureRecords(admin, tenant);
   // Last, so the worker only learns of an inbox that is ready.
   await opts.registry.record(tenant);
-  return { tenant, db, dbCreated, securityUpdated, designUpdated, recordsCreated };
+  return { tenant, db, dbCreated, securityUpdated, designUpdated };
 }

@@ -143,7 +143,7 @@ async function streamAll(ctx: ReplicaContext, r: ChangesRequest, first: FeedPlan
   let plan = first;
   let page = rows;
   let written = 0;
-  let last = positionAfter(plan, ctx.tag, null, false);
+  let last: ReturnType<typeof positionAfter>;
   for (;;) {
     const out = page.map((row) => rowOf(ctx, plan, row));
     if (r.includeDocs) await withDocs(ctx, out, page);

@@ -271,7 +271,9 @@ export function createProjection(opts: ProjectionOptions): Projection {
 
   async function round(): Promise<number> {
     const c = await reader();
-    const batch = await c.fetch({ max_messages: batchSize, expires });
+    // A fetch answers once it holds `max_messages` (or expires): ask for what is known to wait, so a
+    // caught-up projection takes a new event the moment it lands rather than at the fetch's expiry.
+    const batch = await c.fetch({ max_messages: Math.max(1, Math.min(batchSize, pending)), expires });
     const msgs: JsMsg[] = [];
     for await (const m of batch) msgs.push(m);
     if (msgs.length === 0) {

@@ -5,7 +5,7 @@ import { scopeIncludes } from '../tenant/scope.ts';
 import { patientIdOfRecordDoc, RECORD_DOC_PREFIX, recordDocId } from '../../validators/record.ts';
 import { revisionKey, type ReplicaContext } from './context.ts';
 import { decideRead, missingRevs, type ReadAnswer } from './policy.ts';
-import { nameRevision, revOf, revisionsOf, tombstoneOf } from './revisions.ts';
+import { nameRevision, revOf, tombstoneOf } from './revisions.ts';
 import type { IndexedRecord } from './decide.ts';
 import { formatPosition } from './seq.ts';
 import { INSTANCE_START_TIME } from '../sync/read.ts';

@@ -2,7 +2,7 @@
 // registration service, NATS, embedded CouchDB server): duplicate candidates named from the
 // replica, the raw leveldb files of a replica pulled from the real endpoint, and a tenant switch.
 
-import { devTokens, dispose, openDevice, startAcceptanceStack, syntheticPatient, waitFor, waitForState, type Device } from '../acceptance/support.ts';
+import { devTokens, dispose, openDevice, startAcceptanceStack, syntheticPatient, waitFor, waitForState, type Device } from './support.ts';
 import { expect } from 'chai';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -5,6 +5,36 @@
 import { MANIFESTS, findOp } from '../validators/manifest.ts';
 import type { ErrorCode } from '../validators/codes.ts';
 import { versionOf, type MutationInfo } from './reconcile.ts';
+import type { ReplicaRecord } from './records/record-doc.ts';
+
+/**
+ * A likely duplicate as the device can show it. The server names candidates by id only (the user
+ * may not be allowed to see them); the details come from the replica when the record is in the
+ * user's facilities (`inScope`), and are null otherwise.
+ */
+export interface DuplicateCandidate {
+  id: string;
+  inScope: boolean;
+  givenName: string | null;
+  familyName: string | null;
+  birthDate: string | null;
+  facility: string | null;
+  version: number | null;
+}
+
+/** Looks a patient id up in the replica. */
+export type RecordLookup = (id: string) => ReplicaRecord | null;
+
+const noRecords: RecordLookup = () => null;
+
+export function describeCandidates(ids: readonly string[], lookup: RecordLookup): DuplicateCandidate[] {
+  return ids.map((id) => {
+    const r = lookup(id);
+    return r
+      ? { id, inScope: true, givenName: r.data.givenName, familyName: r.data.familyName, birthDate: r.data.birthDate, facility: r.facility, version: r.version }
+      : { id, inScope: false, givenName: null, familyName: null, birthDate: null, facility: null, version: null };
+  });
+}
 
 export interface Conflict {
   mid: string;
@@ -15,6 +45,8 @@ export interface Conflict {
   current: Record<string, unknown> | null;
   /** Ids of likely duplicates (DUPLICATE_DETECTED). */
   candidates: string[];
+  /** The same candidates, with names and birth dates from the replica where in scope. */
+  candidateDetails: DuplicateCandidate[];
   /** What this device tried to write. */
   mine: Record<string, unknown>;
 }
@@ -32,10 +64,15 @@ export type ResolutionPlan =
   | { kind: 'discard'; mid: string }
   | { kind: 'invalid'; reason: 'NOT_OPEN' | 'NOT_A_VERSION_CONFLICT' | 'NOT_A_DUPLICATE' | 'NO_CURRENT_VERSION' | 'NO_SUCH_OP' };
 
-export function toConflict(m: MutationInfo): Conflict | null {
+export function toConflict(m: MutationInfo, lookup: RecordLookup = noRecords): Conflict | null {
   if (m.state.kind !== 'conflict') return null;
   const current = typeof m.state.current === 'object' && m.state.current !== null ? (m.state.current as Record<string, unknown>) : null;
-  return { mid: m.mid, entity: m.entity, op: m.op, code: m.state.code, current, candidates: m.state.candidates, mine: m.payload };
+  return { mid: m.mid, entity: m.entity, op: m.op, code: m.state.code, current, candidates: m.state.candidates, candidateDetails: describeCandidates(m.state.candidates, lookup), mine: m.payload };
+}
+
+/** A conflict built without the replica (e.g. as a pull reports it), with its candidates resolved. */
+export function withCandidates(conflict: Conflict, lookup: RecordLookup): Conflict {
+  return { ...conflict, candidateDetails: describeCandidates(conflict.candidates, lookup) };
 }
 
 /** The op of the same module and entity type with the given kind (`patient.create` → `patient.update`). */

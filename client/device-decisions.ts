@@ -4,7 +4,7 @@
 
 import { isErrorCode, type ErrorCode } from '../validators/codes.ts';
 import { localNoteId, isPending, type LocalNoteDoc } from './reconcile.ts';
-import { planResolution, toConflict, type Conflict, type Resolution } from './conflicts.ts';
+import { planResolution, toConflict, type Conflict, type RecordLookup, type Resolution } from './conflicts.ts';
 import { parseOwnDocId } from './own-ids.ts';
 import { fieldError, requireOpen, type MutateResult, type NoteInput, type SessionCore, type Unlocked } from './session-core.ts';
 import type { Mutate } from './outbox-writer.ts';
@@ -34,7 +34,8 @@ export interface DeviceDecisions {
   resolve(mid: string, resolution: Resolution): Promise<ResolveResult>;
 }
 
-export function createDeviceDecisions(core: SessionCore, mutate: Mutate): DeviceDecisions {
+/** `records` looks duplicate candidates up in the replica. */
+export function createDeviceDecisions(core: SessionCore, mutate: Mutate, records: RecordLookup): DeviceDecisions {
   return {
     async onDenied(docId, reason) {
       const ref = parseOwnDocId(docId, core.owner);
@@ -55,7 +56,7 @@ export function createDeviceDecisions(core: SessionCore, mutate: Mutate): Device
       requireOpen(core)
         .index.all()
         .filter((m) => m.resolvedBy === null)
-        .flatMap((m) => toConflict(m) ?? []),
+        .flatMap((m) => toConflict(m, records) ?? []),
     async resolve(mid, resolution) {
       const open = requireOpen(core);
       const info = open.index.info(mid);

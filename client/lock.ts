@@ -9,6 +9,7 @@ import { LocalIndex } from './reconcile.ts';
 import { loadIndex, readPulled } from './statuses.ts';
 import { requireOpen, type DeviceDoc, type SessionCore, type Unlocked } from './session-core.ts';
 import type { SyncWiring } from './sync-wiring.ts';
+import type { ReplicaWiring } from './records/replica.ts';
 
 const DEVICE_ID = '_local/ferry-device';
 const DEFAULT_IDLE_MS = 15 * 60_000;
@@ -38,7 +39,7 @@ async function deviceDoc(db: Db): Promise<DeviceDoc> {
   return device;
 }
 
-export function createLock(core: SessionCore, sync: SyncWiring): LockControls {
+export function createLock(core: SessionCore, sync: SyncWiring, replica: ReplicaWiring): LockControls {
   let idleTimer: unknown = null;
 
   const disarm = (): void => {
@@ -61,7 +62,7 @@ export function createLock(core: SessionCore, sync: SyncWiring): LockControls {
   async function unlockWith(passphrase: string): Promise<void> {
     // Replication (the only writer of status docs) starts after `core.open` is set below.
     let opened: Unlocked | null = null;
-    const { db } = await openStore(core.store, {
+    const { db, records } = await openStore(core.store, {
       passphrase,
       kdfIterations: core.options.kdfIterations,
       now: core.now,
@@ -69,6 +70,7 @@ export function createLock(core: SessionCore, sync: SyncWiring): LockControls {
       onPulled: (ids) => {
         if (opened) readPulled(core, opened, ids);
       },
+      records: replica.guard,
     });
     try {
       let device = await deviceDoc(db);
@@ -78,15 +80,20 @@ export function createLock(core: SessionCore, sync: SyncWiring): LockControls {
       // The device doc is written before each mutation doc, so it is ahead already; this only
       // makes sure no `seq` a stored mutation doc carries is ever handed out again.
       device = { ...device, seq: Math.max(device.seq, index.highestSeq()) };
-      opened = { db, index, device, loop: sync.loopFor(db), pulled: Promise.resolve(), writes: [] };
+      const openedReplica = await replica.open(records!);
+      opened = { db, index, device, loop: sync.loopFor(db), pulled: Promise.resolve(), writes: [], replica: openedReplica };
       core.open = opened;
     } catch (err) {
       await db.close().catch(() => undefined);
+      await records?.close().catch(() => undefined);
       throw err;
     }
     core.events.emit('lock', { locked: false });
     arm();
-    if (sync.wanted) sync.start();
+    if (sync.wanted) {
+      sync.start();
+      replica.start();
+    }
   }
 
   async function lockNow(): Promise<void> {
@@ -95,12 +102,14 @@ export function createLock(core: SessionCore, sync: SyncWiring): LockControls {
     disarm();
     sync.wanted = open.loop.isRunning;
     // Replication first, so nothing reads or writes the store while the key goes away.
-    await open.loop.stop();
+    await Promise.all([open.loop.stop(), replica.stop(open.replica)]);
     await open.pulled;
     await core.exclusive(async () => {
       core.open = null;
       open.index.clear();
+      open.replica.index.clear();
       await open.db.close();
+      if (!open.replica.dropped) await open.replica.db.close();
     });
     sync.reportStopped();
     core.events.emit('lock', { locked: true });

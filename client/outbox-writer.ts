@@ -47,7 +47,7 @@ function planMutation(core: SessionCore, open: Unlocked, w: PendingWrite, seq: n
     return { ok: false, code: 'VALIDATION_FAILED', errors: fieldError('baseVersion', 'is too short or too small') };
   }
   const earlier = queued.length ? [...open.index.forEntity(entity), ...queued] : open.index.forEntity(entity);
-  const chained = chain({ kind: def.kind, earlier, baseVersion: opts.baseVersion });
+  const chained = chain({ kind: def.kind, earlier, baseVersion: opts.baseVersion, recordVersion: open.replica.index.get(entity)?.version ?? null });
   if (!chained.ok) return { ok: false, code: 'BASE_VERSION_UNKNOWN', errors: fieldError('baseVersion', 'is unknown: read the record first or pass baseVersion') };
   const mid = uuidv7();
   const doc = mutationDoc({

@@ -1,9 +1,9 @@
 // The outbox: turns an app's change into an immutable mutation doc (DESIGN §4). The chain maths
 // (`after`, `baseVersion`) is a pure function over what the device knows about the entity.
 
-import { findOp, type OpDefinition } from '../validators/manifest.ts';
+import type { OpDefinition } from '../validators/manifest.ts';
 import { mutationDocId, mutationDocSchema, type MutationDoc } from '../validators/mutation.ts';
-import { entityView, hasFailed, versionOf, type MutationInfo } from './reconcile.ts';
+import { hasFailed, nextBaseVersion, type MutationInfo } from './reconcile.ts';
 
 export type ChainResult =
   | { ok: true; after: string | null; baseVersion: number | null }
@@ -15,34 +15,26 @@ export interface ChainInput {
   earlier: readonly MutationInfo[];
   /** Set by the caller when it knows better (a merge on a conflict's `current.version`). */
   baseVersion?: number | null;
+  /** The version of the entity's record in the replica, if it holds one. */
+  recordVersion?: number | null;
 }
 
 /**
  * - `after`: the latest earlier mutation on this entity from this device not known to have failed
  *   terminally (rejected, conflict, discarded).
- * - `baseVersion` (updates only): an explicit one wins; else from that predecessor — its committed
- *   version, 1 after a pending create, its own base + 1 after a pending update; else the newest
- *   version the server has confirmed for the entity (a commit answer or a conflict's `current`).
+ * - `baseVersion` (updates only): an explicit one wins; else `nextBaseVersion` (reconcile.ts):
+ *   from a pending predecessor the version it will make, else the newest the server confirmed or
+ *   the replica holds, so an update of a record registered elsewhere bases on the replica's version.
  */
-export function chain({ kind, earlier, baseVersion }: ChainInput): ChainResult {
+export function chain({ kind, earlier, baseVersion, recordVersion }: ChainInput): ChainResult {
   const ordered = [...earlier].sort((a, b) => a.seq - b.seq);
   const live = ordered.filter((m) => !hasFailed(m.state));
-  const predecessor = live[live.length - 1] ?? null;
-  const after = predecessor?.mid ?? null;
+  const after = live[live.length - 1]?.mid ?? null;
   if (kind === 'create') return { ok: true, after, baseVersion: null };
   if (baseVersion !== undefined && baseVersion !== null) return { ok: true, after, baseVersion };
-  const fromPredecessor = predecessor ? predecessorVersion(predecessor) : null;
-  if (fromPredecessor !== null) return { ok: true, after, baseVersion: fromPredecessor };
-  const known = ordered.length > 0 ? entityView(ordered[0]!.entity, ordered).confirmed?.version ?? null : null;
-  if (known !== null) return { ok: true, after, baseVersion: known };
+  const next = nextBaseVersion(ordered, recordVersion ?? null);
+  if (next !== null) return { ok: true, after, baseVersion: next };
   return { ok: false, code: 'BASE_VERSION_UNKNOWN' };
-}
-
-/** The version the server will be at once `m` commits. */
-function predecessorVersion(m: MutationInfo): number | null {
-  if (m.state.kind === 'committed') return versionOf(m.state.response?.body);
-  if (m.baseVersion === null) return findOp(m.op)?.kind === 'create' ? 1 : null;
-  return m.baseVersion + 1;
 }
 
 export interface MutationFields {

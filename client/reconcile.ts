@@ -3,6 +3,9 @@
 
 import { isTerminal, type MutationDoc, type StatusDoc } from '../validators/mutation.ts';
 import type { ErrorCode, FieldError } from '../validators/codes.ts';
+import { findOp } from '../validators/manifest.ts';
+import type { Patient } from '../validators/patient.ts';
+import type { ReplicaRecord } from './records/record-doc.ts';
 
 /** A decision the device made itself, kept in an `l:{owner}:{mid}` doc (encrypted, never pushed). */
 export interface LocalNoteDoc {
@@ -110,13 +113,27 @@ export function versionOf(record: unknown): number | null {
   return typeof v === 'number' && Number.isInteger(v) && v >= 1 ? v : null;
 }
 
+/**
+ * A patient as the device shows it: the demographics, and the server's own fields when the server
+ * has the record. (Registration is the one module with entities; its payloads are patients.)
+ */
+export type PatientView = Patient & { id: string; tenant?: string; version?: number; createdAt?: string; updatedAt?: string };
+
 /** An entity as the device sees it. */
 export interface EntityView {
   entity: string;
   /** The newest record the server has confirmed to this device (commit answer or conflict `current`). */
   confirmed: { version: number; record: Record<string, unknown> } | null;
-  /** `confirmed` with every pending mutation laid over it, in device order; null if nothing is known. */
-  current: Record<string, unknown> | null;
+  /** The server's record from the replica (records in the user's facilities), if it holds one. */
+  record: ReplicaRecord | null;
+  /**
+   * The newest server state known (the replica's record or `confirmed`, whichever is newer) with
+   * every pending mutation laid over it, in device order; a pending create with nothing from the
+   * server gives its payload; null if nothing is known.
+   */
+  current: PatientView | null;
+  /** The `baseVersion` an update queued now would carry (null: unknown, pass one). */
+  baseVersion: number | null;
   /** Mutations not terminal yet, in `seq` order. */
   pending: MutationInfo[];
   /** Rejections and conflicts nobody has resolved or discarded yet. */
@@ -131,13 +148,8 @@ function asRecord(value: unknown): Record<string, unknown> | null {
   return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
 }
 
-/**
- * Builds an entity's view from its mutations (any order). Payloads carry the full representation
- * (registration's create and update both do), so each pending one replaces the demographic fields
- * while the server's own fields (id, version, timestamps) stay.
- */
-export function entityView(entity: string, infos: readonly MutationInfo[]): EntityView {
-  const history = infos.filter((m) => m.entity === entity).sort((a, b) => a.seq - b.seq);
+/** The newest record the server confirmed to this device among these mutations. */
+function newestConfirmed(history: readonly MutationInfo[]): EntityView['confirmed'] {
   let confirmed: EntityView['confirmed'] = null;
   for (const m of history) {
     const candidate = m.state.kind === 'committed' ? m.state.response?.body : m.state.kind === 'conflict' || (m.state.kind === 'discarded' && m.state.was === 'conflict') ? conflictCurrent(m) : undefined;
@@ -145,16 +157,52 @@ export function entityView(entity: string, infos: readonly MutationInfo[]): Enti
     const version = versionOf(record);
     if (record && version !== null && (!confirmed || version > confirmed.version)) confirmed = { version, record };
   }
+  return confirmed;
+}
+
+/** The version the server will be at once `m` commits. */
+function predecessorVersion(m: MutationInfo): number | null {
+  if (m.state.kind === 'committed') return versionOf(m.state.response?.body);
+  if (m.baseVersion === null) return findOp(m.op)?.kind === 'create' ? 1 : null;
+  return m.baseVersion + 1;
+}
+
+/**
+ * The `baseVersion` of an update queued after `earlier` (this device's mutations on the entity,
+ * any order), null when unknown. From the latest predecessor not known to have failed: while it
+ * is pending, the version it will make (1 after a create, its base + 1 after an update); once
+ * committed, its version or the replica's, whichever is newer. Without one: the newest version
+ * the server confirmed to this device or the replica's record holds.
+ */
+export function nextBaseVersion(earlier: readonly MutationInfo[], recordVersion: number | null = null): number | null {
+  const ordered = [...earlier].sort((a, b) => a.seq - b.seq);
+  const live = ordered.filter((m) => !hasFailed(m.state));
+  const predecessor = live[live.length - 1] ?? null;
+  const fromPredecessor = predecessor ? predecessorVersion(predecessor) : null;
+  if (predecessor && fromPredecessor !== null) return isPending(predecessor.state) ? fromPredecessor : Math.max(fromPredecessor, recordVersion ?? 0);
+  const known = Math.max(newestConfirmed(ordered)?.version ?? 0, recordVersion ?? 0);
+  return known > 0 ? known : null;
+}
+
+/**
+ * Builds an entity's view from its mutations (any order) and the replica's record. Payloads carry
+ * the full representation (registration's create and update both do), so each pending one
+ * replaces the demographic fields while the server's own fields (id, version, timestamps) stay.
+ */
+export function entityView(entity: string, infos: readonly MutationInfo[], record: ReplicaRecord | null = null): EntityView {
+  const history = infos.filter((m) => m.entity === entity).sort((a, b) => a.seq - b.seq);
+  const confirmed = newestConfirmed(history);
   const pending = history.filter((m) => isPending(m.state));
   const problems = history.filter((m) => (m.state.kind === 'rejected' || m.state.kind === 'conflict') && m.resolvedBy === null);
-  let current: Record<string, unknown> | null = confirmed ? { ...confirmed.record } : null;
+  let current: Record<string, unknown> | null = record && (!confirmed || record.version >= confirmed.version) ? { ...record.data } : confirmed ? { ...confirmed.record } : null;
   for (const m of pending) {
     const fields = { ...m.payload };
     for (const f of DEVICE_ONLY_FIELDS) delete fields[f];
     const system = current ? pickSystemFields(current) : { id: entity };
     current = { ...system, ...fields };
   }
-  return { entity, confirmed, current, pending, problems, history };
+  // Boundary: server records and payloads that passed the op's schema are patients.
+  return { entity, confirmed, record, current: current as PatientView | null, baseVersion: nextBaseVersion(history, record?.version ?? null), pending, problems, history };
 }
 
 function conflictCurrent(m: MutationInfo): unknown {
@@ -235,6 +283,16 @@ export class LocalIndex {
 
   entities(): string[] {
     return [...this.byEntity.keys()];
+  }
+
+  /** Entities with at least one mutation not terminal yet. */
+  pendingEntities(): Set<string> {
+    const out = new Set<string>();
+    for (const [mid, doc] of this.mutations) {
+      if (out.has(doc.entity)) continue;
+      if (isPending(mutationState(this.statuses.get(mid), this.notes.get(mid)))) out.add(doc.entity);
+    }
+    return out;
   }
 
   clear(): void {

@@ -11,6 +11,7 @@ import type { LocalIndex, MutationInfo } from './reconcile.ts';
 import type { Conflict } from './conflicts.ts';
 import { realScheduler, type ConnectionLoop, type OnlineSource, type Scheduler, type SyncState } from './sync.ts';
 import { serialQueue, type Serial } from './serial.ts';
+import type { OpenReplica } from './records/replica.ts';
 
 export interface SessionOptions {
   /** Base URL of the Ferry gateway, e.g. `https://ferry.example.org`. */
@@ -29,6 +30,8 @@ export interface SessionOptions {
   prefix?: string;
   /** Defaults to `{gatewayUrl}/sync/{tenant}`. */
   syncUrl?: string;
+  /** The records replica (DESIGN §8). Defaults to `{gatewayUrl}/replica/{tenant}`. */
+  replicaUrl?: string;
   fetch?: FetchLike;
   now?: () => Date;
   scheduler?: Scheduler;
@@ -67,8 +70,10 @@ export type SessionEvents = {
   conflict: Conflict;
   sync: SyncState;
   lock: { locked: boolean };
+  /** A replica pull changed these patients (ids): new, updated, or gone from the user's scope. */
+  records: { changed: string[] };
   /** Something was ignored for safety; counts only, never content. */
-  warning: { code: 'PULL_GUARD_DROPPED' | 'STATUS_INVALID'; count: number };
+  warning: { code: 'PULL_GUARD_DROPPED' | 'STATUS_INVALID' | 'REPLICA_GUARD_DROPPED' | 'RECORD_INVALID'; count: number };
 };
 
 /** `_local/ferry-device`: this store's device id and the last `seq` handed out. */
@@ -98,6 +103,8 @@ export interface Unlocked {
   pulled: Promise<void>;
   /** `mutate` calls not written yet. */
   writes: PendingWrite[];
+  /** The records replica: its store, its in-memory index, its live pull. */
+  replica: OpenReplica;
 }
 
 export interface SessionCore {

@@ -6,7 +6,7 @@
 import { OWNER_ID, TENANT_ID } from '../validators/identity.ts';
 import { ClientError } from './errors.ts';
 import { entityView, type EntityView, type MutationInfo } from './reconcile.ts';
-import type { Conflict, Resolution } from './conflicts.ts';
+import { withCandidates, type Conflict, type Resolution } from './conflicts.ts';
 import type { SyncOnceResult, SyncState } from './sync.ts';
 import { createCore, requireOpen, type MutateOptions, type MutateResult, type SessionEvents, type SessionOptions } from './session-core.ts';
 import { createSyncWiring } from './sync-wiring.ts';
@@ -15,10 +15,12 @@ import { createMutate } from './outbox-writer.ts';
 import { createDrafts, type DraftControls } from './drafts.ts';
 import { createDeviceDecisions, type ResolveResult } from './device-decisions.ts';
 import { createLeave, type CloseResult, type SignOutResult } from './wipe.ts';
+import { createReplica, type RecordsControls } from './records/replica.ts';
 
 export type { SessionOptions, SessionEvents, MutateResult, MutateOptions } from './session-core.ts';
 export type { ResolveResult } from './device-decisions.ts';
 export type { CloseResult, SignOutResult } from './wipe.ts';
+export type { RecordsControls, RecordsState } from './records/replica.ts';
 export { guardRemoteInfo } from './sync-wiring.ts';
 
 export interface Session {
@@ -37,6 +39,9 @@ export interface Session {
   resolve(mid: string, resolution: Resolution): Promise<ResolveResult>;
 
   drafts: DraftControls;
+
+  /** The patients of the user's facilities (the replica) and their own pending ones: offline search and list. */
+  records: RecordsControls;
 
   sync: {
     readonly state: SyncState;
@@ -79,10 +84,12 @@ export async function openSession(options: SessionOptions): Promise<Session> {
   if (!OWNER_ID.test(options.owner)) throw new ClientError('INVALID_ARGUMENT', 'owner is not a valid owner id');
   const core = createCore(options);
   const mutate = createMutate(core);
-  const decisions = createDeviceDecisions(core, mutate);
+  const lookup = (id: string) => replica.record(id);
+  const decisions = createDeviceDecisions(core, mutate, lookup);
   const sync = createSyncWiring(core, (docId, reason) => void decisions.onDenied(docId, reason));
-  const lock = createLock(core, sync);
-  const leave = createLeave(core, sync, lock);
+  const replica = createReplica(core, sync);
+  const lock = createLock(core, sync, replica);
+  const leave = createLeave(core, sync, lock, replica);
   await lock.unlockWith(options.passphrase);
 
   return {
@@ -98,19 +105,45 @@ export async function openSession(options: SessionOptions): Promise<Session> {
       return core.closed;
     },
     mutate,
-    entity: (id) => entityView(id, requireOpen(core).index.forEntity(id)),
+    entity: (id) => {
+      const open = requireOpen(core);
+      return entityView(id, open.index.forEntity(id), replica.record(id));
+    },
     mutation: (mid) => requireOpen(core).index.info(mid),
     mutations: () => requireOpen(core).index.all(),
     conflicts: decisions.conflicts,
     resolve: decisions.resolve,
     drafts: createDrafts(core, mutate),
-    sync: sync.controls,
+    records: replica.controls,
+    // The replica's live pull runs whenever live sync does.
+    sync: {
+      get state() {
+        return sync.controls.state;
+      },
+      start: () => {
+        sync.controls.start();
+        replica.start();
+      },
+      stop: async () => {
+        const open = core.open;
+        await Promise.all([sync.controls.stop(), open ? replica.stop(open.replica) : undefined]);
+      },
+      once: () => sync.controls.once(),
+      kick: () => {
+        sync.controls.kick();
+        core.open?.replica.loop.kick();
+      },
+    },
     async membershipRevoked() {
       requireOpen(core);
-      await sync.haltForMembership();
+      await Promise.all([sync.haltForMembership(), replica.drop()]);
       return { rejected: await decisions.rejectQueued() };
     },
-    on: (event, listener) => core.events.on(event, listener),
+    // A conflict reported by a pull names its duplicate candidates by id: resolve them here.
+    on: (event, listener) =>
+      event === 'conflict'
+        ? core.events.on('conflict', (c) => (listener as (value: Conflict) => void)(withCandidates(c, lookup)))
+        : core.events.on(event, listener),
     touch: lock.touch,
     lock: lock.lock,
     unlock: lock.unlock,

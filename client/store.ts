@@ -125,14 +125,21 @@ export interface PullGuardReport {
 }
 
 /**
+ * Decides what a pull may store: the doc to write (the pulled one, or a reduced form of it), or
+ * null to drop it.
+ */
+export type PullAdmit = (doc: unknown) => object | null;
+
+/**
  * Defence in depth for pull (DESIGN §7 "nothing pulled for B ever lands in A's database"): the
- * replicator writes pulled docs with `bulkDocs(..., new_edits: false)`. Only this owner's status
- * docs for this tenant, with an id that matches their body, get through; everything else is
+ * replicator writes pulled docs with `bulkDocs(..., new_edits: false)`. Only what `admit` lets
+ * through is stored (for the outbox store: this owner's status docs for this tenant, with an id
+ * that matches their body; for the replica: this tenant's record docs); everything else is
  * dropped before it is encrypted and stored. This sits in front of crypto-pouch, so it sees the
  * pulled docs in clear and adds no parameter to the wire (a replication `filter` function would
  * make PouchDB ask for `include_docs=true`).
  */
-function guardPulls(db: Db, tenant: string, owner: string, onDrop: (report: PullGuardReport) => void, onStored: (ids: string[]) => void): void {
+function guardPulls(db: Db, admit: PullAdmit, onDrop: (report: PullGuardReport) => void, onStored: (ids: string[]) => void): void {
   const w = db as unknown as Wrapped;
   const inner = w.bulkDocs;
   w.bulkDocs = function bulkDocs(...args: unknown[]) {
@@ -141,7 +148,7 @@ function guardPulls(db: Db, tenant: string, owner: string, onDrop: (report: Pull
     const docs = Array.isArray(body) ? body : body?.docs;
     const newEdits = Array.isArray(body) ? (second as { new_edits?: boolean } | undefined)?.new_edits : (body?.new_edits ?? (second as { new_edits?: boolean } | undefined)?.new_edits);
     if (newEdits !== false || !Array.isArray(docs)) return inner.apply(db, args);
-    const kept = docs.filter((doc) => isOwnStatus(doc, tenant, owner));
+    const kept = docs.flatMap((doc) => admit(doc) ?? []);
     if (kept.length !== docs.length) onDrop({ dropped: docs.length - kept.length });
     const callback = args.find((a) => typeof a === 'function') as ((err: unknown, res?: unknown) => void) | undefined;
     if (kept.length === 0) {
@@ -181,6 +188,16 @@ export function isOwnStatus(doc: unknown, tenant: string, owner: string): boolea
 export interface OpenedStore {
   db: Db;
   name: string;
+  /** The replica's store (`records` was given): same data key, its own pull guard. */
+  records: Db | null;
+}
+
+/** How pulled docs reach a store: what may be stored, and who is told. */
+export interface PullGuard {
+  admit: PullAdmit;
+  onDropped(report: PullGuardReport): void;
+  /** Ids a pull has just stored (after the write). */
+  onStored(ids: string[]): void;
 }
 
 export interface OpenStoreOptions {
@@ -194,7 +211,26 @@ export interface OpenStoreOptions {
    * query.
    */
   onPulled?: (ids: string[]) => void;
+  /** Also open the replica's store (`recordsDbName`), encrypted with the same data key. */
+  records?: PullGuard;
   now?: () => Date;
+}
+
+/**
+ * The replica's store: a second database next to the outbox store, `ferry-r-` + 32 hex chars of
+ * SHA-256(tenant, owner). Its own name, so its pull guard, its checkpoints and its lifetime
+ * (dropped wholesale when the membership goes) are its own; the same data key encrypts it.
+ */
+export async function recordsDbName(tenant: string, owner: string): Promise<string> {
+  return `ferry-r-${(await sha256Hex(`ferry/records/v1\u0000${tenant}\u0000${owner}`)).slice(0, 32)}`;
+}
+
+/** crypto-pouch under the data key, `_revisions` in clear (STACK-NOTES trap 1), reads decrypted once. */
+async function encryptWith(db: Db, dataKey: string): Promise<void> {
+  await seedCryptoParams(db);
+  // Object form with `_revisions` in clear: STACK-NOTES trap 1.
+  await (db as unknown as CryptoDb).crypto({ password: dataKey, ignore: ['_revisions'] });
+  decryptOnce(db);
 }
 
 /**
@@ -206,6 +242,7 @@ export async function openStore(config: StoreConfig, options: OpenStoreOptions):
   const name = await localDbName(config.tenant, config.owner);
   const db = rawDb(config, name);
   const now = options.now ?? (() => new Date());
+  let records: Db | null = null;
   try {
     let keyring = await readKeyring(db);
     let dataKey = '';
@@ -228,15 +265,18 @@ export async function openStore(config: StoreConfig, options: OpenStoreOptions):
       dataKey = unwrapped.dataKey;
     }
     if (!dataKey) throw new ClientError('KEYRING_CORRUPT');
-    await seedCryptoParams(db);
-    // Object form with `_revisions` in clear: STACK-NOTES trap 1.
-    await (db as unknown as CryptoDb).crypto({ password: dataKey, ignore: ['_revisions'] });
+    await encryptWith(db, dataKey);
+    if (options.records) {
+      records = rawDb(config, await recordsDbName(config.tenant, config.owner));
+      await encryptWith(records, dataKey);
+      guardPulls(records, options.records.admit, options.records.onDropped, options.records.onStored);
+    }
     dataKey = '';
-    decryptOnce(db);
-    guardPulls(db, config.tenant, config.owner, options.onPullDropped ?? (() => undefined), options.onPulled ?? (() => undefined));
-    return { db, name };
+    guardPulls(db, (doc) => (isOwnStatus(doc, config.tenant, config.owner) ? (doc as object) : null), options.onPullDropped ?? (() => undefined), options.onPulled ?? (() => undefined));
+    return { db, name, records };
   } catch (err) {
     await db.close().catch(() => undefined);
+    await records?.close().catch(() => undefined);
     throw err;
   }
 }

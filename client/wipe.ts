@@ -4,13 +4,14 @@
 // there is unsynced work.
 
 import { ClientError } from './errors.ts';
-import { localDbName, rawDb, type Db } from './store.ts';
+import { localDbName, rawDb, recordsDbName, type Db } from './store.ts';
 import { isPending } from './reconcile.ts';
 import { revokeOnServer } from './sign-out.ts';
 import { unansweredFromIds } from './own-ids.ts';
 import type { SessionCore } from './session-core.ts';
 import type { SyncWiring } from './sync-wiring.ts';
 import type { LockControls } from './lock.ts';
+import type { ReplicaWiring } from './records/replica.ts';
 
 export type CloseResult = { ok: true; unsynced: number } | { ok: false; reason: 'unsynced'; unsynced: number };
 
@@ -24,7 +25,7 @@ export interface LeaveControls {
   signOut(options?: { confirm?: boolean; wipe?: boolean }): Promise<SignOutResult>;
 }
 
-export function createLeave(core: SessionCore, sync: SyncWiring, lock: LockControls): LeaveControls {
+export function createLeave(core: SessionCore, sync: SyncWiring, lock: LockControls, replica: ReplicaWiring): LeaveControls {
   async function countUnsynced(): Promise<number> {
     // Statuses a pull has just stored count as received.
     if (core.open) await core.open.pulled;
@@ -39,21 +40,25 @@ export function createLeave(core: SessionCore, sync: SyncWiring, lock: LockContr
     }
   }
 
-  /** Stops sync and the idle timer, drops the index; returns the open handle, if any. */
-  async function shutDown(): Promise<Db | null> {
+  /**
+   * Stops sync (push, pull and the replica's pull) and the idle timer, drops the indexes; returns
+   * the open handles, if any (the replica's is null once it was dropped).
+   */
+  async function shutDown(): Promise<{ db: Db; records: Db | null } | null> {
     lock.disarm();
     const open = core.open;
     if (open) {
-      await open.loop.stop();
+      await Promise.all([open.loop.stop(), replica.stop(open.replica)]);
       await open.pulled;
       await core.exclusive(async () => {
         open.index.clear();
+        open.replica.index.clear();
         core.open = null;
       });
     }
     core.closed = true;
-    await sync.close();
-    return open?.db ?? null;
+    await Promise.all([sync.close(), replica.close()]);
+    return open ? { db: open.db, records: open.replica.dropped ? null : open.replica.db } : null;
   }
 
   function ended(): void {
@@ -65,8 +70,9 @@ export function createLeave(core: SessionCore, sync: SyncWiring, lock: LockContr
     if (core.closed) return { ok: true, unsynced: 0 };
     const unsynced = await countUnsynced();
     if (unsynced > 0 && !options.confirm) return { ok: false, reason: 'unsynced', unsynced };
-    const db = await shutDown();
-    await db?.close();
+    const handles = await shutDown();
+    await handles?.db.close();
+    await handles?.records?.close();
     ended();
     return { ok: true, unsynced };
   }
@@ -75,8 +81,10 @@ export function createLeave(core: SessionCore, sync: SyncWiring, lock: LockContr
     if (core.closed) throw new ClientError('CLOSED');
     const unsynced = await countUnsynced();
     if (unsynced > 0 && !options.confirm) return { ok: false, reason: 'unsynced', unsynced };
-    const db = (await shutDown()) ?? rawDb(core.store, await localDbName(core.tenant, core.owner));
-    await db.destroy();
+    const handles = await shutDown();
+    // Locked: open the stores by name (no key needed to destroy them). The replica goes with the outbox.
+    await (handles?.db ?? rawDb(core.store, await localDbName(core.tenant, core.owner))).destroy();
+    await (handles?.records ?? rawDb(core.store, await recordsDbName(core.tenant, core.owner))).destroy();
     ended();
     return { ok: true, unsynced };
   }

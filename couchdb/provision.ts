@@ -19,6 +19,12 @@ export function inboxName(tenant: string): string {
   return `inbox_${tenant}`;
 }
 
+/** The tenant's replica source (DESIGN §8): record docs the projection writes (gateway/replica), read by /replica. */
+export function recordsName(tenant: string): string {
+  if (!TENANT_ID.test(tenant)) throw new InvalidTenantError();
+  return `records_${tenant}`;
+}
+
 export interface SecurityObject {
   admins: { names: string[]; roles: string[] };
   members: { names: string[]; roles: string[] };
@@ -79,25 +85,39 @@ async function ensureDesign(admin: CouchServer, db: string, tenant: string): Pro
   }
 }
 
-/** Creates or repairs `inbox_{tenant}` and records the tenant. Idempotent. */
+async function ensureSecurity(admin: CouchServer, db: string, wanted: SecurityObject): Promise<boolean> {
+  const res = await admin.db(db).request('GET', '/_security');
+  if (!res.ok) throw new CouchError(res.status, 'security_read_failed', '');
+  const current: unknown = await res.json();
+  if (sameSecurity(current, wanted)) return false;
+  const put = await admin.db(db).request('PUT', '/_security', wanted);
+  if (!put.ok) throw new CouchError(put.status, 'security_write_failed', '');
+  await put.body?.cancel();
+  return true;
+}
+
+/**
+ * `records_{tenant}`: the same members as the inbox (the platform's own identities), so tenant
+ * members never reach it directly; only the projection writes it. No `validate_doc_update`: on the
+ * embedded server pouchdb-validation silently drops a `new_edits: false` update of an existing doc
+ * (the answer is `[]`, nothing is written), and the projection writes only that way.
+ */
+async function ensureRecords(admin: CouchServer, tenant: string): Promise<void> {
+  const db = recordsName(tenant);
+  await admin.createDb(db);
+  await ensureSecurity(admin, db, inboxSecurity());
+}
+
+/** Creates or repairs `inbox_{tenant}` and `records_{tenant}`, and records the tenant. Idempotent. */
 export async function provisionTenant(opts: ProvisionOptions): Promise<ProvisionResult> {
   const { admin, tenant } = opts;
   const db = inboxName(tenant);
   const dbCreated = await admin.createDb(db);
 
-  const wanted = inboxSecurity();
-  const res = await admin.db(db).request('GET', '/_security');
-  if (!res.ok) throw new CouchError(res.status, 'security_read_failed', '');
-  const current: unknown = await res.json();
-  let securityUpdated = false;
-  if (!sameSecurity(current, wanted)) {
-    const put = await admin.db(db).request('PUT', '/_security', wanted);
-    if (!put.ok) throw new CouchError(put.status, 'security_write_failed', '');
-    await put.body?.cancel();
-    securityUpdated = true;
-  }
+  const securityUpdated = await ensureSecurity(admin, db, inboxSecurity());
 
   const designUpdated = await ensureDesign(admin, db, tenant);
+  await ensureRecords(admin, tenant);
   // Last, so the worker only learns of an inbox that is ready.
   await opts.registry.record(tenant);
   return { tenant, db, dbCreated, securityUpdated, designUpdated };

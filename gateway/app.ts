@@ -7,6 +7,7 @@ import { devIdentityRoutes, type DevIdpDeps } from './auth/dev-idp.ts';
 import { externalIdentityRoutes, type ExternalIdpDeps } from './auth/external-idp.ts';
 import { v1Proxy, type V1Route } from './v1/proxy.ts';
 import { syncRouter, type SyncDeps } from './sync/router.ts';
+import { replicaRouter, type ReplicaDeps } from './replica/router.ts';
 import { operatorRoutes, type OperatorDeps } from './operators/routes.ts';
 import { cors } from './edge/cors.ts';
 import { metricsRoute, type MetricsRouteOptions } from './metrics/route.ts';
@@ -36,6 +37,8 @@ export interface GatewayDeps {
   corsOrigins?: readonly string[];
   /** `/sync/{tenant}` (gateway/sync); absent when the gateway runs without CouchDB. */
   sync?: SyncDeps | null;
+  /** `/replica/{tenant}` (gateway/replica): the read-only, facility-scoped records; absent without CouchDB. */
+  replica?: ReplicaDeps | null;
   /** The clinician web app (web/, built into web/dist): static files at /app/, `/` redirects browsers there. */
   webApp?: WebAppOptions | null;
   limits?: {
@@ -95,6 +98,7 @@ export function createGatewayApp(deps: GatewayDeps): Express {
   if (deps.devIdp && deps.externalIdp) throw new Error('the dev IdP and an external IdP cannot both be on');
   if (deps.externalIdp) app.use('/auth', externalIdentityRoutes(deps.externalIdp));
   if (deps.sync) app.use('/sync', syncRouter(deps.sync));
+  if (deps.replica) app.use('/replica', replicaRouter(deps.replica));
   if (deps.metrics) app.use(metricsRoute(deps.metrics));
   // Before the operator proxy, which would otherwise take a browser's `GET /` (its Accept has */*).
   if (deps.webApp) app.use(webAppRoutes(deps.webApp));

@@ -58,6 +58,8 @@ export interface FerryConfig {
   readyzTimeoutMs: number;
   /** Events waiting in a service outbox above which /readyz reports `degraded`. */
   readyzOutboxBacklog: number;
+  /** `FERRY_REPLICA_PROJECTION`: the worker processes also project committed records into `records_{tenant}` (default on). */
+  replicaProjection: boolean;
 }
 
 export class ConfigError extends Error {
@@ -189,6 +191,7 @@ export const ENV_SCHEMA = z.object({
   FERRY_OPERATOR_API: optional(onOff),
   FERRY_READYZ_TIMEOUT_MS: optional(milliseconds(60_000)),
   FERRY_READYZ_OUTBOX_BACKLOG: optional(wholeNumber('a whole number, 0 or more', 0, Number.MAX_SAFE_INTEGER)),
+  FERRY_REPLICA_PROJECTION: optional(onOff),
 });
 
 export type FerryEnv = z.output<typeof ENV_SCHEMA>;
@@ -278,6 +281,7 @@ export function readConfig(env: Env = process.env): FerryConfig {
     operatorApi: e.FERRY_OPERATOR_API ?? !e.DATABASE_URL,
     readyzTimeoutMs: e.FERRY_READYZ_TIMEOUT_MS ?? 2000,
     readyzOutboxBacklog: e.FERRY_READYZ_OUTBOX_BACKLOG ?? 1000,
+    replicaProjection: e.FERRY_REPLICA_PROJECTION ?? true,
   };
 }
 

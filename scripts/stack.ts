@@ -34,7 +34,9 @@ import { makeDataDirPrivate } from './data-dir.ts';
 import { acquireDataDirLock } from './data-dir-lock.ts';
 import { listenFailure } from './startup-error.ts';
 import { startOperatorApi } from '../gateway/tenant/operator-api.ts';
-import { provisionTenant } from '../couchdb/provision.ts';
+import { provisionTenant, recordsName } from '../couchdb/provision.ts';
+import { createProjection, type Projection, type ProjectionOptions } from '../gateway/replica/projection.ts';
+import { createReplicaMetrics } from '../gateway/replica/metrics.ts';
 
 export interface StackOptions {
   logger?: Logger;
@@ -48,6 +50,8 @@ export interface StackOptions {
   workerId?: string;
   /** Bundle the clinician web app (web/ → web/dist, once per process) and serve it at /app/. Default: true. */
   webApp?: boolean;
+  /** Passed to the replica projection (runs with the worker unless `FERRY_REPLICA_PROJECTION=off`); tests shorten its timings. */
+  replicaTuning?: Partial<Pick<ProjectionOptions, 'fetchExpiresMs' | 'batchSize' | 'backoff' | 'afterDocsWritten'>>;
 }
 
 export interface Stack {
@@ -60,6 +64,8 @@ export interface Stack {
   registration: RegistrationService | null;
   registrationUrl: string;
   worker: Worker | null;
+  /** The replica projection, when this process runs it. */
+  projection: Projection | null;
   close(): Promise<void>;
 }
 
@@ -180,6 +186,23 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       });
       closers.push(() => worker!.stop());
     }
+    let projection: Projection | null = null;
+    if (opts.worker !== false && config.replicaProjection) {
+      projection = createProjection({
+        db: platform.db,
+        couch: couchServerAs(couch.identities, 'worker'),
+        issuer,
+        registrationUrl,
+        natsUrl: config.natsUrl,
+        ...(Object.values(config.natsAuth).some(Boolean) ? { natsAuth: config.natsAuth } : {}),
+        tenants: () => platform.tenants.list(),
+        logger,
+        metrics: createReplicaMetrics(metrics),
+        ...opts.replicaTuning,
+      });
+      projection.start();
+      closers.push(() => projection!.stop());
+    }
 
     let url: string | null = null;
     if (opts.gateway !== false) {
@@ -188,6 +211,9 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       const feedIndex = createFeedIndex(platform.db);
       const watchers = createHeadWatchers({ upstream, ownersWithRows: (...a) => feedIndex.ownersWithRows(...a) });
       closers.push(async () => watchers.close());
+      const records = createUpstream({ url: couch.identities.url, auth: couch.identities.gateway, database: recordsName });
+      const recordWatchers = createHeadWatchers({ upstream: records });
+      closers.push(async () => recordWatchers.close());
       let webDir: string | null = null;
       if (opts.webApp !== false) {
         webDir = await buildWebApp().catch((err: Error) => {
@@ -226,6 +252,16 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
           openToLoopback: !config.production && !config.couchdbUrl,
         },
         sync: { upstream, verifyToken: verifier, liveness: platform.liveness, local: createLocalStore(platform.db), db: platform.db, watchers, logger },
+        replica: {
+          records,
+          verifyToken: verifier,
+          liveness: platform.liveness,
+          memberships: platform.memberships,
+          db: platform.db,
+          local: createLocalStore(platform.db),
+          watchers: recordWatchers,
+          logger,
+        },
         operators: config.fauxton
           ? {
               couch: { url: couch.identities.url, admin: couch.identities.admin },
@@ -253,7 +289,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
       url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     }
 
-    return { config, url, platform, couch, issuer, registration, registrationUrl, worker, close };
+    return { config, url, platform, couch, issuer, registration, registrationUrl, worker, projection, close };
   } catch (err) {
     await close();
     throw err;

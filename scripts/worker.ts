@@ -18,6 +18,7 @@ import { loadOrCreateSigningKey } from '../identity/keys.ts';
 import { createTokenIssuer } from '../identity/tokens.ts';
 import { makeDataDirPrivate } from './data-dir.ts';
 import { closeOnSignal } from './signals.ts';
+import { createProjection } from '../gateway/replica/projection.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -79,10 +80,25 @@ async function main(config: FerryConfig, wc: WorkerProcessConfig): Promise<void>
     tickMs: wc.tickMs,
     batchSize: wc.batchSize,
   });
-  logger.info({ workerId: wc.workerId }, 'worker started');
+  // The replica projection shares the worker's CouchDB identity; several processes share its durable consumer.
+  const projection = config.replicaProjection
+    ? createProjection({
+        db: platform.db,
+        couch,
+        issuer,
+        registrationUrl: wc.registrationUrl,
+        natsUrl: config.natsUrl,
+        ...(Object.values(config.natsAuth).some(Boolean) ? { natsAuth: config.natsAuth } : {}),
+        tenants: () => platform.tenants.list(),
+        logger,
+      })
+    : null;
+  projection?.start();
+  logger.info({ workerId: wc.workerId, replicaProjection: projection !== null }, 'worker started');
   process.stdout.write(`${JSON.stringify({ event: 'ready', workerId: wc.workerId, pid: process.pid })}\n`);
 
   closeOnSignal(logger, 'worker stopping', async () => {
+    await projection?.stop();
     await worker.stop();
     await platform.close();
   });

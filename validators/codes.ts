@@ -9,6 +9,7 @@ export const ERROR_CATALOGUE = {
   FORBIDDEN: { status: 403, message: 'The caller is not allowed to do this.' },
   MODULE_NOT_LICENSED: { status: 403, message: 'This tenant does not license the module.' },
   TENANT_MISMATCH: { status: 403, message: 'The request does not belong to the caller\'s tenant.' },
+  READ_ONLY: { status: 403, message: 'The replica is read-only; changes go through /sync.' },
   NOT_FOUND: { status: 404, message: 'No such resource.' },
   VERSION_CONFLICT: { status: 409, message: 'The record has changed since the version given.' },
   DUPLICATE_DETECTED: { status: 409, message: 'A likely duplicate of this patient already exists.' },

@@ -1,4 +1,4 @@
-// Bundles the clinician web app (web/app.ts, web/sw.ts) with esbuild's JS API into web/dist/,
+// Bundles the clinician web app (web/src/main.tsx, Preact, and web/sw.ts) with esbuild's JS API into web/dist/,
 // next to the static shell (index.html, style.css). The gateway serves that folder at /app/.
 // Built once per process: every stack in a test run shares the result.
 
@@ -9,7 +9,7 @@ import { build } from 'esbuild';
 
 export const WEB_DIR = dirname(fileURLToPath(import.meta.url));
 export const WEB_DIST = join(WEB_DIR, 'dist');
-const STATIC_FILES = ['index.html', 'style.css'];
+const STATIC_FILES = ['index.html', 'style.css', 'manifest.webmanifest', 'icon.svg', 'icon-192.png', 'icon-512.png'];
 
 let built: Promise<string> | null = null;
 
@@ -26,7 +26,9 @@ export function buildWebApp(opts: { outdir?: string; minify?: boolean } = {}): P
 async function buildInto(outdir: string, minify: boolean): Promise<string> {
   await mkdir(outdir, { recursive: true });
   await build({
-    entryPoints: { app: join(WEB_DIR, 'app.ts'), sw: join(WEB_DIR, 'sw.ts') },
+    entryPoints: { app: join(WEB_DIR, 'src', 'main.tsx'), sw: join(WEB_DIR, 'sw.ts') },
+    jsx: 'automatic',
+    jsxImportSource: 'preact',
     outdir,
     bundle: true,
     platform: 'browser',

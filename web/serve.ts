@@ -38,10 +38,22 @@ export function webAppRoutes(opts: WebAppOptions): Router {
       res.setHeader('Cache-Control', 'no-cache');
       next();
     },
+    spaFallback,
     express.static(opts.dir, { index: 'index.html', redirect: true, fallthrough: false, etag: true, dotfiles: 'deny' }),
     staticErrors,
   );
   return router;
+}
+
+/** The app's routes (`/app/patients/…`, `/app/device`): a path without a file extension is the shell. */
+export function isAppRoute(path: string): boolean {
+  const last = path.split('/').pop() ?? '';
+  return path !== '/' && !last.includes('.') && /^\/[A-Za-z0-9_/-]*$/.test(path);
+}
+
+function spaFallback(req: Request, _res: Response, next: NextFunction): void {
+  if ((req.method === 'GET' || req.method === 'HEAD') && isAppRoute(req.path)) req.url = '/index.html';
+  next();
 }
 
 /**

@@ -20,11 +20,17 @@ interface SwScope {
 }
 const sw = globalThis as unknown as SwScope;
 
-const CACHE = 'ferry-shell-v1';
-const SHELL = ['/app/', '/app/index.html', '/app/app.js', '/app/style.css'];
+const CACHE = 'ferry-shell-v2';
+const SHELL = ['/app/', '/app/index.html', '/app/app.js', '/app/style.css', '/app/manifest.webmanifest', '/app/icon.svg', '/app/icon-192.png', '/app/icon-512.png'];
+
+/** A route of the app (`/app/patients/…`): a path under /app/ without a file extension is the shell page. */
+function isAppRoute(url: URL): boolean {
+  const last = url.pathname.split('/').pop() ?? '';
+  return url.pathname === '/app' || (url.pathname.startsWith('/app/') && !last.includes('.'));
+}
 
 function isShell(url: URL): boolean {
-  return url.origin === sw.location.origin && (url.pathname === '/app/' || SHELL.includes(url.pathname) || url.pathname === '/app');
+  return url.origin === sw.location.origin && (SHELL.includes(url.pathname) || isAppRoute(url));
 }
 
 sw.addEventListener('install', (event) => {
@@ -50,7 +56,7 @@ sw.addEventListener('fetch', (event) => {
   if (request.method !== 'GET') return;
   const url = new URL(request.url);
   if (!isShell(url)) return;
-  const key = url.pathname === '/app' || url.pathname === '/app/' ? '/app/index.html' : url.pathname;
+  const key = isAppRoute(url) ? '/app/index.html' : url.pathname;
   event.respondWith(
     fetch(request)
       .then(async (res) => {

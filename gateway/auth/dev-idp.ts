@@ -4,12 +4,12 @@ import { FerryError } from '../../validators/codes.ts';
 import { parseWith } from '../../validators/issues.ts';
 import { tenantIdSchema } from '../../validators/identity.ts';
 import { verifyPassword } from '../../identity/password.ts';
-import { asyncRoute, openSession, refreshRoute, revokeRoute, type SessionDeps } from './session-routes.ts';
+import { asyncRoute, membershipsRoute, openSession, refreshRoute, revokeRoute, type SessionDeps } from './session-routes.ts';
 import type { UserStore } from './users.ts';
 
 export type { TokenAnswer } from './session-routes.ts';
 
-const tokenRequest = z.strictObject({ username: z.string().min(1).max(128), password: z.string().min(1).max(1024), tenant: tenantIdSchema });
+const tokenRequest = z.strictObject({ username: z.string().min(1).max(128), password: z.string().min(1).max(1024), tenant: tenantIdSchema.optional() });
 
 export interface DevIdpDeps extends SessionDeps {
   users: UserStore;
@@ -32,7 +32,10 @@ export function devIdentityRoutes(deps: DevIdpDeps): Router {
       const user = await deps.users.byUsername(username);
       const ok = await verifyPassword(password, user?.passwordHash ?? DUMMY_HASH);
       if (!user || !ok) throw new FerryError('INVALID_CREDENTIALS');
-      const body = await openSession(deps, user.id, tenant);
+      // Without a tenant (the app's first sign-in, before its picker knows the memberships): the user's first tenant.
+      const chosen = tenant ?? (await deps.memberships.tenantsOf(user.id))[0];
+      if (!chosen) throw new FerryError('FORBIDDEN', { message: 'The user is not a member of any tenant.' });
+      const body = await openSession(deps, user.id, chosen);
       res.setHeader('Cache-Control', 'no-store');
       res.json(body);
     }),
@@ -40,5 +43,6 @@ export function devIdentityRoutes(deps: DevIdpDeps): Router {
 
   router.use(refreshRoute(deps));
   router.use(revokeRoute(deps));
+  router.use(membershipsRoute(deps));
   return router;
 }

@@ -7,7 +7,7 @@ import { parseWith } from '../../validators/issues.ts';
 import { tenantIdSchema } from '../../validators/identity.ts';
 import { bearerToken } from '../../identity/tokens.ts';
 import { deriveOwner } from '../../identity/owner.ts';
-import { asyncRoute, openSession, refreshRoute, revokeRoute, type SessionDeps } from './session-routes.ts';
+import { asyncRoute, membershipsRoute, openSession, refreshRoute, revokeRoute, type SessionDeps } from './session-routes.ts';
 
 // External OIDC mode (DESIGN §2, §3): a device presents its IdP's access or ID token once at
 // `POST /auth/exchange` and gets a Ferry session for one tenant. The IdP's `sub` is only ever an
@@ -94,5 +94,6 @@ export function externalIdentityRoutes(deps: ExternalIdpDeps): Router {
 
   router.use(refreshRoute(deps));
   router.use(revokeRoute(deps));
+  router.use(membershipsRoute(deps));
   return router;
 }

@@ -118,3 +118,38 @@ async function revokeToken(deps: Pick<SessionDeps, 'sessions' | 'verifyToken'>, 
   const order = hint === 'access_token' || (hint === undefined && looksLikeJwt) ? [asAccess, asRefresh] : [asRefresh, asAccess];
   for (const attempt of order) if (await attempt()) return;
 }
+
+/** One tenant the signed-in user belongs to, as the app's tenant picker shows it. */
+export interface MembershipAnswer {
+  tenant: string;
+  roles: string[];
+  /** The facilities the user serves there: what the app's facility field offers. */
+  facilities: string[];
+}
+
+/**
+ * `GET /memberships` with a Ferry access token: the tenants the token's user belongs to, with
+ * their roles and facilities, so the app offers a picker instead of a free-text tenant. Only the caller's own
+ * memberships; a missing or unverifiable token is 401.
+ */
+export function membershipsRoute(deps: Pick<SessionDeps, 'memberships' | 'verifyToken'>): Router {
+  const router = Router();
+  router.get(
+    '/memberships',
+    asyncRoute(async (req, res) => {
+      const header = req.get('authorization') ?? '';
+      const token = /^Bearer ([A-Za-z0-9._-]+)$/.exec(header)?.[1];
+      const claims = token && deps.verifyToken ? await deps.verifyToken(token).catch(() => null) : null;
+      if (!claims) throw new FerryError('UNAUTHENTICATED');
+      const tenants = await deps.memberships.tenantsOf(claims.owner);
+      const rows = await Promise.all(tenants.map((t) => deps.memberships.membershipOf(t, claims.owner)));
+      const memberships: MembershipAnswer[] = tenants.flatMap((tenant, i) => {
+        const m = rows[i];
+        return m ? [{ tenant, roles: m.roles, facilities: m.facilities }] : [];
+      });
+      res.setHeader('Cache-Control', 'no-store');
+      res.json({ memberships });
+    }),
+  );
+  return router;
+}

@@ -74,6 +74,47 @@ export const PLATFORM_MIGRATIONS: readonly string[] = [
   // and one row read gives roles and facilities together, so a scope is never decided from the
   // roles of one moment and the facilities of another. Existing members get none: fail closed.
   `ALTER TABLE memberships ADD COLUMN facilities text[] NOT NULL DEFAULT '{}';`,
+  // The replica's index (gateway/replica/store.ts, docs/SYNC.md "The replica"): each record once,
+  // at the per-tenant counter of its latest projected version and its current facility, so a
+  // member's `_changes` on /replica is a range read of (tenant, facility, counter); and where each
+  // record left a facility, so the feed of that facility can answer it as deleted. Written by the
+  // projection in one transaction that allocates the counters (row lock on `record_counters`), so
+  // counters become visible in order. `replica_scopes` keeps the scopes a user's feed was served
+  // with, keyed by the tag carried in its `since`, so a scope change can be answered.
+  `CREATE TABLE record_counters (
+     tenant text PRIMARY KEY,
+     counter bigint NOT NULL
+   );
+   CREATE TABLE record_index (
+     tenant text NOT NULL,
+     record_id text NOT NULL,
+     facility text NOT NULL,
+     version integer NOT NULL,
+     counter bigint NOT NULL,
+     PRIMARY KEY (tenant, record_id)
+   );
+   CREATE INDEX record_index_facility ON record_index (tenant, facility, counter);
+   CREATE INDEX record_index_counter ON record_index (tenant, counter);
+   CREATE TABLE record_departures (
+     tenant text NOT NULL,
+     facility text NOT NULL,
+     record_id text NOT NULL,
+     counter bigint NOT NULL,
+     PRIMARY KEY (tenant, facility, record_id)
+   );
+   CREATE INDEX record_departures_facility ON record_departures (tenant, facility, counter);
+   CREATE TABLE replica_scopes (
+     tenant text NOT NULL,
+     owner text NOT NULL,
+     tag text NOT NULL,
+     every boolean NOT NULL,
+     facilities text[] NOT NULL,
+     PRIMARY KEY (tenant, owner, tag)
+   );
+   CREATE TABLE replica_settings (
+     key text PRIMARY KEY,
+     value text NOT NULL
+   );`,
 ];
 
 export async function migratePlatform(db: Database): Promise<void> {

@@ -12,6 +12,8 @@ export interface UpstreamOptions {
   fetch?: typeof fetch;
   /** Per-request timeout for everything except the feed watcher. */
   timeoutMs?: number;
+  /** The tenant's database; the inbox (`inbox_{tenant}`) by default, the records database for /replica. */
+  database?: (tenant: string) => string;
 }
 
 export type QueryValue = string | number | boolean | undefined;
@@ -55,7 +57,7 @@ export function createUpstream(opts: UpstreamOptions): Upstream {
   const timeoutMs = opts.timeoutMs ?? 60_000;
 
   const inbox = (tenant: string): Inbox => {
-    const name = inboxName(tenant);
+    const name = (opts.database ?? inboxName)(tenant);
     const root = `${base}/${encodeURIComponent(name)}`;
     const request = async (req: UpstreamRequest): Promise<Response> => {
       // Uncompressed, as in couchdb/client.ts: gzip between the gateway and CouchDB only costs CPU.

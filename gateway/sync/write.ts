@@ -227,7 +227,10 @@ function localKey(ctx: SyncContext, id: string) {
   return { tenant: ctx.caller.tenant, owner: ctx.caller.owner, id };
 }
 
-export function getLocal(deps: WriteDeps) {
+/** What the `_local` handlers need (also used by /replica, with its own store). */
+export type LocalDeps = Pick<WriteDeps, 'local' | 'quotas'>;
+
+export function getLocal(deps: LocalDeps) {
   return async function getLocalHandler(ctx: SyncContext, id: string): Promise<void> {
     const doc = await deps.local.get(localKey(ctx, id));
     if (!doc) throw missing();
@@ -235,7 +238,7 @@ export function getLocal(deps: WriteDeps) {
   };
 }
 
-export function putLocal(deps: WriteDeps) {
+export function putLocal(deps: LocalDeps) {
   return async function putLocalHandler(ctx: SyncContext, id: string): Promise<void> {
     const key = localKey(ctx, id);
     const current = await deps.local.get(key);
@@ -254,7 +257,7 @@ export function putLocal(deps: WriteDeps) {
   };
 }
 
-export function deleteLocal(deps: WriteDeps) {
+export function deleteLocal(deps: LocalDeps) {
   return async function deleteLocalHandler(ctx: SyncContext, id: string): Promise<void> {
     const raw = typeof ctx.req.query.rev === 'string' ? ctx.req.query.rev : ctx.req.get('if-match')?.replace(/"/g, '');
     const m = /^0-(\d{1,9})$/.exec(raw ?? '');

@@ -36,6 +36,11 @@ export interface GatewayStandIn {
   url: string;
   /** The inbox database behind `/sync/{tenant}`, for the fake worker and assertions. */
   inbox(tenant: string): Pouch;
+  /**
+   * The database behind `/replica/{tenant}` for one caller (the token's `owner` claim): the records
+   * in that caller's scope, written by the test (a leave of scope is a deletion there).
+   */
+  records(tenant: string, owner: string): Pouch;
   requests: RecordedRequest[];
   /** Tokens the stand-in accepts, with their tenant. */
   valid: Map<string, string>;
@@ -64,6 +69,7 @@ export async function startGateway(): Promise<GatewayStandIn> {
     logPath: '/dev/null',
   });
   const inboxes = new Map<string, Pouch>();
+  const replicas = new Map<string, Pouch>();
   // eslint-disable-next-line prefer-const
   let server: ReturnType<typeof createServer>;
   const state: GatewayStandIn = {
@@ -80,6 +86,15 @@ export async function startGateway(): Promise<GatewayStandIn> {
       if (!db) {
         db = new ServerPouch(`inbox_${tenant}`);
         inboxes.set(tenant, db);
+      }
+      return db;
+    },
+    records(tenant, owner) {
+      const key = `records_${tenant}_${owner}`;
+      let db = replicas.get(key);
+      if (!db) {
+        db = new ServerPouch(key);
+        replicas.set(key, db);
       }
       return db;
     },
@@ -103,7 +118,28 @@ export async function startGateway(): Promise<GatewayStandIn> {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify(json));
     };
-    if (url === '/sync/' || url === '/sync') return answer(200, { couchdb: 'Welcome', uuid: 'ferry-test', version: '3.3.3' });
+    if (url === '/sync/' || url === '/sync' || url === '/replica/' || url === '/replica') return answer(200, { couchdb: 'Welcome', uuid: 'ferry-test', version: '3.3.3' });
+    const replica = /^\/replica\/([a-z][a-z0-9-]*)(\/.*)?$/.exec(url.split('?')[0]!);
+    if (replica) {
+      const tenant = replica[1]!;
+      const rest = replica[2] ?? '';
+      const tokenTenant = token ? state.valid.get(token) : undefined;
+      if (!tokenTenant) return answer(401, { code: 'UNAUTHENTICATED', message: 'A valid access token is required.' });
+      if (tokenTenant !== tenant) return answer(403, { code: 'TENANT_MISMATCH', message: 'The request does not belong to the caller\'s tenant.' });
+      const reads = req.method === 'GET' || req.method === 'HEAD' || (req.method === 'POST' && /^\/(_bulk_get|_revs_diff|_all_docs)$/.test(rest)) || rest.startsWith('/_local/');
+      if (!reads) return answer(403, { code: 'READ_ONLY', message: 'The replica is read-only.' });
+      const owner = tokenOwner(token!);
+      const db = state.records(tenant, owner);
+      req.url = url.replace(/^\/replica\/[a-z][a-z0-9-]*/, `/records_${tenant}_${owner}`);
+      res.on('finish', () => {
+        rec.status = res.statusCode;
+      });
+      void db.info().then(
+        () => app(req, res),
+        () => answer(500, { code: 'INTERNAL' }),
+      );
+      return;
+    }
     const m = /^\/sync\/([a-z][a-z0-9-]*)(\/.*)?$/.exec(url.split('?')[0]!);
     if (!m) return answer(404, { code: 'NOT_FOUND' });
     const tenant = m[1]!;
@@ -126,9 +162,19 @@ export async function startGateway(): Promise<GatewayStandIn> {
   state.close = async () => {
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const db of inboxes.values()) await db.destroy().catch(() => undefined);
+    for (const db of [...inboxes.values(), ...replicas.values()]) await db.destroy().catch(() => undefined);
   };
   return state;
+}
+
+/** The `owner` claim of a fake JWT (the stand-in trusts it; the gateway verifies), or `anyone`. */
+function tokenOwner(token: string): string {
+  try {
+    const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { owner?: unknown };
+    return typeof claims.owner === 'string' && /^[a-z0-9-]+$/.test(claims.owner) ? claims.owner : 'anyone';
+  } catch {
+    return 'anyone';
+  }
 }
 
 /** A token provider whose refresh mints a new valid token for the same tenant. */

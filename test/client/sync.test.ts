@@ -377,7 +377,7 @@ describe('client/sync against a CouchDB-protocol stand-in for /sync/{tenant}', f
     const count = gw.requests.length;
     await new Promise((r) => setTimeout(r, 300));
     expect(gw.requests.length).to.equal(count); // and no retries after
-    expect(gw.requests.every((r) => r.status === 403 || r.path === '/sync/' || r.status === 0)).to.equal(true);
+    expect(gw.requests.every((r) => r.status === 403 || r.path === '/sync/' || r.path === '/replica/' || r.status === 0)).to.equal(true);
     expect(await serverDocs('north')).to.deep.equal([]);
     expect(await serverDocs('south')).to.deep.equal([]);
   });

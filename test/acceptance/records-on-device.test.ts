@@ -38,7 +38,7 @@ function switchableNetwork(): { fetch: FetchLike; setOffline(offline: boolean): 
 }
 
 describe('acceptance: records on the device (issue 11)', function () {
-  this.timeout(120_000);
+  this.timeout(240_000);
   let stack: TestStack;
   const devices: Device[] = [];
 
@@ -72,7 +72,8 @@ describe('acceptance: records on the device (issue 11)', function () {
     const net = switchableNetwork();
     const ben = await openDevice(stack, await devTokens(stack.url, 'ben', 'north'), { fetch: net.fetch });
     devices.push(ben);
-    await waitFor('the record on ben’s device', () => ben.session.entity(id).record);
+    // The first projection after a stack starts can take a while on a loaded machine.
+    await waitFor('the record on ben’s device', () => ben.session.entity(id).record, 60_000);
     expect(ben.session.records.state.live).to.equal(true);
 
     // Offline: ben finds the patient by name and updates it.
@@ -95,12 +96,12 @@ describe('acceptance: records on the device (issue 11)', function () {
     ben.session.sync.kick();
     const committed = await waitForState(ben.session, updated.mid, 'committed', 30_000);
     expect((committed.state.response?.body as { version?: number }).version).to.equal(2);
-    await waitFor('the replica at version 2 on ben’s device', () => ben.session.entity(id).record?.version === 2);
+    await waitFor('the replica at version 2 on ben’s device', () => ben.session.entity(id).record?.version === 2, 60_000);
     expect(ben.session.entity(id).pending).to.deep.equal([]);
     expect(ben.session.records.search({ text: String(patient.familyName) })[0]).to.deep.include({ id, version: 2, pending: false });
 
     // cy serves north-hc-2 only: nothing of it reached her device.
-    await waitFor('ada’s device to hold version 2', () => ada.session.entity(id).record?.version === 2);
+    await waitFor('ada’s device to hold version 2', () => ada.session.entity(id).record?.version === 2, 60_000);
     expect(cy.session.records.state.live).to.equal(true);
     expect(cy.session.entity(id).record).to.equal(null);
     expect(cy.session.records.search({ text: String(patient.familyName) })).to.deep.equal([]);
@@ -111,10 +112,10 @@ describe('acceptance: records on the device (issue 11)', function () {
     if (!moved.ok) throw new Error(moved.code);
     expect(ben.session.mutation(moved.mid)?.baseVersion).to.equal(2);
     await waitForState(ben.session, moved.mid, 'committed', 30_000);
-    await waitFor('the record on cy’s device', () => cy.session.entity(id).record, 30_000);
+    await waitFor('the record on cy’s device', () => cy.session.entity(id).record, 60_000);
     expect(cy.session.entity(id).record).to.include({ version: 3, facility: 'north-hc-2' });
     expect(cy.session.records.search({ text: String(patient.givenName) }).map((h) => h.id)).to.deep.equal([id]);
-    await waitFor('the record to leave ben’s replica', () => ben.session.entity(id).record === null, 30_000);
+    await waitFor('the record to leave ben’s replica', () => ben.session.entity(id).record === null, 60_000);
     expect(ben.session.records.search({ text: String(patient.givenName) })).to.deep.equal([]);
   });
 });

@@ -23,7 +23,7 @@ async function filesUnder(dir: string): Promise<string[]> {
 }
 
 describe('client/records on the full stack (/replica)', function () {
-  this.timeout(120_000);
+  this.timeout(240_000);
   let stack: TestStack;
   const devices: Device[] = [];
   const sessions: Session[] = [];
@@ -52,7 +52,8 @@ describe('client/records on the full stack (/replica)', function () {
     await waitForState(ada.session, first.mid, 'committed');
     const ben = await openDevice(stack, await devTokens(stack.url, 'ben', 'north'));
     devices.push(ben);
-    await waitFor('the record on ben’s device', () => ben.session.entity(first.entity).record);
+    // The first projection after a stack starts can take a while on a loaded machine.
+    await waitFor('the record on ben’s device', () => ben.session.entity(first.entity).record, 60_000);
     const again = await ben.session.mutate('patient.create', patient);
     if (!again.ok) throw new Error(again.code);
     const conflict = await waitForState(ben.session, again.mid, 'conflict');
@@ -72,9 +73,11 @@ describe('client/records on the full stack (/replica)', function () {
     await waitForState(ada.session, made.mid, 'committed');
     const dee = await openDevice(stack, await devTokens(stack.url, 'dee', 'north'));
     devices.push(dee);
-    await waitFor('the record on dee’s device', () => dee.session.entity(made.entity).record);
+    await waitFor('the record on dee’s device', () => dee.session.entity(made.entity).record, 60_000);
     const left: string[] = [];
     dee.session.on('records', (e) => left.push(...e.changed));
+    // One-shot pulls from here: the live pull is stopped so "the next pull" is this one.
+    await dee.session.sync.stop();
     const membership = await stack.platform.memberships.membershipOf('north', 'dee');
     try {
       await stack.platform.memberships.set('north', 'dee', membership!.roles, []);
@@ -101,7 +104,7 @@ describe('client/records on the full stack (/replica)', function () {
     const options = { gatewayUrl: stack.url, passphrase: 'a long device passphrase', adapter: 'leveldb' as const, prefix: `${dir}/`, kdfIterations: 1_000, idleTimeoutMs: null, online: null, backoff: { base: 100, cap: 1_000 } };
     const north = await openNodeSession({ ...options, tenant: 'north', owner: cyNorth.owner, tokens: cyNorth });
     sessions.push(north);
-    await waitFor('the record on cy’s device', () => north.entity(made.entity).record);
+    await waitFor('the record on cy’s device', () => north.entity(made.entity).record, 60_000);
     expect(north.records.search({ identifier: 'nx-7719' }).map((h) => h.id)).to.deep.equal([made.entity]);
     const cySouth = await devTokens(stack.url, 'cy', 'south');
     const { session: south } = await switchTenant(north, { ...options, tenant: 'south', owner: cySouth.owner, tokens: cySouth, PouchDB: NodePouch });

@@ -78,7 +78,11 @@ export interface ProjectionStatus {
 export interface Projection {
   start(): void;
   stop(): Promise<void>;
-  /** Sets the position back to the start of the stream; the next round replays every event. */
+  /**
+   * Sets the position back to the start of the stream; the next rounds replay every event, reading
+   * each record from the service and checking its doc in the records database (a doc missing
+   * there is written again, with the same revisions), until the replay has caught up.
+   */
   rebuild(): Promise<void>;
   status(): ProjectionStatus;
 }
@@ -106,6 +110,8 @@ export function createProjection(opts: ProjectionOptions): Projection {
   let pending = 0;
   let wake: (() => void) | null = null;
   let rebuilt = false;
+  /** Set by `rebuild()` until the replay has caught up with the stream. */
+  let rebuilding = false;
   const tokens = new Map<string, { token: string; at: number }>();
   let tenantCache: { at: number; set: Set<string> } | null = null;
 
@@ -216,7 +222,8 @@ export function createProjection(opts: ProjectionOptions): Projection {
   /** Projects one tenant's targets; every step is idempotent, so a retry of the batch is harmless. */
   async function projectTenant(tenant: string, targets: readonly Target[]): Promise<void> {
     const indexed = await store.indexed(tenant, targets.map((t) => t.patientId));
-    const todo = targets.filter((t) => !alreadyProjected(t, indexed.get(t.patientId)?.version));
+    // A rebuild checks every record against the records database itself, not only the index.
+    const todo = rebuilding ? [...targets] : targets.filter((t) => !alreadyProjected(t, indexed.get(t.patientId)?.version));
     opts.metrics?.events.inc({ outcome: 'current' }, targets.length - todo.length);
     if (todo.length === 0) return;
     const reads = await readAll(todo);
@@ -292,6 +299,7 @@ export function createProjection(opts: ProjectionOptions): Projection {
     for await (const m of batch) msgs.push(m);
     if (msgs.length === 0) {
       pending = 0;
+      rebuilding = false;
       opts.metrics?.lagEvents.set(0);
       return 0;
     }
@@ -339,6 +347,7 @@ export function createProjection(opts: ProjectionOptions): Projection {
     },
     async rebuild() {
       rebuilt = true;
+      rebuilding = true;
       await positions.reset();
       consumer = null;
     },

@@ -3,6 +3,7 @@
 // so what the tests exercise is what runs.
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { registrationUrlOf, type FerryConfig } from './config.ts';
 import { silentLogger, type Logger } from '../http/log.ts';
@@ -109,6 +110,10 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
     const couch = await prepareCouch(config, platform, logger, { demoTenants: devIdp, ...(config.couchdbUrl ? {} : { reuseRunning: true }) });
     closers.push(() => couch.stop());
 
+    // A registration database this start creates holds no patient yet: the replica projection need
+    // not read the events stored before it (a shared NATS may hold many of other deployments').
+    const freshRegistration = !config.databaseUrl && !config.registrationUrl && opts.registration !== false && !existsSync(join(config.dataDir, 'pg', 'registration'));
+    const startedAt = new Date(Date.now() - 60_000);
     let registration: RegistrationService | null = null;
     let registrationDb: Database | null = null;
     let registrationUrl: string;
@@ -198,6 +203,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         tenants: () => platform.tenants.list(),
         logger,
         metrics: createReplicaMetrics(metrics),
+        ...(freshRegistration ? { freshServiceSince: startedAt } : {}),
         ...opts.replicaTuning,
       });
       projection.start();

@@ -1,5 +1,5 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { jetstream, jetstreamManager, type Consumer, type JsMsg } from '@nats-io/jetstream';
+import { DeliverPolicy, jetstream, jetstreamManager, type Consumer, type JsMsg } from '@nats-io/jetstream';
 import { connectNats, natsConnectionTarget, type NatsAuth } from '../../nats/connection.ts';
 import type { CouchServer } from '../../couchdb/client.ts';
 import { recordsName } from '../../couchdb/provision.ts';
@@ -55,6 +55,14 @@ export interface ProjectionOptions {
    * crash. Throwing from it leaves the batch unacked, exactly as a crash there would.
    */
   afterDocsWritten?: (tenant: string) => void | Promise<void>;
+  /**
+   * The service's database was created by this very start (a fresh embedded data directory), so
+   * no event stored before `since` can be about its records: a first projection (no stored
+   * position) reads from `since` instead of the start of the stream, which on a NATS shared with
+   * other deployments may hold many thousands of other services' events, each costing a service
+   * read that answers 404. `rebuild()` still replays from the start.
+   */
+  freshServiceSince?: Date;
 }
 
 export interface ProjectionStatus {
@@ -70,7 +78,11 @@ export interface ProjectionStatus {
 export interface Projection {
   start(): void;
   stop(): Promise<void>;
-  /** Sets the position back to the start of the stream; the next round replays every event. */
+  /**
+   * Sets the position back to the start of the stream; the next rounds replay every event, reading
+   * each record from the service and checking its doc in the records database (a doc missing
+   * there is written again, with the same revisions), until the replay has caught up.
+   */
   rebuild(): Promise<void>;
   status(): ProjectionStatus;
 }
@@ -97,6 +109,9 @@ export function createProjection(opts: ProjectionOptions): Projection {
   let acked = 0;
   let pending = 0;
   let wake: (() => void) | null = null;
+  let rebuilt = false;
+  /** Set by `rebuild()` until the replay has caught up with the stream. */
+  let rebuilding = false;
   const tokens = new Map<string, { token: string; at: number }>();
   let tenantCache: { at: number; set: Set<string> } | null = null;
 
@@ -145,8 +160,13 @@ export function createProjection(opts: ProjectionOptions): Projection {
     // The relay makes the stream too; whichever starts first does.
     await ensureStream(await jetstreamManager(conn, { timeout: 5000 }));
     const from = (await positions.read()) + 1;
-    consumer = await jetstream(conn, { timeout: 5000 }).consumers.get(STREAM_NAME, { opt_start_seq: from });
-    if (from === 1) logger.info({ component: 'replica-projection' }, 'projecting from the start of the stream');
+    const js = jetstream(conn, { timeout: 5000 });
+    if (from === 1 && opts.freshServiceSince && !rebuilt) {
+      consumer = await js.consumers.get(STREAM_NAME, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.freshServiceSince.toISOString() });
+    } else {
+      consumer = await js.consumers.get(STREAM_NAME, { opt_start_seq: from });
+      if (from === 1) logger.info({ component: 'replica-projection' }, 'projecting from the start of the stream');
+    }
     return consumer;
   }
 
@@ -202,7 +222,8 @@ export function createProjection(opts: ProjectionOptions): Projection {
   /** Projects one tenant's targets; every step is idempotent, so a retry of the batch is harmless. */
   async function projectTenant(tenant: string, targets: readonly Target[]): Promise<void> {
     const indexed = await store.indexed(tenant, targets.map((t) => t.patientId));
-    const todo = targets.filter((t) => !alreadyProjected(t, indexed.get(t.patientId)?.version));
+    // A rebuild checks every record against the records database itself, not only the index.
+    const todo = rebuilding ? [...targets] : targets.filter((t) => !alreadyProjected(t, indexed.get(t.patientId)?.version));
     opts.metrics?.events.inc({ outcome: 'current' }, targets.length - todo.length);
     if (todo.length === 0) return;
     const reads = await readAll(todo);
@@ -278,6 +299,7 @@ export function createProjection(opts: ProjectionOptions): Projection {
     for await (const m of batch) msgs.push(m);
     if (msgs.length === 0) {
       pending = 0;
+      rebuilding = false;
       opts.metrics?.lagEvents.set(0);
       return 0;
     }
@@ -324,6 +346,8 @@ export function createProjection(opts: ProjectionOptions): Projection {
       loop = null;
     },
     async rebuild() {
+      rebuilt = true;
+      rebuilding = true;
       await positions.reset();
       consumer = null;
     },

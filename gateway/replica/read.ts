@@ -132,6 +132,8 @@ export async function getDoc(ctx: ReplicaContext, docId: string): Promise<void> 
   const revs = query.revs === 'true';
   let value: unknown;
   if (openRevs) {
+    // `open_revs=all` names no revision: out of scope it is an absent doc, as for any id.
+    if (openRevs === 'all' && !record.inScope) throw missing();
     const wanted = openRevs === 'all' ? [undefined] : openRevs;
     const answers = wanted.map((rev) => answerOf(ctx, docId, rev, record));
     const ask = openRevs === 'all' ? (record.inScope ? 'all' : null) : wanted.filter((_, n) => answers[n]!.kind === 'fetch');
@@ -150,7 +152,6 @@ export async function getDoc(ctx: ReplicaContext, docId: string): Promise<void> 
       const a = answers[n]!;
       if (a.kind === 'tombstone') entries.push({ ok: tombstone(ctx, docId, record.id, a.version, revs) });
       else if (a.kind === 'missing' && rev !== undefined) entries.push({ missing: rev });
-      else if (a.kind === 'missing' && openRevs === 'all') entries.push({ ok: tombstone(ctx, docId, record.id, record.version, revs) });
     });
     value = entries;
     const accept = ctx.req.get('accept') ?? '';

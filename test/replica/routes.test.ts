@@ -164,6 +164,40 @@ describe('replica: /replica/{tenant} routes and scope', function () {
       expect(back.rows.find((r) => r.id === id)).to.not.include({ deleted: true });
     });
 
+    it('a normal feed without limit (the CouchDB replicator\'s) streams every row; a longpoll with nothing new ends empty at its timeout; since=now starts at the caller\'s head', async () => {
+      const paged = await pull(stack, admin, 'north', 0, 1);
+      const all = await replica(stack, admin, '/north/_changes?feed=normal&style=all_docs&since=0');
+      expect((all.body.results as Array<{ id: string }>).map((r) => r.id)).to.deep.equal(paged.rows.map((r) => r.id));
+      expect(all.body.last_seq).to.equal(paged.lastSeq);
+      const started = Date.now();
+      const idle = await replica(stack, ada, `/north/_changes?feed=longpoll&timeout=500&since=${encodeURIComponent(String((await pull(stack, ada, 'north')).lastSeq))}`);
+      expect(idle.status).to.equal(200);
+      expect(idle.body.results).to.deep.equal([]);
+      expect(Date.now() - started).to.be.below(10_000);
+      const now = await replica(stack, ada, '/north/_changes?since=now');
+      expect(now.body.results).to.deep.equal([]);
+      expect(now.body.last_seq).to.equal((await replica(stack, ada, '/north')).body.update_seq);
+    });
+
+    it('the single-doc fallback PouchDB uses (`open_revs`) serves a record in scope, and out of scope a named revision gets the tombstone', async () => {
+      const id = `r:patient:${cyPatient.id}`;
+      const rev = (await stack.couch.server.db('records_north').get<{ _rev: string }>(id))!._rev;
+      const own = await replica(stack, cy, `/north/${id}?revs=true&latest=true&open_revs=${encodeURIComponent(JSON.stringify([rev]))}`);
+      expect(own.status).to.equal(200);
+      expect((own.body as unknown as Array<{ ok: { _rev: string; _revisions: unknown } }>)[0]!.ok).to.include({ _rev: rev });
+      // Out of her scope: naming one of its (keyed) revisions, as only a device that held it can,
+      // gets the scope-leave tombstone and nothing of the record.
+      const foreign = await replica(stack, ada, `/north/${id}?revs=true&open_revs=${encodeURIComponent(JSON.stringify([rev]))}`);
+      const entries = foreign.body as unknown as Array<{ ok: Record<string, unknown> }>;
+      expect(entries).to.have.length(1);
+      expect(entries[0]!.ok).to.include({ _id: id, _deleted: true });
+      expect(Object.keys(entries[0]!.ok).sort()).to.deep.equal(['_deleted', '_id', '_rev', '_revisions']);
+      // Without a revision it is missing, as any absent id.
+      const all = await replica(stack, ada, `/north/${id}?open_revs=all`);
+      expect(all.status).to.equal(404);
+      expect(all.body.reason).to.equal('missing');
+    });
+
     it('a member with no facility sees no records', async () => {
       await stack.platform.memberships.setFacilities('north', 'dee', []);
       const dee = await stack.login('dee', 'north');

@@ -84,7 +84,7 @@ describe('client/records on the full stack (/replica)', function () {
       await waitFor('the record to leave dee’s device', async () => {
         await dee.session.records.pull();
         return dee.session.entity(made.entity).record === null;
-      });
+      }, 60_000);
       expect(left).to.include(made.entity);
       expect(dee.session.records.state.count).to.equal(0);
     } finally {

@@ -18,6 +18,7 @@ import { loadOrCreateSigningKey } from '../identity/keys.ts';
 import { createTokenIssuer } from '../identity/tokens.ts';
 import { makeDataDirPrivate } from './data-dir.ts';
 import { closeOnSignal } from './signals.ts';
+import { readWorkerRetention, startWorkerRetention, type WorkerRetentionConfig } from './worker-retention.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -33,6 +34,8 @@ export interface WorkerProcessConfig {
   tickMs: number;
   /** Mutations per round, i.e. per service batch. */
   batchSize: number;
+  /** FERRY_COUCH_RETENTION_URL: retention runs here only with it (scripts/worker-retention.ts). */
+  retention: WorkerRetentionConfig | null;
 }
 
 export function readWorkerConfig(config: FerryConfig, env: Env = process.env): WorkerProcessConfig {
@@ -56,6 +59,7 @@ export function readWorkerConfig(config: FerryConfig, env: Env = process.env): W
     retryMaxMs: e.FERRY_WORKER_RETRY_MAX_MS ?? DEFAULT_RETRY_POLICY.maxMs,
     tickMs: e.FERRY_WORKER_TICK_MS ?? 1_000,
     batchSize: e.FERRY_WORKER_BATCH_SIZE ?? 200,
+    retention: readWorkerRetention(config, e.FERRY_COUCH_RETENTION_URL),
   };
 }
 
@@ -66,6 +70,7 @@ async function main(config: FerryConfig, wc: WorkerProcessConfig): Promise<void>
   const key = await loadOrCreateSigningKey(config.dataDir);
   const issuer = createTokenIssuer({ key, issuer: config.issuer });
   const couch = createCouchServer({ url: wc.couchUrl, auth: { username: WORKER_USER, password: wc.workerPassword } });
+  const retention = await startWorkerRetention(wc.retention, logger);
   const worker = await startWorker({
     platform,
     couch,
@@ -78,6 +83,7 @@ async function main(config: FerryConfig, wc: WorkerProcessConfig): Promise<void>
     retry: { ...DEFAULT_RETRY_POLICY, baseMs: wc.retryBaseMs, maxMs: wc.retryMaxMs },
     tickMs: wc.tickMs,
     batchSize: wc.batchSize,
+    ...(retention ? { retention } : {}),
   });
   logger.info({ workerId: wc.workerId }, 'worker started');
   process.stdout.write(`${JSON.stringify({ event: 'ready', workerId: wc.workerId, pid: process.pid })}\n`);
@@ -93,7 +99,7 @@ try {
   const wc = readWorkerConfig(config);
   main(config, wc).catch((err: Error) => {
     console.error('ferry-worker: failed to start:', err.name, err.message);
-    process.exit(1);
+    process.exit(err instanceof ConfigError ? 2 : 1);
   });
 } catch (err) {
   if (err instanceof ConfigError) {

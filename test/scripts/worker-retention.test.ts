@@ -226,7 +226,7 @@ describe('scripts/worker: two worker processes with retention on PostgreSQL', fu
     m.device = DEVICE;
     await env.push('north', [m]);
     const counter = (await env.waitStatus('north', 'ada', m.mid, (x) => x.state === 'committed', 60_000)).counter!;
-    expect(await local.put({ tenant: 'north', owner: 'ada', id: ackDocId(DEVICE) }, ++rev, { type: 'ferry-ack', v: 1, device: DEVICE, counter })).to.equal(true);
+    expect(await local.put({ tenant: 'north', owner: 'ada', id: ackDocId(DEVICE) }, rev + 1, { type: 'ferry-ack', v: 1, device: DEVICE, counter })).to.equal(true);
     await waitUntil(async () => (await inboxDocs()) === 0, 30_000, 100);
     await waitUntil(async () => purgedBy(standby) === 1, 5_000);
   });

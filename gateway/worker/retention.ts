@@ -296,15 +296,22 @@ async function recheckPurged(deps: RetentionDeps, result: RetentionPassResult): 
     if (page.length === 0) break;
     const { back } = decideRepurge(page, await lookUp(deps.inbox, page.flatMap((m) => [...m.ids])));
     if (back.length === 0) continue;
-    // Fenced first: only the lease holder purges, and the horizon restarts from now.
-    await fenced(
-      deps.db,
-      deps.lease,
-      `, again AS (UPDATE pending_mutations p SET repurged_at = now(), repurges = p.repurges + 1 FROM held, unnest($4::text[], $5::text[]) AS u(owner, mid)
-         WHERE p.tenant = $1::text AND p.owner = u.owner AND p.mid = u.mid AND p.purged_at IS NOT NULL)`,
-      [back.map((b) => b.mutation.owner), back.map((b) => b.mutation.mid)],
+    // Fenced first: only the lease holder purges, and the horizon restarts from now. Only rows
+    // still marked purged: one the worker has meanwhile answered again (a re-push it replays,
+    // which clears `purged_at`) is ordinary retention's again, not the guard's.
+    const { lease } = deps;
+    const marked = await deps.db.query<{ ok: number; owner: string | null; mid: string | null }>(
+      `WITH held AS (SELECT 1 AS ok WHERE ${LEASE_HELD}),
+       again AS (UPDATE pending_mutations p SET repurged_at = now(), repurges = p.repurges + 1 FROM held, unnest($4::text[], $5::text[]) AS u(owner, mid)
+         WHERE p.tenant = $1::text AND p.owner = u.owner AND p.mid = u.mid AND p.purged_at IS NOT NULL RETURNING p.owner, p.mid)
+       SELECT held.ok, again.owner, again.mid FROM held LEFT JOIN again ON true`,
+      [lease.tenant, lease.holder, lease.fence, back.map((b) => b.mutation.owner), back.map((b) => b.mutation.mid)],
     );
-    const ids = back.flatMap((b) => b.ids);
+    if (marked.rows.length === 0) throw new LeaseLost(lease.tenant);
+    const still = new Set(marked.rows.flatMap((r) => (r.owner !== null && r.mid !== null ? [`${r.owner}\u0000${r.mid}`] : [])));
+    const again = back.filter((b) => still.has(`${b.mutation.owner}\u0000${b.mutation.mid}`));
+    if (again.length === 0) continue;
+    const ids = again.flatMap((b) => b.ids);
     const found = await allLeaves(deps.inbox, ids);
     const request: Record<string, string[]> = {};
     for (const id of ids) {
@@ -312,6 +319,6 @@ async function recheckPurged(deps: RetentionDeps, result: RetentionPassResult): 
       if (revs && revs.length > 0) request[id] = revs;
     }
     await purgeLeaves(deps.purger, request);
-    result.repurged += back.length;
+    result.repurged += again.length;
   } while (cursor !== null);
 }

@@ -5,7 +5,8 @@
 //
 // Several of these may run at once: leases in the platform database decide which one works on
 // which tenant. PGlite is single-process, so DATABASE_URL is required. Prints one JSON line
-// `{"event":"ready",…}` on stdout once it is looking at the tenant registry.
+// `{"event":"ready",…}` on stdout once it is looking at the tenant registry. Retention runs only
+// with FERRY_COUCH_RETENTION_URL, a CouchDB server admin (scripts/worker-retention.ts).
 import { hostname } from 'node:os';
 import { readConfig, readEnv, registrationUrlOf, ConfigError, type FerryConfig } from './config.ts';
 import { createLogger } from '../http/log.ts';

@@ -10,6 +10,9 @@
 // starts one embedded CouchDB for all of them on FERRY_DATA_DIR; its admin and service passwords
 // are generated once under FERRY_DATA_DIR/couch (0600 files): the gateways find the running server
 // and read them there, the workers are handed the worker password in their environment.
+// Retention (docs/SYNC.md "Retention"): with the embedded server the workers are also handed its
+// admin credential as FERRY_COUCH_RETENTION_URL, so the lease holder of each tenant purges it; with
+// COUCHDB_URL they inherit FERRY_COUCH_RETENTION_URL if the operator set it, and run none otherwise.
 // Signing keys are shared the same way, through FERRY_DATA_DIR/keys.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -19,6 +22,7 @@ import { readConfig, ConfigError, type FerryConfig } from './config.ts';
 import { openPlatform } from '../gateway/platform/open.ts';
 import { prepareCouch, type PreparedCouch } from '../couchdb/prepare.ts';
 import { WORKER_PASSWORD_ENV } from '../couchdb/identities.ts';
+import { RETENTION_URL_ENV } from './worker-retention.ts';
 import { DEMO_LICENSED, seedDemo } from '../gateway/tenant/demo.ts';
 import { createLicensing, openRegistrationDatabase } from '../services/registration/index.ts';
 import { makeDataDirPrivate } from './data-dir.ts';
@@ -60,7 +64,7 @@ export interface ChildPlan {
 export function planCluster(
   config: Pick<FerryConfig, 'port' | 'registrationUrl' | 'registrationPort'>,
   args: ClusterArgs,
-  couch: { url: string; workerPassword: string },
+  couch: { url: string; workerPassword: string; retentionUrl?: string },
 ): ChildPlan[] {
   const plans: ChildPlan[] = [];
   // FERRY_PORT=0: every gateway on an ephemeral port (printed in the ready line); the registration
@@ -84,10 +88,24 @@ export function planCluster(
     plans.push({
       name: `worker-${i + 1}`,
       entry: 'worker',
-      env: { FERRY_WORKER_ID: `worker-${i + 1}`, FERRY_REGISTRATION_URL: registrationUrl, COUCHDB_URL: couch.url, [WORKER_PASSWORD_ENV]: couch.workerPassword },
+      env: {
+        FERRY_WORKER_ID: `worker-${i + 1}`,
+        FERRY_REGISTRATION_URL: registrationUrl,
+        COUCHDB_URL: couch.url,
+        [WORKER_PASSWORD_ENV]: couch.workerPassword,
+        ...(couch.retentionUrl ? { [RETENTION_URL_ENV]: couch.retentionUrl } : {}),
+      },
     });
   }
   return plans;
+}
+
+/** `http://user:password@host:port` for a child's environment (never logged). */
+function credentialedUrl(url: string, who: { username: string; password: string }): string {
+  const u = new URL(url);
+  u.username = who.username;
+  u.password = who.password;
+  return u.toString().replace(/\/+$/, '');
 }
 
 const ENTRIES: Record<ChildPlan['entry'], string> = {
@@ -181,7 +199,11 @@ async function main(config: FerryConfig, args: ClusterArgs): Promise<void> {
       for (const t of DEMO_LICENSED.registration) await createLicensing(db).license(t);
       await db.close();
     }
-    const plans = planCluster(config, args, { url: config.couchdbUrl ?? couch.identities.url, workerPassword: couch.identities.worker.password });
+    const plans = planCluster(config, args, {
+      url: config.couchdbUrl ?? couch.identities.url,
+      workerPassword: couch.identities.worker.password,
+      ...(couch.identities.embedded ? { retentionUrl: credentialedUrl(couch.identities.url, couch.identities.admin) } : {}),
+    });
     for (const plan of plans) children.push(supervise(plan, logger, process.env));
     // One at a time, so that no two gateways seed, provision or bundle the web app at once; the
     // workers (which do none of that) together at the end.

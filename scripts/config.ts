@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { natsConnectionTarget, NatsSettingError, type NatsAuth } from '../nats/connection.ts';
 import { parseTrustedProxies } from '../gateway/operators/trusted-proxies.ts';
+import { DEFAULT_REPURGE_HORIZON_MS } from '../gateway/worker/retention-rule.ts';
 
 // Configuration is read from the environment here, at the entry points, and handed to each
 // component as plain data, so every component can be started in-process by a test with its own
@@ -46,7 +47,7 @@ export interface FerryConfig {
   metricsToken: string | undefined;
   waitingTimeoutMs: number;
   /** Retention (docs/SYNC.md "Retention"): window after a terminal status, optional maximum for unacknowledged ones, pass interval. */
-  retention: { windowMs: number; maxMs: number | null; intervalMs: number };
+  retention: { windowMs: number; maxMs: number | null; intervalMs: number; recheckMs: number };
   logLevel: LogLevel;
   /** How long /sync and /v1 trust a session/membership check (`FERRY_SESSION_CHECK_TTL_MS`, default 2000). */
   sessionCheckTtlMs: number;
@@ -159,6 +160,9 @@ export const ENV_SCHEMA = z.object({
   COUCHDB_URL: optional(httpUrl),
   FERRY_COUCH_GATEWAY_PASSWORD: optional(text),
   FERRY_COUCH_WORKER_PASSWORD: optional(text),
+  // A CouchDB server admin for retention's `_purge` and `_compact` in `scripts/worker.ts`
+  // (docs/SYNC.md "Retention"); the URL must carry the credentials (checked there).
+  FERRY_COUCH_RETENTION_URL: optional(httpUrl),
   DATABASE_URL: optional(postgresUrl),
   FERRY_PLATFORM_SCHEMA: optional(sqlIdentifier),
   FERRY_REGISTRATION_SCHEMA: optional(sqlIdentifier),
@@ -180,6 +184,7 @@ export const ENV_SCHEMA = z.object({
   FERRY_RETENTION_WINDOW_MS: optional(milliseconds(3650 * 24 * 3600_000)),
   FERRY_RETENTION_MAX_MS: optional(milliseconds(3650 * 24 * 3600_000)),
   FERRY_RETENTION_INTERVAL_MS: optional(milliseconds()),
+  FERRY_RETENTION_RECHECK_MS: optional(milliseconds(365 * 24 * 3600_000)),
   FERRY_WORKER_ID: optional(z.string().regex(/^[A-Za-z0-9._:@-]{1,128}$/, 'must be 1 to 128 letters, digits or . _ : @ -')),
   FERRY_WORKER_LEASE_TTL_MS: optional(milliseconds()),
   FERRY_WORKER_RETRY_BASE_MS: optional(milliseconds()),
@@ -240,7 +245,7 @@ export function readConfig(env: Env = process.env): FerryConfig {
   if (!externalAuth && production) {
     throw new ConfigError('NODE_ENV=production needs an external identity provider (FERRY_AUTH_*); the dev IdP refuses to start', ['NODE_ENV']);
   }
-  const retention = { windowMs: e.FERRY_RETENTION_WINDOW_MS ?? 7 * 24 * 3600_000, maxMs: e.FERRY_RETENTION_MAX_MS ?? null, intervalMs: e.FERRY_RETENTION_INTERVAL_MS ?? 3600_000 };
+  const retention = { windowMs: e.FERRY_RETENTION_WINDOW_MS ?? 7 * 24 * 3600_000, maxMs: e.FERRY_RETENTION_MAX_MS ?? null, intervalMs: e.FERRY_RETENTION_INTERVAL_MS ?? 3600_000, recheckMs: e.FERRY_RETENTION_RECHECK_MS ?? DEFAULT_REPURGE_HORIZON_MS };
   if (retention.maxMs !== null && retention.maxMs < retention.windowMs) {
     throw new ConfigError('FERRY_RETENTION_MAX_MS must not be shorter than FERRY_RETENTION_WINDOW_MS', ['FERRY_RETENTION_MAX_MS']);
   }

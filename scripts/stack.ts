@@ -186,7 +186,7 @@ export async function startStack(config: FerryConfig, opts: StackOptions = {}): 
         waitingTimeoutMs: config.waitingTimeoutMs,
         // `_purge` and `_compact` are admin-only in CouchDB 3: retention runs with the admin
         // credential this stack already holds for provisioning (docs/SYNC.md "Retention").
-        retention: { purger: couchServerAs(couch.identities, 'admin'), policy: { windowMs: config.retention.windowMs, maxMs: config.retention.maxMs }, intervalMs: config.retention.intervalMs },
+        retention: { purger: couchServerAs(couch.identities, 'admin'), policy: { windowMs: config.retention.windowMs, maxMs: config.retention.maxMs, recheckMs: config.retention.recheckMs }, intervalMs: config.retention.intervalMs },
         ...opts.workerTuning,
       });
       closers.push(() => worker!.stop());

@@ -5,7 +5,8 @@
 //
 // Several of these may run at once: leases in the platform database decide which one works on
 // which tenant. PGlite is single-process, so DATABASE_URL is required. Prints one JSON line
-// `{"event":"ready",…}` on stdout once it is looking at the tenant registry.
+// `{"event":"ready",…}` on stdout once it is looking at the tenant registry. Retention runs only
+// with FERRY_COUCH_RETENTION_URL, a CouchDB server admin (scripts/worker-retention.ts).
 import { hostname } from 'node:os';
 import { readConfig, readEnv, registrationUrlOf, ConfigError, type FerryConfig } from './config.ts';
 import { createLogger } from '../http/log.ts';
@@ -19,6 +20,7 @@ import { createTokenIssuer } from '../identity/tokens.ts';
 import { makeDataDirPrivate } from './data-dir.ts';
 import { closeOnSignal } from './signals.ts';
 import { createProjection } from '../gateway/replica/projection.ts';
+import { readWorkerRetention, startWorkerRetention, type WorkerRetentionConfig } from './worker-retention.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -34,6 +36,8 @@ export interface WorkerProcessConfig {
   tickMs: number;
   /** Mutations per round, i.e. per service batch. */
   batchSize: number;
+  /** FERRY_COUCH_RETENTION_URL: retention runs here only with it (scripts/worker-retention.ts). */
+  retention: WorkerRetentionConfig | null;
 }
 
 export function readWorkerConfig(config: FerryConfig, env: Env = process.env): WorkerProcessConfig {
@@ -57,6 +61,7 @@ export function readWorkerConfig(config: FerryConfig, env: Env = process.env): W
     retryMaxMs: e.FERRY_WORKER_RETRY_MAX_MS ?? DEFAULT_RETRY_POLICY.maxMs,
     tickMs: e.FERRY_WORKER_TICK_MS ?? 1_000,
     batchSize: e.FERRY_WORKER_BATCH_SIZE ?? 200,
+    retention: readWorkerRetention(config, e.FERRY_COUCH_RETENTION_URL),
   };
 }
 
@@ -67,6 +72,7 @@ async function main(config: FerryConfig, wc: WorkerProcessConfig): Promise<void>
   const key = await loadOrCreateSigningKey(config.dataDir);
   const issuer = createTokenIssuer({ key, issuer: config.issuer });
   const couch = createCouchServer({ url: wc.couchUrl, auth: { username: WORKER_USER, password: wc.workerPassword } });
+  const retention = await startWorkerRetention(wc.retention, logger);
   const worker = await startWorker({
     platform,
     couch,
@@ -79,8 +85,10 @@ async function main(config: FerryConfig, wc: WorkerProcessConfig): Promise<void>
     retry: { ...DEFAULT_RETRY_POLICY, baseMs: wc.retryBaseMs, maxMs: wc.retryMaxMs },
     tickMs: wc.tickMs,
     batchSize: wc.batchSize,
+    ...(retention ? { retention } : {}),
   });
-  // The replica projection shares the worker's CouchDB identity; several processes share its durable consumer.
+  // The replica projection shares the worker's CouchDB identity. Several workers may run it: each resumes from the
+  // position kept in the platform database, and a record's index row and revisions only move to a newer version.
   const projection = config.replicaProjection
     ? createProjection({
         db: platform.db,
@@ -109,7 +117,7 @@ try {
   const wc = readWorkerConfig(config);
   main(config, wc).catch((err: Error) => {
     console.error('ferry-worker: failed to start:', err.name, err.message);
-    process.exit(1);
+    process.exit(err instanceof ConfigError ? 2 : 1);
   });
 } catch (err) {
   if (err instanceof ConfigError) {

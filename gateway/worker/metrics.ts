@@ -19,6 +19,10 @@ export interface WorkerMetrics {
   lease: Gauge<'tenant' | 'state'>;
   /** Mutation docs read from the feed, by tenant. */
   received: Counter<'tenant'>;
+  /** Retention: mutations whose docs were purged from the inbox, by tenant. */
+  retentionPurged: Counter<'tenant'>;
+  /** Retention's re-purge guard: purged mutations whose docs were found back and purged again, by tenant. */
+  retentionRepurged: Counter<'tenant'>;
 }
 
 export function createWorkerMetrics(registry: MetricsRegistry = createRegistry()): WorkerMetrics {
@@ -31,6 +35,8 @@ export function createWorkerMetrics(registry: MetricsRegistry = createRegistry()
     retries: new Counter({ name: 'ferry_worker_retries_total', help: 'Service calls that ended retrying', labelNames: ['tenant'], registers }),
     lease: new Gauge({ name: 'ferry_worker_lease', help: 'Lease state per tenant: 1 for the current state', labelNames: ['tenant', 'state'], registers }),
     received: new Counter({ name: 'ferry_worker_mutations_received_total', help: 'Mutation docs read from the inbox feed', labelNames: ['tenant'], registers }),
+    retentionPurged: new Counter({ name: 'ferry_worker_retention_purged_total', help: 'Mutations whose mutation and status docs retention purged', labelNames: ['tenant'], registers }),
+    retentionRepurged: new Counter({ name: 'ferry_worker_retention_repurged_total', help: 'Purged mutations whose docs came back and were purged again', labelNames: ['tenant'], registers }),
   };
 }
 

@@ -12,6 +12,11 @@ export interface RetentionPolicy {
    * null (the default) never purges an unacknowledged status (FERRY_RETENTION_MAX_DAYS).
    */
   maxMs: number | null;
+  /**
+   * The re-purge guard's horizon: how long after a purge its ids are looked up again and purged
+   * again if back (FERRY_RETENTION_RECHECK_MS; default `DEFAULT_REPURGE_HORIZON_MS`, 0 turns it off).
+   */
+  recheckMs?: number;
 }
 
 export interface RetentionCandidate {
@@ -45,3 +50,57 @@ export function decideRetention(c: RetentionCandidate, policy: RetentionPolicy, 
 }
 
 export const DEFAULT_RETENTION_WINDOW_MS = 7 * 24 * 3600_000;
+
+// ---- the re-purge guard ---------------------------------------------------------------------
+// On a 3-node CouchDB 3.5.0 cluster, docs purged about a second after they were written came
+// back once, with the purged revisions, re-inserted by one shard copy and carried to the others by
+// internal replication (docs/DEPLOY.md "Purge and compaction"). So each pass also asks, for the
+// ids it purged within `DEFAULT_REPURGE_HORIZON_MS`, whether they are there again
+// (`_all_docs?keys`, no docs), and purges again the ones that are.
+
+/** What `POST /{db}/_all_docs` with `keys` and no docs answers for one key. */
+export interface KeyLookupRow {
+  key: string;
+  value?: { rev: string; deleted?: boolean };
+  error?: string;
+}
+
+/**
+ * One id retention purged, as `_all_docs` sees it now:
+ * - `gone`: `not_found`, as after the purge;
+ * - `back`: a revision is there again, deleted or not (a deleted leaf can hold a body: the worker
+ *   closes a losing branch by deleting it with the winner's body), so it is purged again;
+ * - `unknown`: no row, or another error (a shard not answering): looked at again next pass.
+ */
+export function purgedIdState(row: KeyLookupRow | undefined): 'gone' | 'back' | 'unknown' {
+  if (row === undefined) return 'unknown';
+  if (row.value && typeof row.value.rev === 'string') return 'back';
+  if (row.error === 'not_found') return 'gone';
+  return 'unknown';
+}
+
+export interface PurgedMutation {
+  owner: string;
+  mid: string;
+  /** Its mutation doc's and status doc's ids. */
+  ids: readonly string[];
+}
+
+/** Which purged mutations have docs back (and which of their ids), and how many ids are not known yet. */
+export function decideRepurge<M extends PurgedMutation>(purged: readonly M[], rows: ReadonlyMap<string, KeyLookupRow>): { back: Array<{ mutation: M; ids: string[] }>; unknown: number } {
+  const back: Array<{ mutation: M; ids: string[] }> = [];
+  let unknown = 0;
+  for (const m of purged) {
+    const ids: string[] = [];
+    for (const id of m.ids) {
+      const state = purgedIdState(rows.get(id));
+      if (state === 'back') ids.push(id);
+      else if (state === 'unknown') unknown++;
+    }
+    if (ids.length > 0) back.push({ mutation: m, ids });
+  }
+  return { back, unknown };
+}
+
+/** How long after a purge (or a re-purge) its ids are looked at again (FERRY_RETENTION_RECHECK_MS). */
+export const DEFAULT_REPURGE_HORIZON_MS = 24 * 3600_000;

@@ -3,7 +3,7 @@ import type { Queryable } from '../../sql/database.ts';
 import { ackOf } from '../../validators/acknowledgement.ts';
 import { mutationDocId, statusDocId, STATUS_STATES, type StatusState } from '../../validators/mutation.ts';
 import { LeaseLost, type Fence } from './lease.ts';
-import { decideRetention, type RetentionPolicy, type RetentionVerdict } from './retention-rule.ts';
+import { decideRepurge, decideRetention, DEFAULT_REPURGE_HORIZON_MS, type KeyLookupRow, type PurgedMutation, type RetentionPolicy, type RetentionVerdict } from './retention-rule.ts';
 import { LEASE_HELD } from './schema.ts';
 
 // One retention pass over a tenant's inbox, under the worker's lease (docs/SYNC.md "Retention").
@@ -17,7 +17,12 @@ import { LEASE_HELD } from './schema.ts';
 //    leaf of both docs, then the platform rows (fenced): `purged_at` set, the `feed_index` row
 //    dropped. A crash between steps is healed by the next pass: a doc already gone is purged as
 //    `[]`, and the rows are written again.
-// 5. `POST /{db}/_compact` once the pass purged anything (CouchDB compacts in the background; so
+// 0. Before those, the re-purge guard: the mutations it purged (or purged again) within the
+//    horizon (`policy.recheckMs`, a day by default), paged, are looked up in `_all_docs?keys`
+//    without docs; `decideRepurge` (pure) says which ids are back, and those are purged again,
+//    every leaf (fenced `repurged_at` first, so the horizon restarts and a crash retries).
+//    A 3-node CouchDB 3.5.0 cluster re-inserted purged docs once (docs/DEPLOY.md).
+// 5. `POST /{db}/_compact` once the pass purged (or purged again) anything (CouchDB compacts in the background; so
 //    does the embedded server, whose `_compact` also compacts the leveldb files).
 // Only the documented CouchDB 3 API is used: `_all_docs`, `_purge`, `_compact`.
 
@@ -38,6 +43,10 @@ export interface RetentionDeps {
 export interface RetentionPassResult {
   looked: number;
   purged: number;
+  /** Purged mutations looked up again by the re-purge guard. */
+  rechecked: number;
+  /** Of those, how many had a doc back, purged again. */
+  repurged: number;
   kept: Partial<Record<Extract<RetentionVerdict, { kind: 'keep' }>['reason'], number>>;
   compacted: boolean;
 }
@@ -145,14 +154,15 @@ async function fenced(db: Queryable, lease: Fence, sql: string, params: unknown[
  * page, then asks for one compaction if anything went.
  */
 export async function runRetentionPass(deps: RetentionDeps): Promise<RetentionPassResult> {
-  const result: RetentionPassResult = { looked: 0, purged: 0, kept: {}, compacted: false };
+  const result: RetentionPassResult = { looked: 0, purged: 0, rechecked: 0, repurged: 0, kept: {}, compacted: false };
+  await recheckPurged(deps, result);
   let cursor: Cursor | null = null;
   do {
     const { page, next } = await candidates(deps.db, deps.tenant, deps.policy.windowMs, deps.now, deps.batchSize, cursor);
     await retainPage(deps, page, result);
     cursor = next;
   } while (cursor !== null);
-  if (result.purged > 0) {
+  if (result.purged > 0 || result.repurged > 0) {
     const compact = await deps.purger.request('POST', '/_compact', {});
     await compact.body?.cancel();
     result.compacted = compact.status === 202;
@@ -209,12 +219,7 @@ async function retainPage(deps: RetentionDeps, found: Candidate[], result: Reten
     request[id] = [...new Set([...leaves(p.s), ...(statusLeaves.get(id) ?? [])])];
   }
   // CouchDB 3 takes at most 100 ids per purge request (`[purge] max_document_id_number`).
-  const entries = Object.entries(request);
-  for (let i = 0; i < entries.length; i += PURGE_IDS_PER_REQUEST) {
-    const res = await deps.purger.request('POST', '/_purge', Object.fromEntries(entries.slice(i, i + PURGE_IDS_PER_REQUEST)));
-    if (res.status !== 201 && res.status !== 202) throw new CouchError(res.status, 'purge_failed', 'inbox purge failed');
-    await res.body?.cancel();
-  }
+  await purgeLeaves(deps.purger, request);
   await fenced(
     db,
     lease,
@@ -224,4 +229,96 @@ async function retainPage(deps: RetentionDeps, found: Candidate[], result: Reten
     [purge.map((p) => p.c.owner), purge.map((p) => p.c.mid), purge.map((p) => statusDocId(p.c.owner, p.c.mid))],
   );
   result.purged += purge.length;
+}
+
+/** `POST /{db}/_purge`, at most 100 ids a request (CouchDB 3's `[purge] max_document_id_number`). */
+async function purgeLeaves(purger: CouchDb, request: Record<string, string[]>): Promise<void> {
+  const entries = Object.entries(request);
+  for (let i = 0; i < entries.length; i += PURGE_IDS_PER_REQUEST) {
+    const res = await purger.request('POST', '/_purge', Object.fromEntries(entries.slice(i, i + PURGE_IDS_PER_REQUEST)));
+    if (res.status !== 201 && res.status !== 202) throw new CouchError(res.status, 'purge_failed', 'inbox purge failed');
+    await res.body?.cancel();
+  }
+}
+
+// ---- the re-purge guard ---------------------------------------------------------------------
+
+/** Purged mutations looked up per `_all_docs` request (two keys each). */
+const RECHECK_PAGE = 250;
+
+interface RecheckCursor {
+  since: string;
+  owner: string;
+  mid: string;
+}
+
+/** The mutations purged (or last purged again) within the horizon, a page at a time, oldest first. */
+async function recentlyPurged(db: Queryable, tenant: string, horizonMs: number, now: number, upTo: string, after: RecheckCursor | null): Promise<{ page: PurgedMutation[]; next: RecheckCursor | null }> {
+  const { rows } = await db.query<{ owner: string; mid: string; since: string }>(
+    `SELECT owner, mid, COALESCE(repurged_at, purged_at)::text AS since FROM pending_mutations
+     WHERE tenant = $1 AND purged_at IS NOT NULL AND COALESCE(repurged_at, purged_at) > to_timestamp($2::double precision / 1000)
+       AND COALESCE(repurged_at, purged_at) <= $7::timestamptz
+       AND ($4::text IS NULL OR (COALESCE(repurged_at, purged_at), owner, mid) > ($4::timestamptz, $5::text, $6::text))
+     ORDER BY COALESCE(repurged_at, purged_at), owner, mid LIMIT $3`,
+    [tenant, now - horizonMs, RECHECK_PAGE, after?.since ?? null, after?.owner ?? null, after?.mid ?? null, upTo],
+  );
+  const last = rows[rows.length - 1];
+  return {
+    page: rows.map((r) => ({ owner: r.owner, mid: r.mid, ids: [mutationDocId(r.owner, r.mid), statusDocId(r.owner, r.mid)] })),
+    next: last && rows.length === RECHECK_PAGE ? { since: last.since, owner: last.owner, mid: last.mid } : null,
+  };
+}
+
+async function lookUp(inbox: CouchDb, ids: string[]): Promise<Map<string, KeyLookupRow>> {
+  const res = await inbox.request('POST', '/_all_docs', { keys: ids });
+  if (!res.ok) throw new CouchError(res.status, 'read_failed', 'retention recheck failed');
+  const body = (await res.json()) as { rows: KeyLookupRow[] };
+  return new Map(body.rows.map((r) => [r.key, r]));
+}
+
+/**
+ * Looks up what the horizon holds and purges again every doc that is back, with all its leaves
+ * (`open_revs=all`: the ones that came back may be deleted ones). Ids that did not answer are
+ * simply looked at again next pass; the page cursor moves on regardless, so one bad shard does not
+ * stop the guard.
+ */
+async function recheckPurged(deps: RetentionDeps, result: RetentionPassResult): Promise<void> {
+  const horizonMs = deps.policy.recheckMs ?? DEFAULT_REPURGE_HORIZON_MS;
+  if (horizonMs <= 0) return;
+  // What this pass purges again gets `repurged_at = now()`: the upper bound keeps it out of the
+  // pages still to come, so every row is looked at once a pass.
+  const { rows: [start] } = await deps.db.query<{ at: string }>('SELECT now()::text AS at');
+  let cursor: RecheckCursor | null = null;
+  do {
+    const { page, next } = await recentlyPurged(deps.db, deps.tenant, horizonMs, deps.now, start!.at, cursor);
+    cursor = next;
+    result.rechecked += page.length;
+    if (page.length === 0) break;
+    const { back } = decideRepurge(page, await lookUp(deps.inbox, page.flatMap((m) => [...m.ids])));
+    if (back.length === 0) continue;
+    // Fenced first: only the lease holder purges, and the horizon restarts from now. Only rows
+    // still marked purged: one the worker has meanwhile answered again (a re-push it replays,
+    // which clears `purged_at`) is ordinary retention's again, not the guard's.
+    const { lease } = deps;
+    const marked = await deps.db.query<{ ok: number; owner: string | null; mid: string | null }>(
+      `WITH held AS (SELECT 1 AS ok WHERE ${LEASE_HELD}),
+       again AS (UPDATE pending_mutations p SET repurged_at = now(), repurges = p.repurges + 1 FROM held, unnest($4::text[], $5::text[]) AS u(owner, mid)
+         WHERE p.tenant = $1::text AND p.owner = u.owner AND p.mid = u.mid AND p.purged_at IS NOT NULL RETURNING p.owner, p.mid)
+       SELECT held.ok, again.owner, again.mid FROM held LEFT JOIN again ON true`,
+      [lease.tenant, lease.holder, lease.fence, back.map((b) => b.mutation.owner), back.map((b) => b.mutation.mid)],
+    );
+    if (marked.rows.length === 0) throw new LeaseLost(lease.tenant);
+    const still = new Set(marked.rows.flatMap((r) => (r.owner !== null && r.mid !== null ? [`${r.owner}\u0000${r.mid}`] : [])));
+    const again = back.filter((b) => still.has(`${b.mutation.owner}\u0000${b.mutation.mid}`));
+    if (again.length === 0) continue;
+    const ids = again.flatMap((b) => b.ids);
+    const found = await allLeaves(deps.inbox, ids);
+    const request: Record<string, string[]> = {};
+    for (const id of ids) {
+      const revs = found.get(id);
+      if (revs && revs.length > 0) request[id] = revs;
+    }
+    await purgeLeaves(deps.purger, request);
+    result.repurged += again.length;
+  } while (cursor !== null);
 }

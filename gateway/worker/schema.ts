@@ -60,6 +60,13 @@ export const WORKER_MIGRATIONS: readonly string[] = [
    ALTER TABLE pending_mutations ADD COLUMN purged_state text;
    UPDATE pending_mutations SET terminal_at = now() WHERE terminal;
    CREATE INDEX pending_mutations_retention ON pending_mutations (tenant, terminal_at) WHERE terminal AND purged_at IS NULL;`,
+  // The re-purge guard (docs/SYNC.md "Retention"): on a CouchDB 3.5.0 cluster purged docs came back
+  // once, re-inserted by a shard copy (docs/DEPLOY.md "Purge and compaction"). Each pass looks again
+  // at what it purged within the horizon; `repurged_at` is when a mutation's docs were last found
+  // back and purged again (the horizon restarts there), `repurges` how often, for audit.
+  `ALTER TABLE pending_mutations ADD COLUMN repurged_at timestamptz;
+   ALTER TABLE pending_mutations ADD COLUMN repurges integer NOT NULL DEFAULT 0;
+   CREATE INDEX pending_mutations_recheck ON pending_mutations (tenant, (COALESCE(repurged_at, purged_at)), owner, mid) WHERE purged_at IS NOT NULL;`,
 ];
 
 export async function migrateWorker(db: Database): Promise<void> {

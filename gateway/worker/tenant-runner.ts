@@ -719,6 +719,10 @@ export function startTenantRunner(deps: TenantRunnerDeps): TenantRunner {
         try {
           deps.assertLease();
           const result = await runRetentionPass({ tenant, lease, db: r.db, inbox, purger: r.purger, policy: r.policy, batchSize: r.batchSize, now: clock() });
+          deps.metrics.retentionPurged.inc({ tenant }, result.purged);
+          deps.metrics.retentionRepurged.inc({ tenant }, result.repurged);
+          // Counts only (no ids); a re-purge is worth a warning: CouchDB put purged docs back.
+          if (result.repurged > 0) logger.warn({ tenant, repurged: result.repurged }, 'retention: purged docs were back; purged again');
           if (result.purged > 0 || result.looked > 0) logger.info({ tenant, ...result }, 'retention pass');
         } catch (err) {
           if (err instanceof LeaseLost) fail(err);

@@ -37,8 +37,8 @@ describe('configuration fails closed', function () {
 
 describe('configuration is parsed by one schema: a bad value names its variable', function () {
   it('retention: 7 days by default, no maximum, hourly passes; a maximum below the window is refused', function () {
-    expect(readConfig({}).retention).to.deep.equal({ windowMs: 7 * 24 * 3600_000, maxMs: null, intervalMs: 3600_000 });
-    expect(readConfig({ FERRY_RETENTION_WINDOW_MS: '60000', FERRY_RETENTION_MAX_MS: '120000', FERRY_RETENTION_INTERVAL_MS: '1000' }).retention).to.deep.equal({ windowMs: 60_000, maxMs: 120_000, intervalMs: 1000 });
+    expect(readConfig({}).retention).to.deep.equal({ windowMs: 7 * 24 * 3600_000, maxMs: null, intervalMs: 3600_000, recheckMs: 24 * 3600_000 });
+    expect(readConfig({ FERRY_RETENTION_WINDOW_MS: '60000', FERRY_RETENTION_MAX_MS: '120000', FERRY_RETENTION_INTERVAL_MS: '1000', FERRY_RETENTION_RECHECK_MS: '5000' }).retention).to.deep.equal({ windowMs: 60_000, maxMs: 120_000, intervalMs: 1000, recheckMs: 5000 });
     expect(() => readConfig({ FERRY_RETENTION_WINDOW_MS: '60000', FERRY_RETENTION_MAX_MS: '1000' })).to.throw(ConfigError);
     expect(() => readConfig({ FERRY_RETENTION_WINDOW_MS: '7d' })).to.throw(ConfigError);
   });

@@ -4,6 +4,7 @@
 
 import express, { Router, type Request, type Response, type NextFunction } from 'express';
 import { FerryError } from '../validators/codes.ts';
+import { isAppRoute } from './src/paths.ts';
 
 export interface WebAppOptions {
   /** The built folder (web/dist). */
@@ -45,11 +46,6 @@ export function webAppRoutes(opts: WebAppOptions): Router {
   return router;
 }
 
-/** The app's routes (`/app/patients/…`, `/app/device`): a path without a file extension is the shell. */
-export function isAppRoute(path: string): boolean {
-  const last = path.split('/').pop() ?? '';
-  return path !== '/' && !last.includes('.') && /^\/[A-Za-z0-9_/-]*$/.test(path);
-}
 
 function spaFallback(req: Request, _res: Response, next: NextFunction): void {
   if ((req.method === 'GET' || req.method === 'HEAD') && isAppRoute(req.path)) req.url = '/index.html';

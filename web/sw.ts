@@ -3,6 +3,8 @@
 // shell requests go to the network first and fall back to the cache, so a new build is picked up
 // whenever the gateway is reachable. /sync, /auth and /v1 are never intercepted.
 
+import { BASE, isAppRoute as isAppPath } from './src/paths.ts';
+
 // The WebWorker lib is not in tsconfig (the app uses DOM); the few types needed are declared here.
 interface ExtendableEventLike extends Event {
   waitUntil(p: Promise<unknown>): void;
@@ -23,10 +25,9 @@ const sw = globalThis as unknown as SwScope;
 const CACHE = 'ferry-shell-v2';
 const SHELL = ['/app/', '/app/index.html', '/app/app.js', '/app/style.css', '/app/manifest.webmanifest', '/app/icon.svg', '/app/icon-192.png', '/app/icon-512.png'];
 
-/** A route of the app (`/app/patients/…`): a path under /app/ without a file extension is the shell page. */
+/** A route of the app (`/app/patients/…`): the shell page answers it. */
 function isAppRoute(url: URL): boolean {
-  const last = url.pathname.split('/').pop() ?? '';
-  return url.pathname === '/app' || (url.pathname.startsWith('/app/') && !last.includes('.'));
+  return url.pathname.startsWith(`${BASE}/`) && isAppPath(url.pathname.slice(BASE.length));
 }
 
 function isShell(url: URL): boolean {

@@ -7,7 +7,7 @@ import { checkForm, emptyForm, formFromPatient, payloadOf } from '../../web/src/
 import { allConfirmed, reachOf } from '../../web/src/sync-status.ts';
 import { matchesQuery, queriesOf } from '../../web/src/records.ts';
 import { catalogue, initialLocale } from '../../web/src/i18n.ts';
-import { isAppRoute } from '../../web/serve.ts';
+import { isAppRoute } from '../../web/src/paths.ts';
 import type { Patient } from '../../validators/patient.ts';
 
 const base: Patient = { givenName: 'Ana', familyName: 'Zed', birthDate: '1980-01-02', sex: 'female', facility: 'north-hc-1', phone: '+254 700 000001' };
@@ -106,6 +106,11 @@ describe('clinician app: search box and catalogue', () => {
     expect(isAppRoute('/patients/pat_1/edit')).to.equal(true);
     expect(isAppRoute('/device')).to.equal(true);
     expect(isAppRoute('/app.js')).to.equal(false);
-    expect(isAppRoute('/')).to.equal(false);
+    expect(isAppRoute('/')).to.equal(true);
+    expect(isAppRoute('/problems/m_1')).to.equal(true);
+    // Only the app's own routes get the shell; anything else is the same 404 as an unknown file.
+    for (const other of ['/empty/', '//etc/passwd', '/patients/', '/patients/a/b', '/index.html/', '/nosuch', `/patients/${'a'.repeat(200)}`]) {
+      expect(isAppRoute(other), other).to.equal(false);
+    }
   });
 });

@@ -14,7 +14,7 @@ import { RegisterPatient, EditPatient } from './screens/PatientForm.tsx';
 import { Problems, Reconcile } from './screens/Reconcile.tsx';
 import { DeviceScreen } from './screens/Device.tsx';
 
-import { BASE } from './paths.ts';
+import { BASE, ROUTES } from './paths.ts';
 
 function LanguagePicker() {
   return (
@@ -119,13 +119,13 @@ function Ready({ app }: { app: AppState }) {
       <Nav app={app} />
       <main id="main" tabIndex={-1}>
         <Router>
-          <Route path={`${BASE}/`} component={PatientList} />
-          <Route path={`${BASE}/register`} component={RegisterPatient} />
-          <Route path={`${BASE}/patients/:id`} component={PatientRecord} />
-          <Route path={`${BASE}/patients/:id/edit`} component={EditPatient} />
-          <Route path={`${BASE}/problems`} component={Problems} />
-          <Route path={`${BASE}/problems/:mid`} component={Reconcile} />
-          <Route path={`${BASE}/device`} component={DeviceScreen} />
+          <Route path={`${BASE}${ROUTES.patients}`} component={PatientList} />
+          <Route path={`${BASE}${ROUTES.register}`} component={RegisterPatient} />
+          <Route path={`${BASE}${ROUTES.patient}`} component={PatientRecord} />
+          <Route path={`${BASE}${ROUTES.editPatient}`} component={EditPatient} />
+          <Route path={`${BASE}${ROUTES.problems}`} component={Problems} />
+          <Route path={`${BASE}${ROUTES.problem}`} component={Reconcile} />
+          <Route path={`${BASE}${ROUTES.device}`} component={DeviceScreen} />
           <Route default component={PatientList} />
         </Router>
       </main>

@@ -5,6 +5,8 @@ import { jwksOf } from '../../identity/keys.ts';
 import { createTokenVerifier } from '../../identity/tokens.ts';
 import { startRegistrationService, type RegistrationService } from '../../services/registration/index.ts';
 import { FEED_HEAD_ID } from '../../gateway/worker/status-writer.ts';
+import { headBehind } from '../../gateway/replica/decide.ts';
+import { createProjection } from '../../gateway/replica/projection.ts';
 import { requireNatsServerBinary } from '../support/nats-server.ts';
 import { requirePostgres } from '../support/services.ts';
 import { ISSUER, newEntity, patientPayload, startEnv, waitUntil, type Env } from '../worker/fixture.ts';
@@ -163,5 +165,46 @@ describe('replica: the projection survives kill -9 of its worker process', funct
 
     // feed:head wakes longpolls: it must reach the index's top counter after the restart too.
     await waitUntil(async () => ((await records.get<{ counter: number }>(FEED_HEAD_ID))?.counter ?? 0) >= top, 10_000, 100);
+  });
+  it('a crash between the index and feed:head (injected): the batch read again finds every record listed and still raises the head', async function () {
+    this.timeout(60_000);
+    const token = await env.issuer.mintAccess({ sub: 'ada', tid: 'north', owner: 'ada', roles: ['registrar'], sid: `kill-${uuidv7()}` });
+    let crashes = 0;
+    const projection = createProjection({
+      db: env.platform.db,
+      couch: env.workerCouch,
+      issuer: env.issuer,
+      registrationUrl: service.url,
+      natsUrl: nats.url,
+      tenants: () => env.platform.tenants.list(),
+      fetchExpiresMs: 1000,
+      backoff: { baseMs: 50, maxMs: 200 },
+      afterIndexed: () => {
+        if (crashes++ === 0) throw new Error('killed here');
+      },
+    });
+    projection.start();
+    try {
+      const p = await send(service, token, 'POST', '/v1/patients', { id: newEntity(), ...patientPayload({ facility: 'north-hc-1' }), confirmNotDuplicate: { reason: 'synthetic test patient' } });
+      await waitUntil(async () => (await env.platform.db.query('SELECT 1 FROM record_index WHERE tenant = $1 AND record_id = $2', ['north', p.id])).rows.length === 1, 30_000, 50);
+      const { rows } = await env.platform.db.query<{ counter: string }>('SELECT counter FROM record_counters WHERE tenant = $1', ['north']);
+      const top = Number(rows[0]!.counter);
+      await waitUntil(async () => ((await env.admin.db(recordsName('north')).get<{ counter: number }>(FEED_HEAD_ID))?.counter ?? 0) >= top, 10_000, 50);
+      expect(crashes).to.be.at.least(1);
+    } finally {
+      await projection.stop();
+    }
+  });
+
+  describe('headBehind (whether feed:head is raised to the index)', () => {
+    const cases: Array<[number | null, number, boolean]> = [
+      [null, 0, false],
+      [null, 5, true],
+      [4, 5, true],
+      [5, 5, false],
+      [6, 5, false],
+      [0, 0, false],
+    ];
+    for (const [head, counter, want] of cases) it(`head ${String(head)}, index ${counter}: ${want ? 'raise' : 'leave'}`, () => expect(headBehind(head, counter)).to.equal(want));
   });
 });

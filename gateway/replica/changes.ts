@@ -23,6 +23,24 @@ export interface ChangesOptions {
   watchers: HeadWatchers;
   /** How long a woken longpoll waits for more commits before it answers. */
   coalesceMs: number;
+  /** The tag of the caller's scope as the membership says now (read fresh). */
+  currentTag(ctx: ReplicaContext): Promise<string>;
+  /** How often a waiting longpoll reads the caller's scope again (default 5 s). */
+  scopeCheckMs?: number;
+}
+
+/** What a waiting longpoll does after each wait: the feed's deadline, a head move, the scope now. */
+export type WaitOutcome = 'answer' | 'read' | 'wait';
+
+/**
+ * After a wait ends: a scope other than the one this request was served under ends the longpoll
+ * at once with no rows (its rows would be read under a scope the caller no longer holds; the
+ * next request's `since` carries the old tag and so becomes a catch-up with the deletions). Else
+ * the deadline answers, a head move reads the feed, and a scope check that found no change waits on.
+ */
+export function afterWait(w: { deadline: boolean; headMoved: boolean; scopeChanged: boolean }): WaitOutcome {
+  if (w.scopeChanged || w.deadline) return 'answer';
+  return w.headMoved ? 'read' : 'wait';
 }
 
 type ChangeRow = { seq: string; id: string; changes: Array<{ rev: string }>; deleted?: true; doc?: Record<string, unknown> };
@@ -99,15 +117,21 @@ export function changes(opts: ChangesOptions) {
       const beat = r.heartbeatMs ? setInterval(() => res.write('\n'), r.heartbeatMs) : null;
       try {
         while (rows.length === 0) {
-          const next = await opts.watchers.next(tenant, seen, deadline.signal);
-          if (next === null) break;
-          seen = next;
-          await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, opts.coalesceMs);
-            deadline.signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
-          });
+          // Wakes on a head move, the deadline, or the next scope check: a membership change made
+          // anywhere (operator API, CLI, another gateway) ends this wait within scopeCheckMs.
+          const next = await opts.watchers.next(tenant, seen, AbortSignal.any([deadline.signal, AbortSignal.timeout(opts.scopeCheckMs ?? 5_000)]));
+          if (next !== null) {
+            seen = next;
+            await new Promise<void>((resolve) => {
+              const t = setTimeout(resolve, opts.coalesceMs);
+              deadline.signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+            });
+          }
           if (ctx.signal.aborted) break;
-          rows = await ctx.store.feed(tenant, ctx.scope, plan, oldScope, limit);
+          const scopeChanged = (await opts.currentTag(ctx)) !== ctx.tag;
+          const outcome = afterWait({ deadline: deadline.signal.aborted, headMoved: next !== null, scopeChanged });
+          if (outcome === 'answer') break;
+          if (outcome === 'read') rows = await ctx.store.feed(tenant, ctx.scope, plan, oldScope, limit);
         }
       } finally {
         if (beat) clearInterval(beat);

@@ -69,3 +69,8 @@ export function indexChangesOf(current: ReadonlyMap<string, IndexedRecord>, inco
   }
   return [...out.values()];
 }
+
+/** Whether `feed:head` (its counter, null when absent) must be raised to the index's `counter`: it only ever moves up. */
+export function headBehind(head: number | null, counter: number): boolean {
+  return counter > 0 && (head === null || head < counter);
+}

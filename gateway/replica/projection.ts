@@ -11,7 +11,7 @@ import type { Database } from '../../sql/database.ts';
 import { STREAM_NAME } from '../../services/registration/events/outbox.ts';
 import { ensureStream } from '../../services/registration/events/stream.ts';
 import { patientRecordSchema, recordDocOf } from '../../validators/record.ts';
-import { alreadyProjected, decideDocWrite, targetsOf, type IndexedRecord, type Target } from './decide.ts';
+import { alreadyProjected, decideDocWrite, headBehind, targetsOf, type IndexedRecord, type Target } from './decide.ts';
 import type { ReplicaMetrics } from './metrics.ts';
 import { revOf, revisionsOf } from './revisions.ts';
 import { createReplicaStore, replicaSettings, streamPosition, type ReplicaStore } from './store.ts';
@@ -55,6 +55,8 @@ export interface ProjectionOptions {
    * crash. Throwing from it leaves the batch unacked, exactly as a crash there would.
    */
   afterDocsWritten?: (tenant: string) => void | Promise<void>;
+  /** Test hook between the index's transaction and raising `feed:head`; throwing leaves the batch unacked. */
+  afterIndexed?: (tenant: string) => void | Promise<void>;
   /**
    * The service's database was created by this very start (a fresh embedded data directory), so
    * no event stored before `since` can be about its records: a first projection (no stored
@@ -225,7 +227,9 @@ export function createProjection(opts: ProjectionOptions): Projection {
     // A rebuild checks every record against the records database itself, not only the index.
     const todo = rebuilding ? [...targets] : targets.filter((t) => !alreadyProjected(t, indexed.get(t.patientId)?.version));
     opts.metrics?.events.inc({ outcome: 'current' }, targets.length - todo.length);
-    if (todo.length === 0) return;
+    // Everything already listed: a batch read again after a crash between the index and
+    // `feed:head` lands here, so the head is brought up to the index, or waiting longpolls sleep on.
+    if (todo.length === 0) return raiseHead(tenant, await store.head(tenant));
     const reads = await readAll(todo);
     const records = reads.flatMap((r) => (r.kind === 'record' ? [r.record] : []));
     opts.metrics?.events.inc({ outcome: 'absent' }, reads.length - records.length);
@@ -249,6 +253,7 @@ export function createProjection(opts: ProjectionOptions): Projection {
     await opts.afterDocsWritten?.(tenant);
     const listed: IndexedRecord[] = records.map((r) => ({ id: r.id, facility: r.facility, version: r.version }));
     const head = await store.apply(tenant, listed);
+    await opts.afterIndexed?.(tenant);
     await raiseHead(tenant, head);
     const now = Date.now();
     for (const r of records) opts.metrics?.freshness.observe(Math.max(0, (now - Date.parse(r.updatedAt)) / 1000));
@@ -260,7 +265,7 @@ export function createProjection(opts: ProjectionOptions): Projection {
     const db = opts.couch.db(recordsName(tenant));
     for (let attempt = 0; attempt < 5; attempt++) {
       const doc = await db.get<{ counter?: number }>(FEED_HEAD_ID);
-      if (doc && typeof doc.counter === 'number' && doc.counter >= counter) return;
+      if (!headBehind(doc && typeof doc.counter === 'number' ? doc.counter : null, counter)) return;
       try {
         await db.put({ _id: FEED_HEAD_ID, ...(doc?._rev ? { _rev: doc._rev } : {}), type: 'feed-head', counter });
         return;

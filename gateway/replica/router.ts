@@ -45,6 +45,8 @@ export interface ReplicaDeps {
   watchers?: HeadWatchers;
   /** How long a woken longpoll waits for more commits before answering (default 200 ms). */
   coalesceMs?: number;
+  /** How often a waiting longpoll reads the caller's scope again (default 5 s). */
+  scopeCheckMs?: number;
   logger?: Logger;
 }
 
@@ -99,6 +101,9 @@ export function replicaRouter(deps: ReplicaDeps): ReplicaRouter {
   const root = serverRoot(uuid);
   const asSync = (ctx: ReplicaContext): SyncContext => ({ caller: ctx.caller, inbox: ctx.records, feed: createFeedIndex(deps.db), req: ctx.req, res: ctx.res, signal: ctx.signal });
 
+  const currentTag = async (ctx: ReplicaContext) => scopeTag(replicaScopeOf(await deps.memberships.membershipOf(ctx.caller.tenant, ctx.caller.owner)));
+  const liveChanges = changes({ watchers, coalesceMs: deps.coalesceMs ?? 200, currentTag, ...(deps.scopeCheckMs ? { scopeCheckMs: deps.scopeCheckMs } : {}) });
+
   const handlers: Record<Exclude<ReplicaRoute['kind'], 'read-only'>, Partial<Record<string, Handler>>> = {
     root: { GET: (ctx) => root(asSync(ctx)), HEAD: (ctx) => root(asSync(ctx)) },
     db: { GET: dbInfo, HEAD: dbInfo },
@@ -109,7 +114,7 @@ export function replicaRouter(deps: ReplicaDeps): ReplicaRouter {
       DELETE: (ctx, id) => deleteLocal(localDeps)(asSync(ctx), id),
     },
     revs_diff: { POST: revsDiff },
-    changes: { GET: changes({ watchers, coalesceMs: deps.coalesceMs ?? 200 }), POST: changes({ watchers, coalesceMs: deps.coalesceMs ?? 200 }) },
+    changes: { GET: liveChanges, POST: liveChanges },
     bulk_get: { POST: bulkGet },
     all_docs: { GET: allDocs, POST: allDocs },
     ensure_full_commit: { POST: (ctx) => sendJson(ctx.res, 201, { ok: true, instance_start_time: INSTANCE_START_TIME }) },

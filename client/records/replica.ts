@@ -12,6 +12,8 @@ import { requireOpen, type SessionCore } from '../session-core.ts';
 import { RECORD_PREFIX, admitRecordDoc, parseRecordDocId, storedRecord, type ReplicaRecord } from './record-doc.ts';
 import { ReplicaIndex } from './replica-index.ts';
 import { listPatients, searchPatients } from './patients.ts';
+import { startsFromScratch, sweepHeld } from './scope-sweep.ts';
+import { recordDocId } from '../../validators/record.ts';
 import { pullReplicaOnce, replicaPullConnector, type ReplicaPullOptions, type ReplicaPullResult } from './replica-pull.ts';
 import type { PatientHit, PatientQuery } from './patient-search.ts';
 
@@ -74,6 +76,9 @@ export function createReplica(core: SessionCore, sync: SyncWiring): ReplicaWirin
   let halt: TenantMismatchSource | null = null;
   let reachable = true;
   let loopState: SyncState = { kind: 'stopped' };
+  // Set when a pull asked for the feed from the beginning: it sends no scope-leaves, so once it has
+  // caught up the held records are checked against the endpoint (scope-sweep.ts).
+  let fromScratch = false;
 
   /**
    * The session's token transport (one single-flight refresh for `/sync` and `/replica`), with
@@ -81,6 +86,7 @@ export function createReplica(core: SessionCore, sync: SyncWiring): ReplicaWirin
    */
   const replicaFetch: FetchLike = async (input, init) => {
     let res: Response;
+    if (startsFromScratch(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url)) fromScratch = true;
     try {
       res = await sync.authFetch(input, init);
     } catch (err) {
@@ -158,6 +164,26 @@ export function createReplica(core: SessionCore, sync: SyncWiring): ReplicaWirin
       .catch(() => undefined);
   }
 
+  /** After a pull from the beginning caught up: drop the held records the endpoint no longer serves. */
+  function sweep(r: OpenReplica): void {
+    r.applied = r.applied
+      .then(async () => {
+        if (openReplica() !== r) return;
+        const held = [...r.index.values()].map((e) => recordDocId(e.record.id));
+        const removed = await sweepHeld(r.db, remote, held);
+        if (openReplica() !== r) return;
+        const changed = removed.flatMap((docId) => {
+          const id = parseRecordDocId(docId);
+          return id && r.index.remove(id) ? [id] : [];
+        });
+        if (changed.length) core.events.emit('records', { changed });
+      })
+      .catch(() => {
+        // Not swept this time (offline, say): the next pull from the beginning asks again.
+        fromScratch = true;
+      });
+  }
+
   const pullOf = (db: Db, r: () => OpenReplica | null): ReplicaPullOptions => ({
     db,
     remote,
@@ -166,7 +192,12 @@ export function createReplica(core: SessionCore, sync: SyncWiring): ReplicaWirin
     reachable: () => reachable,
     caughtUp: () => {
       const open = r();
-      if (open) caughtUp(open);
+      if (!open) return;
+      caughtUp(open);
+      if (fromScratch) {
+        fromScratch = false;
+        sweep(open);
+      }
     },
   });
 

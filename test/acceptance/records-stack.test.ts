@@ -92,6 +92,31 @@ describe('client/records on the full stack (/replica)', function () {
     }
   });
 
+  it('a pull from the beginning (its checkpoint lost) still removes the records of a facility taken away', async () => {
+    const ada = await openDevice(stack, await devTokens(stack.url, 'ada', 'north'));
+    devices.push(ada);
+    const made = await ada.session.mutate('patient.create', syntheticPatient({ facility: 'north-hc-1' }));
+    if (!made.ok) throw new Error(made.code);
+    await waitForState(ada.session, made.mid, 'committed');
+    const dee = await openDevice(stack, await devTokens(stack.url, 'dee', 'north'));
+    devices.push(dee);
+    await waitFor('the record on dee’s device', () => dee.session.entity(made.entity).record, 60_000);
+    await dee.session.sync.stop();
+    const membership = await stack.platform.memberships.membershipOf('north', 'dee');
+    try {
+      await stack.platform.memberships.set('north', 'dee', membership!.roles, []);
+      // The checkpoints the replica pull kept on the server are gone (as if never written): the
+      // next pull starts from the beginning, where the feed has no scope-leave to send.
+      await stack.platform.db.query("DELETE FROM sync_local_docs WHERE tenant_id = 'replica:north' AND owner = 'dee'");
+      const pulled = await dee.session.records.pull();
+      expect(pulled.kind).to.equal('ok');
+      expect(dee.session.entity(made.entity).record).to.equal(null);
+      expect(dee.session.records.state.count).to.equal(0);
+    } finally {
+      await stack.platform.memberships.set('north', 'dee', membership!.roles, membership!.facilities);
+    }
+  });
+
   it('on leveldb, a replica pulled from /replica holds no PHI in clear; a tenant switch shows nothing of the other tenant', async () => {
     const ada = await openDevice(stack, await devTokens(stack.url, 'ada', 'north'));
     devices.push(ada);

@@ -8,6 +8,7 @@ import { entityView, nextBaseVersion, type MutationInfo, type MutationState } fr
 import { chain } from '../../client/outbox.ts';
 import { describeCandidates } from '../../client/conflicts.ts';
 import { recordDoc } from './records-fixtures.ts';
+import { noLongerServed, startsFromScratch } from '../../client/records/scope-sweep.ts';
 
 const ENTITY = 'pat_0190f000-0000-7000-8000-0000000000aa';
 const mid = (n: number) => `0190f000-0000-7000-8000-${String(n).padStart(12, '0')}`;
@@ -144,5 +145,33 @@ describe('client/records: duplicate candidates', () => {
       { id: ENTITY, inScope: true, givenName: 'Halima', familyName: 'Yusuf', birthDate: '1988-08-08', facility: 'north-hc-1', version: 2 },
       { id: other, inScope: false, givenName: null, familyName: null, birthDate: null, facility: null, version: null },
     ]);
+  });
+});
+
+describe('client/records: the scope sweep after a pull from the beginning', () => {
+  const cases: Array<[string, boolean]> = [
+    ['http://gw/replica/north/_changes?style=all_docs&since=0&limit=500', true],
+    ['http://gw/replica/north/_changes?feed=longpoll&limit=500', true],
+    ['http://gw/replica/north/_changes?since=12-ab12cd34ef56&limit=500', false],
+    ['http://gw/replica/north/_changes?since=now', false],
+    ['http://gw/replica/north/_bulk_get?revs=true', false],
+    ['http://gw/replica/north/_local/abc', false],
+    ['/replica/north/_changes?since=0', true],
+  ];
+  for (const [url, expected] of cases) {
+    it(`${url} ${expected ? 'starts' : 'does not start'} from the beginning`, () => {
+      expect(startsFromScratch(url)).to.equal(expected);
+    });
+  }
+  it('drops what the endpoint does not serve (not found, deleted) and keeps what it serves', () => {
+    expect(
+      noLongerServed([
+        { key: 'r:patient:a', value: { deleted: false } },
+        { key: 'r:patient:b', error: 'not_found' },
+        { key: 'r:patient:c', value: { deleted: true } },
+        { key: 'r:patient:d', value: {} },
+      ]),
+    ).to.deep.equal(['r:patient:b', 'r:patient:c']);
+    expect(noLongerServed([])).to.deep.equal([]);
   });
 });

@@ -1,5 +1,5 @@
 import { badRequest, flatQuery, isRecord, missing, sendJson } from '../sync/context.ts';
-import { docQuery, openRevsMultipart } from '../sync/read.ts';
+import { docQuery, jsonString, openRevsMultipart } from '../sync/read.ts';
 import { upstreamFailure, type QueryValue } from '../sync/upstream.ts';
 import { scopeIncludes } from '../tenant/scope.ts';
 import { patientIdOfRecordDoc, RECORD_DOC_PREFIX, recordDocId } from '../../validators/record.ts';
@@ -209,18 +209,6 @@ export async function revsDiff(ctx: ReplicaContext): Promise<void> {
 // _all_docs: the caller's records by id, from the index; docs (include_docs) by key.
 
 const PAGE = 1000;
-
-function jsonString(raw: string | undefined): string | undefined {
-  if (raw === undefined) return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(raw);
-  } catch {
-    throw badRequest();
-  }
-  if (typeof v !== 'string') throw badRequest();
-  return v;
-}
 
 /** The part of a doc-id range that can hold records, as a range of patient ids; null when none. */
 export function recordIdRange(start: string | undefined, end: string | undefined, inclusiveEnd: boolean): { lo: string; hi: string; hiInclusive: boolean } | null {

@@ -1,4 +1,5 @@
 import { LOCAL_ID } from '../sync/policy.ts';
+import { decodeSegment, TENANT_SEGMENT } from '../sync/routes.ts';
 
 // The allow-list of /replica/{tenant} (DESIGN §8), as data. A raw request path and method resolve
 // to exactly one route, to `read-only` (a write to the records: 403 READ_ONLY), or to nothing (404).
@@ -42,16 +43,6 @@ const SPECIAL = new Map<string, Exclude<ReplicaRouteKind, 'read-only'>>([
   ['_ensure_full_commit', 'ensure_full_commit'],
 ]);
 
-const TENANT_SEGMENT = /^[a-z][a-z0-9-]{0,39}$/;
-
-function decode(segment: string): string | null {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return null;
-  }
-}
-
 /** Resolves the raw path below `/replica` (query string removed) and the method; null is 404. */
 export function resolveReplicaRoute(rawPath: string, method: string): ReplicaRoute | null {
   if (rawPath === '' || rawPath === '/') return method === 'GET' || method === 'HEAD' ? { kind: 'root' } : null;
@@ -64,7 +55,7 @@ export function resolveReplicaRoute(rawPath: string, method: string): ReplicaRou
   if (first === undefined) return method === 'POST' ? { kind: 'read-only', tenant } : allow({ kind: 'db', tenant });
   if (first === '_local') {
     if (second === undefined) return null;
-    const id = decode(second);
+    const id = decodeSegment(second);
     if (id === null || !LOCAL_ID.test(id) || /^\.+$/.test(id)) return null;
     return allow({ kind: 'local', tenant, id });
   }
@@ -72,7 +63,7 @@ export function resolveReplicaRoute(rawPath: string, method: string): ReplicaRou
   if (first === '_bulk_docs') return method === 'POST' ? { kind: 'read-only', tenant } : null;
   const special = SPECIAL.get(first);
   if (special) return allow({ kind: special, tenant } as Exclude<ReplicaRoute, { kind: 'read-only' }>);
-  const id = decode(first);
+  const id = decodeSegment(first);
   if (id === null || id === '' || id.startsWith('_')) return null;
   if (DOC_WRITES.includes(method)) return { kind: 'read-only', tenant };
   return allow({ kind: 'doc', tenant, id });

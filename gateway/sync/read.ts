@@ -182,7 +182,8 @@ const ALL_DOCS_PAGE = 1000;
 
 type AllDocsRow = { id?: string; key: string; value?: unknown; doc?: unknown; error?: string };
 
-function jsonString(raw: string | undefined): string | undefined {
+/** A JSON-encoded string query parameter (`key`, `startkey`, `endkey`); anything else is a 400. */
+export function jsonString(raw: string | undefined): string | undefined {
   if (raw === undefined) return undefined;
   let v: unknown;
   try {

@@ -1,4 +1,5 @@
 import { LOCAL_ID } from './policy.ts';
+import { TENANT_ID } from '../../validators/identity.ts';
 
 // The allow-list of /sync (DESIGN §5), as data: a raw request path either resolves to exactly one
 // of these routes or is 404. Nothing here depends on the order of other routes in the app.
@@ -40,9 +41,11 @@ const SPECIAL = new Map<string, RouteKind>([
   ['_ensure_full_commit', 'ensure_full_commit'],
 ]);
 
-const TENANT_SEGMENT = /^[a-z][a-z0-9-]{0,39}$/;
+/** A tenant path segment: exactly a tenant id. */
+export const TENANT_SEGMENT = TENANT_ID;
 
-function decode(segment: string): string | null {
+/** One percent-decoded path segment; null when it does not decode (a 404, not a crash). */
+export function decodeSegment(segment: string): string | null {
   try {
     return decodeURIComponent(segment);
   } catch {
@@ -72,14 +75,14 @@ function resolvePath(rawPath: string): SyncRoute | null {
   if (first === undefined) return { kind: 'db', tenant };
   if (first === '_local') {
     if (second === undefined) return null;
-    const id = decode(second);
+    const id = decodeSegment(second);
     if (id === null || !LOCAL_ID.test(id) || /^\.+$/.test(id)) return null;
     return { kind: 'local', tenant, id };
   }
   if (second !== undefined) return null;
   const special = SPECIAL.get(first);
   if (special) return { kind: special, tenant } as SyncRoute;
-  const id = decode(first);
+  const id = decodeSegment(first);
   if (id === null || id === '' || id.startsWith('_')) return null;
   return { kind: 'doc', tenant, id };
 }

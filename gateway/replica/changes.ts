@@ -38,9 +38,13 @@ export type WaitOutcome = 'answer' | 'read' | 'wait';
  * next request's `since` carries the old tag and so becomes a catch-up with the deletions). Else
  * the deadline answers, a head move reads the feed, and a scope check that found no change waits on.
  */
-export function afterWait(w: { deadline: boolean; headMoved: boolean; scopeChanged: boolean }): WaitOutcome {
+export function afterWait(w: { deadline: boolean; headMoved: boolean; scopeCheckDue: boolean; scopeChanged: boolean }): WaitOutcome {
   if (w.scopeChanged || w.deadline) return 'answer';
-  return w.headMoved ? 'read' : 'wait';
+  if (w.headMoved) return 'read';
+  // Only the scope check's own timer sends the request back to waiting. A wait that ended for none
+  // of these reasons (the head watchers closed as the gateway stops) answers: waiting again would
+  // return at once, and the loop would spin without yielding.
+  return w.scopeCheckDue ? 'wait' : 'answer';
 }
 
 type ChangeRow = { seq: string; id: string; changes: Array<{ rev: string }>; deleted?: true; doc?: Record<string, unknown> };
@@ -119,7 +123,10 @@ export function changes(opts: ChangesOptions) {
         while (rows.length === 0) {
           // Wakes on a head move, the deadline, or the next scope check: a membership change made
           // anywhere (operator API, CLI, another gateway) ends this wait within scopeCheckMs.
-          const next = await opts.watchers.next(tenant, seen, AbortSignal.any([deadline.signal, AbortSignal.timeout(opts.scopeCheckMs ?? 5_000)]));
+          // deadlineSignal, not AbortSignal.any + AbortSignal.timeout: that composite can lose its timer to the GC (http/deadline.ts).
+          const scopeCheck = deadlineSignal(deadline.signal, opts.scopeCheckMs ?? 5_000);
+          const next = await opts.watchers.next(tenant, seen, scopeCheck.signal).finally(() => scopeCheck.clear());
+          const scopeCheckDue = scopeCheck.signal.aborted && !deadline.signal.aborted;
           if (next !== null) {
             seen = next;
             await new Promise<void>((resolve) => {
@@ -129,7 +136,7 @@ export function changes(opts: ChangesOptions) {
           }
           if (ctx.signal.aborted) break;
           const scopeChanged = (await opts.currentTag(ctx)) !== ctx.tag;
-          const outcome = afterWait({ deadline: deadline.signal.aborted, headMoved: next !== null, scopeChanged });
+          const outcome = afterWait({ deadline: deadline.signal.aborted, headMoved: next !== null, scopeCheckDue, scopeChanged });
           if (outcome === 'answer') break;
           if (outcome === 'read') rows = await ctx.store.feed(tenant, ctx.scope, plan, oldScope, limit);
         }

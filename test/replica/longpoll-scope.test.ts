@@ -12,13 +12,14 @@ describe('replica: a waiting longpoll and a membership change', function () {
   this.timeout(90_000);
 
   describe('afterWait (what a waiting longpoll does next)', () => {
-    const cases: Array<[string, { deadline: boolean; headMoved: boolean; scopeChanged: boolean }, WaitOutcome]> = [
-      ['head moved, same scope: read the feed', { deadline: false, headMoved: true, scopeChanged: false }, 'read'],
-      ['scope check, same scope: wait on', { deadline: false, headMoved: false, scopeChanged: false }, 'wait'],
-      ['deadline: answer', { deadline: true, headMoved: false, scopeChanged: false }, 'answer'],
-      ['deadline with a head move: answer (the feed deadline wins)', { deadline: true, headMoved: true, scopeChanged: false }, 'answer'],
-      ['scope changed at a scope check: answer empty', { deadline: false, headMoved: false, scopeChanged: true }, 'answer'],
-      ['scope changed with a head move: answer empty, never read under the old scope', { deadline: false, headMoved: true, scopeChanged: true }, 'answer'],
+    const cases: Array<[string, { deadline: boolean; headMoved: boolean; scopeCheckDue: boolean; scopeChanged: boolean }, WaitOutcome]> = [
+      ['head moved, same scope: read the feed', { deadline: false, headMoved: true, scopeCheckDue: false, scopeChanged: false }, 'read'],
+      ['scope check, same scope: wait on', { deadline: false, headMoved: false, scopeCheckDue: true, scopeChanged: false }, 'wait'],
+      ['the wait ended for no reason (watchers closed as the gateway stops): answer, never spin', { deadline: false, headMoved: false, scopeCheckDue: false, scopeChanged: false }, 'answer'],
+      ['deadline: answer', { deadline: true, headMoved: false, scopeCheckDue: false, scopeChanged: false }, 'answer'],
+      ['deadline with a head move: answer (the feed deadline wins)', { deadline: true, headMoved: true, scopeCheckDue: false, scopeChanged: false }, 'answer'],
+      ['scope changed at a scope check: answer empty', { deadline: false, headMoved: false, scopeCheckDue: true, scopeChanged: true }, 'answer'],
+      ['scope changed with a head move: answer empty, never read under the old scope', { deadline: false, headMoved: true, scopeCheckDue: false, scopeChanged: true }, 'answer'],
     ];
     for (const [name, input, want] of cases) it(name, () => expect(afterWait(input)).to.equal(want));
   });

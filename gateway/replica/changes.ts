@@ -1,6 +1,6 @@
-import type { Response } from 'express';
 import { badRequest, flatQuery, isRecord } from '../sync/context.ts';
 import { readHead, type HeadWatchers } from '../sync/feed.ts';
+import { startStream } from '../sync/changes.ts';
 import { scopeChangesQuery, type ChangesRequest } from '../sync/policy.ts';
 import { deadlineSignal } from '../../http/deadline.ts';
 import { recordDocId } from '../../validators/record.ts';
@@ -88,12 +88,6 @@ async function withDocs(ctx: ReplicaContext, rows: ChangeRow[], raw: readonly Re
   });
 }
 
-function startStream(res: Response): void {
-  res.status(200);
-  res.setHeader('Content-Type', 'application/json');
-  res.setHeader('Cache-Control', 'must-revalidate');
-  res.flushHeaders();
-}
 
 export function changes(opts: ChangesOptions) {
   return async function replicaChangesHandler(ctx: ReplicaContext): Promise<void> {

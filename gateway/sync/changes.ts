@@ -56,7 +56,7 @@ function lastSeqOf(page: FeedPage, since: number, descending: boolean): number {
   return Math.max(last, page.scanned);
 }
 
-function startStream(res: Response): void {
+export function startStream(res: Response): void {
   res.status(200);
   res.setHeader('Content-Type', 'application/json');
   res.setHeader('Cache-Control', 'must-revalidate');

@@ -88,7 +88,6 @@ async function withDocs(ctx: ReplicaContext, rows: ChangeRow[], raw: readonly Re
   });
 }
 
-
 export function changes(opts: ChangesOptions) {
   return async function replicaChangesHandler(ctx: ReplicaContext): Promise<void> {
     const { request: r, since } = parse(ctx);

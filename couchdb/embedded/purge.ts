@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ExpressPouchApp, Middleware, WrappedDb } from 'express-pouchdb';
 import { planPurge, type DocMetadata } from './rev-tree.ts';
+import { withReadCache, type LeveldownMethods } from './read-cache.ts';
 
 // `POST /{db}/_purge` and a `POST /{db}/_compact` that reaches the disk, for the embedded server
 // (docs/SYNC.md "Retention"). PouchDB's leveldb adapter has no `_purge`, and its `compact()` only
@@ -79,14 +80,14 @@ export interface LevelRegistry {
 export function createLevelRegistry(): LevelRegistry {
   // leveldown is PouchDB's own dependency; loaded the way PouchDB loads it.
   const require = createRequire(import.meta.url);
-  const leveldown = require('leveldown') as (name: string) => LevelDown;
+  const leveldown = require('leveldown') as (name: string) => LevelDown & LeveldownMethods;
   const downs = new Map<string, LevelDown>();
   const roots = new Map<string, LevelRoot>();
   const stores = new WeakMap<LevelRoot, Stores>();
   return {
     options: {
       db: function ferryLeveldown(name: string) {
-        const down = leveldown(name);
+        const down = withReadCache(leveldown(name));
         downs.set(name, down);
         return down;
       },

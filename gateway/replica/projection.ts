@@ -9,6 +9,7 @@ import type { TokenIssuer } from '../../identity/tokens.ts';
 import { backoffDelay, type BackoffPolicy } from '../../retry/backoff.ts';
 import type { Database } from '../../sql/database.ts';
 import { STREAM_NAME } from '../../services/registration/events/outbox.ts';
+import { LOOKUP_MAX_IDS } from '../../services/registration/patients/query.ts';
 import { ensureStream } from '../../services/registration/events/stream.ts';
 import { patientRecordSchema, recordDocOf } from '../../validators/record.ts';
 import { alreadyProjected, decideDocWrite, headBehind, targetsOf, type IndexedRecord, type Target } from './decide.ts';
@@ -21,8 +22,9 @@ import { recordDocId } from '../../validators/record.ts';
 // `records_{tenant}`, built only from committed server state. It reads the registration
 // service's JetStream events in stream order from a durable position kept in the platform
 // database (an ordered consumer from `position + 1`; no acks, which the deployment's NATS user may
-// not be allowed to send) and, since events carry no demographics, reads each record from the
-// service (GET /v1/patients/{id}, as the replica's own service identity). Per batch: read the
+// not be allowed to send) and, since events carry no demographics, reads the records from the
+// service (POST /v1/patients/lookup, 200 a call, or GET /v1/patients/{id} from a service without
+// it; as the replica's own service identity). Per batch: read the
 // records, write the docs (revisions fixed by version, revisions.ts), list them in the index
 // (store.ts), raise `feed:head`, and only then move the position. A crash or an outage anywhere
 // before that reads the batch again, and every step is idempotent by version, so kill -9, NATS
@@ -200,7 +202,12 @@ export function createProjection(opts: ProjectionOptions): Projection {
       await res.body?.cancel();
       throw new Error(`registration service answered ${res.status}`);
     }
-    const parsed = patientRecordSchema.safeParse(await res.json());
+    return recordReadOf(t, await res.json());
+  }
+
+  /** A record as the service answered it, checked: anything else counts as gone. */
+  function recordReadOf(t: Target, body: unknown): RecordRead {
+    const parsed = patientRecordSchema.safeParse(body);
     if (!parsed.success || parsed.data.tenant !== t.tenant || parsed.data.id !== t.patientId) {
       opts.metrics?.events.inc({ outcome: 'invalid' });
       return { kind: 'gone' };
@@ -208,7 +215,48 @@ export function createProjection(opts: ProjectionOptions): Projection {
     return { kind: 'record', record: parsed.data };
   }
 
-  async function readAll(targets: readonly Target[]): Promise<RecordRead[]> {
+  /** Set once a service answers the lookup route 404 (one without it): from then on, one GET per record. */
+  let lookupMissing = false;
+
+  /** One tenant's records in one call per 200 (POST /v1/patients/lookup); null when the service has no such route. */
+  async function lookupRecords(tenant: string, targets: readonly Target[]): Promise<RecordRead[] | null> {
+    const out: RecordRead[] = [];
+    for (let i = 0; i < targets.length; i += LOOKUP_MAX_IDS) {
+      const chunk = targets.slice(i, i + LOOKUP_MAX_IDS);
+      const res = await doFetch(`${opts.registrationUrl.replace(/\/$/, '')}/v1/patients/lookup`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${await tokenFor(tenant)}`, accept: 'application/json', 'content-type': 'application/json' },
+        body: JSON.stringify({ ids: chunk.map((t) => t.patientId) }),
+        signal: AbortSignal.timeout(10_000),
+      });
+      if (res.status === 404) {
+        await res.body?.cancel();
+        return null;
+      }
+      if (res.status === 403) {
+        // Not licensed (or no longer): as for a single read, the records are gone.
+        await res.body?.cancel();
+        out.push(...chunk.map((): RecordRead => ({ kind: 'gone' })));
+        continue;
+      }
+      if (!res.ok) {
+        await res.body?.cancel();
+        throw new Error(`registration service answered ${res.status}`);
+      }
+      const { results } = (await res.json()) as { results?: unknown };
+      const byId = new Map((Array.isArray(results) ? results : []).flatMap((r) => (typeof r === 'object' && r !== null && typeof (r as { id?: unknown }).id === 'string' ? [[(r as { id: string }).id, r] as const] : [])));
+      for (const t of chunk) out.push(byId.has(t.patientId) ? recordReadOf(t, byId.get(t.patientId)) : { kind: 'gone' });
+    }
+    return out;
+  }
+
+  async function readAll(tenant: string, targets: readonly Target[]): Promise<RecordRead[]> {
+    if (!lookupMissing) {
+      const looked = await lookupRecords(tenant, targets);
+      if (looked) return looked;
+      lookupMissing = true;
+      logger.warn({ component: 'replica' }, 'the registration service has no POST /v1/patients/lookup; the projection reads one record per request');
+    }
     const out: RecordRead[] = new Array<RecordRead>(targets.length);
     let next = 0;
     const lane = async () => {
@@ -230,7 +278,7 @@ export function createProjection(opts: ProjectionOptions): Projection {
     // Everything already listed: a batch read again after a crash between the index and
     // `feed:head` lands here, so the head is brought up to the index, or waiting longpolls sleep on.
     if (todo.length === 0) return raiseHead(tenant, await store.head(tenant));
-    const reads = await readAll(todo);
+    const reads = await readAll(tenant, todo);
     const records = reads.flatMap((r) => (r.kind === 'record' ? [r.record] : []));
     opts.metrics?.events.inc({ outcome: 'absent' }, reads.length - records.length);
     if (records.length === 0) return;

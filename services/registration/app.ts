@@ -11,8 +11,8 @@ import type { ItemAnswer } from './batch/plan.ts';
 import { runMutations, type BatchResult } from './batch/run.ts';
 import { DEFAULT_RETENTION_MS } from './idempotency/decision.ts';
 import { createLicensing, type Licensing } from './licensing.ts';
-import { readPatientQuery } from './patients/query.ts';
-import { loadPatient, searchPatients } from './patients/store.ts';
+import { readPatientLookup, readPatientQuery } from './patients/query.ts';
+import { loadPatient, loadPatients, searchPatients } from './patients/store.ts';
 import { etagOf } from './patients/versions.ts';
 
 export interface RegistrationAppDeps {
@@ -93,6 +93,14 @@ export function createRegistrationApp(deps: RegistrationAppDeps): Express {
       (a) => `{"status":${a.status},"headers":${JSON.stringify(answerHeaders(a))},"body":${a.body}${a.skipped ? ',"skipped":true' : ''}}`,
     );
     res.status(200).type('application/json').send(`{"items":[${items.join(',')}]}`);
+  });
+  // Many records at once, each exactly as GET /v1/patients/{id} shows it (the replica's projection reads a batch of events' records in one call).
+  app.post('/v1/patients/lookup', async (req, res) => {
+    const caller = callerFrom(res);
+    await requireAccess(licensing, caller, 'read');
+    const ids = readPatientLookup(req.body);
+    if (!ids.ok) throw new FerryError('VALIDATION_FAILED', { errors: ids.errors });
+    res.json({ results: await loadPatients(deps.db, caller.tenant, ids.value) });
   });
   app.get('/v1/patients/:id', async (req, res) => {
     const caller = callerFrom(res);

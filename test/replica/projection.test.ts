@@ -103,6 +103,48 @@ describe('replica: the projection', function () {
     }
   });
 
+  for (const service of ['with POST /v1/patients/lookup', 'without it (an older service: one GET per record)'] as const) {
+    it(`reads a batch's records from the service ${service}`, async () => {
+      await stack.projection!.stop();
+      const calls: string[] = [];
+      const counting: typeof fetch = async (input, init) => {
+        const url = new URL(String(input));
+        calls.push(`${init?.method ?? 'GET'} ${url.pathname.replace(/pat_[^/]+$/, '{id}')}`);
+        if (service.startsWith('without') && url.pathname === '/v1/patients/lookup') return new Response('{"code":"NOT_FOUND"}', { status: 404 });
+        return fetch(input, init);
+      };
+      const reading = createProjection({
+        db: stack.platform.db,
+        couch: couchServerAs(stack.couch.identities, 'worker'),
+        issuer: stack.issuer,
+        registrationUrl: stack.registrationUrl,
+        natsUrl: nats.url,
+        tenants: () => stack.platform.tenants.list(),
+        ...TUNING,
+        fetch: counting,
+      });
+      try {
+        // Committed while no projection runs, so the three are one batch when it starts.
+        const made = [await register(stack, ada, 'north-hc-1'), await register(stack, ada, 'north-hc-2'), await register(stack, ada, 'north-hc-1')];
+        reading.start();
+        for (const p of made) expect((await projectedAt(stack, 'north', p.id, 1)).facility).to.be.oneOf(['north-hc-1', 'north-hc-2']);
+        const lookups = calls.filter((c) => c === 'POST /v1/patients/lookup').length;
+        const gets = calls.filter((c) => c === 'GET /v1/patients/{id}').length;
+        if (service.startsWith('with ')) {
+          expect(lookups).to.be.at.least(1).and.at.most(made.length);
+          expect(gets).to.equal(0);
+        } else {
+          // Asked once, then never again: every record by its own GET.
+          expect(lookups).to.equal(1);
+          expect(gets).to.be.at.least(made.length);
+        }
+      } finally {
+        await reading.stop();
+        stack.projection!.start();
+      }
+    });
+  }
+
   it('rides out a NATS outage: commits made while NATS is down are projected once it is back', async () => {
     await nats.kill();
     // The service commits (events wait in its outbox); nothing can be projected yet.

@@ -165,6 +165,36 @@ for (const backend of BACKENDS) {
         expect(r.text).to.not.contain('NOT-VALID');
       });
 
+      it('POST /v1/patients/lookup answers many records, each exactly as GET shows it, in the order asked', async () => {
+        const a = await create(USERS.ada, syntheticPatient());
+        const b = await create(USERS.ada, syntheticPatient());
+        const updated = await call(base, 'PUT', `/v1/patients/${a.body.id}`, { token: as(USERS.ada), key: newKey(), ifMatch: '"1"', body: syntheticPatient() });
+        expect(updated.status).to.equal(200);
+        const foreign = await create(USERS.cySouth, syntheticPatient());
+        const unknown = newPatientId();
+        const r = await call(base, 'POST', '/v1/patients/lookup', { token: as(USERS.dee), body: { ids: [b.body.id, unknown, a.body.id, foreign.body.id, b.body.id] } });
+        expect(r.status).to.equal(200);
+        const gotA = await call(base, 'GET', `/v1/patients/${a.body.id}`, { token: as(USERS.ada) });
+        const gotB = await call(base, 'GET', `/v1/patients/${b.body.id}`, { token: as(USERS.ada) });
+        // Another tenant's patient and an unknown id are left out alike; a repeated id once.
+        expect(r.body.results).to.deep.equal([gotB.body, gotA.body]);
+        expect((r.body.results as Array<{ version: number }>)[1]!.version).to.equal(2);
+      });
+
+      it('POST /v1/patients/lookup: 422 for no ids, too many or a malformed one (values never echoed); read access as GET', async () => {
+        for (const body of [{}, { ids: [] }, { ids: 'pat_x' }, { ids: Array.from({ length: 201 }, () => newPatientId()) }, { ids: [newPatientId(), 'SECRETVALUE'] }]) {
+          const r = await call(base, 'POST', '/v1/patients/lookup', { token: as(USERS.ada), body });
+          expect(r.status, JSON.stringify(body).slice(0, 40)).to.equal(422);
+          expect(r.body.code).to.equal('VALIDATION_FAILED');
+          expect(r.text).to.not.contain('SECRETVALUE');
+        }
+        const made = await create(USERS.ada, syntheticPatient());
+        expect((await call(base, 'POST', '/v1/patients/lookup', { token: as(USERS.ops), body: { ids: [made.body.id] } })).status).to.equal(403);
+        const unlicensed = await call(base, 'POST', '/v1/patients/lookup', { token: as(USERS.cyEast), body: { ids: [made.body.id] } });
+        expect(unlicensed.body.code).to.equal('MODULE_NOT_LICENSED');
+        expect((await call(base, 'POST', '/v1/patients/lookup', { body: { ids: [made.body.id] } })).status).to.equal(401);
+      });
+
       it('a patient of another tenant is a 404, never a 403', async () => {
         const made = await create(USERS.cySouth, syntheticPatient());
         const r = await call(base, 'GET', `/v1/patients/${made.body.id}`, { token: as(USERS.ada) });

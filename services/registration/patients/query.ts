@@ -1,5 +1,5 @@
 import type { FieldError } from '../../../validators/codes.ts';
-import { identifierSchema } from '../../../validators/patient.ts';
+import { PATIENT_ID, identifierSchema } from '../../../validators/patient.ts';
 import { normaliseName } from './matching.ts';
 import type { PatientQuery } from './store.ts';
 
@@ -24,4 +24,20 @@ export function readPatientQuery(query: Record<string, unknown>): { ok: true; va
   }
   if (name === undefined && identifier === undefined) errors.push({ path: 'name', message: 'name or identifier is required' });
   return errors.length > 0 ? { ok: false, errors } : { ok: true, value: { nameTokens, identifier: id } };
+}
+
+/** Most ids one `POST /v1/patients/lookup` names: a projection batch. */
+export const LOOKUP_MAX_IDS = 200;
+
+/** The body of `POST /v1/patients/lookup`: `{"ids": [...]}`, 1 to 200 patient ids, duplicates folded. */
+export function readPatientLookup(body: unknown): { ok: true; value: string[] } | { ok: false; errors: FieldError[] } {
+  const ids = typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as { ids?: unknown }).ids : undefined;
+  if (!Array.isArray(ids) || ids.length === 0 || ids.length > LOOKUP_MAX_IDS) {
+    return { ok: false, errors: [{ path: 'ids', message: `must be an array of 1 to ${LOOKUP_MAX_IDS} patient ids` }] };
+  }
+  const errors: FieldError[] = [];
+  ids.forEach((id, i) => {
+    if (typeof id !== 'string' || !PATIENT_ID.test(id)) errors.push({ path: `ids.${i}`, message: 'must be a patient id' });
+  });
+  return errors.length > 0 ? { ok: false, errors } : { ok: true, value: [...new Set(ids as string[])] };
 }

@@ -70,6 +70,13 @@ export async function loadPatient(tx: Queryable, tenant: string, id: string, opt
   return rows[0] ? toRecord(rows[0]) : null;
 }
 
+/** The committed records of `ids` in the tenant, in the order asked; ids it has not are left out. */
+export async function loadPatients(db: Queryable, tenant: string, ids: readonly string[]): Promise<PatientRecord[]> {
+  const { rows } = await db.query<PatientRow>('SELECT id, tenant, version, data, created_at, updated_at FROM patients WHERE tenant = $1 AND id = ANY($2::text[])', [tenant, ids]);
+  const byId = new Map(rows.map((r) => [r.id, toRecord(r)]));
+  return ids.flatMap((id) => byId.get(id) ?? []);
+}
+
 function searchKeys(p: Patient) {
   return { name_key: nameKey(p.givenName, p.familyName), given_key: normaliseName(p.givenName), family_key: normaliseName(p.familyName) };
 }

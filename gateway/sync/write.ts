@@ -241,6 +241,18 @@ export function getLocal(deps: LocalDeps) {
 export function putLocal(deps: LocalDeps) {
   return async function putLocalHandler(ctx: SyncContext, id: string): Promise<void> {
     const key = localKey(ctx, id);
+    // A checkpoint update names the revision it replaces. Decided as if that were the stored one, a
+    // write goes straight to the conditional UPDATE, which only succeeds if it is: one query, not a
+    // read and a write. Anything else (a lost race, a refusal) takes the path below and answers
+    // from what is stored.
+    const claimed = claimedLocalRev(ctx.req.body);
+    if (claimed !== null) {
+      const assumed = decideLocalWrite(id, ctx.req.body, claimed, 0, { maxDocs: deps.quotas.maxLocalDocs, maxBytes: deps.quotas.maxLocalBytes });
+      if (assumed.kind === 'write' && (await deps.local.put(key, assumed.nextRev, assumed.body))) {
+        sendJson(ctx.res, 201, { ok: true, id: `_local/${id}`, rev: `0-${assumed.nextRev}` });
+        return;
+      }
+    }
     const current = await deps.local.get(key);
     const count = current ? 0 : await deps.local.count(key.tenant, key.owner);
     const decision = decideLocalWrite(id, ctx.req.body, current?.rev ?? null, count, {
@@ -257,12 +269,24 @@ export function putLocal(deps: LocalDeps) {
   };
 }
 
+/** A `_local` revision as /sync writes them (`0-N`), as its number; null for anything else. */
+function localRevOf(raw: unknown): number | null {
+  const m = typeof raw === 'string' ? /^0-(\d{1,9})$/.exec(raw) : null;
+  return m ? Number(m[1]) : null;
+}
+
+/** The stored revision a `_local` PUT says it replaces (`_rev: "0-N"`, N ≥ 1), or null. */
+function claimedLocalRev(body: unknown): number | null {
+  const rev = localRevOf(isRecord(body) ? body._rev : undefined);
+  return rev !== null && rev >= 1 ? rev : null;
+}
+
 export function deleteLocal(deps: LocalDeps) {
   return async function deleteLocalHandler(ctx: SyncContext, id: string): Promise<void> {
     const raw = typeof ctx.req.query.rev === 'string' ? ctx.req.query.rev : ctx.req.get('if-match')?.replace(/"/g, '');
-    const m = /^0-(\d{1,9})$/.exec(raw ?? '');
-    if (!m) throw new FerryError('VERSION_CONFLICT', { message: 'Document update conflict.' });
-    const ok = await deps.local.remove(localKey(ctx, id), Number(m[1]));
+    const rev = localRevOf(raw);
+    if (rev === null) throw new FerryError('VERSION_CONFLICT', { message: 'Document update conflict.' });
+    const ok = await deps.local.remove(localKey(ctx, id), rev);
     if (!ok) {
       if (!(await deps.local.get(localKey(ctx, id)))) throw missing();
       throw new FerryError('VERSION_CONFLICT', { message: 'Document update conflict.' });

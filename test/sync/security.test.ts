@@ -200,6 +200,25 @@ describe('sync: security suite', function () {
       }
     });
 
+    it('_local updates: each names the revision it replaces; a stale one is 409 and changes nothing; of two racing, one wins', async function () {
+      const url = `${base}/_local/cp-${Date.now()}`;
+      expect((await call(url, { method: 'PUT', token: ada, body: { last_seq: 1 } })).json).to.include({ rev: '0-1' });
+      expect((await call(url, { method: 'PUT', token: ada, body: { _rev: '0-1', last_seq: 2 } })).json).to.include({ rev: '0-2' });
+      const stale = await call(url, { method: 'PUT', token: ada, body: { _rev: '0-1', last_seq: 99 } });
+      expect(stale.status).to.equal(409);
+      const ahead = await call(url, { method: 'PUT', token: ada, body: { _rev: '0-7', last_seq: 99 } });
+      expect(ahead.status).to.equal(409);
+      // ben names ada's revision on his own (absent) doc of that name: his is created, hers untouched.
+      expect((await call(url, { method: 'PUT', token: ben, body: { _rev: '0-2', last_seq: 5 } })).json).to.include({ rev: '0-1' });
+      expect((await call(url, { token: ada })).json).to.include({ _rev: '0-2', last_seq: 2 });
+      const racing = await Promise.all([1, 2, 3].map((n) => call(url, { method: 'PUT', token: ada, body: { _rev: '0-2', last_seq: 10 + n } })));
+      expect(racing.map((r) => r.status).sort()).to.deep.equal([201, 409, 409]);
+      const won = racing.find((r) => r.status === 201)!;
+      const now = (await call(url, { token: ada })).json as { _rev: string; last_seq: number };
+      expect(now._rev).to.equal('0-3');
+      expect(now.last_seq).to.equal(10 + racing.indexOf(won) + 1);
+    });
+
     it('_revs_diff: ben’s ids are `missing` exactly like unknown ids, without asking upstream', async function () {
       const res = await call(`${base}/_revs_diff`, { token: ada, body: { [`m:ben:${benMid}`]: [benRev], [`m:ben:${ghostMid}`]: [benRev], [`m:ada:${adaMid}`]: ['1-0123456789abcdef0123456789abcdef'] } });
       expect(res.status).to.equal(200);

@@ -26,3 +26,17 @@ export function deadlineSignal(parent: AbortSignal | undefined, ms: number): Dea
     },
   };
 }
+
+/**
+ * The reason every `closeSignal` aborts with: one shared error, named as an abort is, so answering a
+ * request does not build a DOMException and its stack trace (that was ~1.5% of the gateway's CPU in
+ * the harness: every answered request aborts its signal when the response closes).
+ */
+const RESPONSE_CLOSED: Error = Object.freeze(Object.assign(new Error('The response has closed.'), { name: 'AbortError' }));
+
+/** A signal for the work that answers `res`: it aborts once the response closes, answered or cut off. */
+export function closeSignal(res: { once(event: 'close', listener: () => void): unknown }): AbortSignal {
+  const controller = new AbortController();
+  res.once('close', () => controller.abort(RESPONSE_CLOSED));
+  return controller.signal;
+}

@@ -24,6 +24,7 @@ import { allDocs, bulkGet, dbInfo, getDoc, revsDiff } from './read.ts';
 import { resolveReplicaRoute, type ReplicaRoute } from './routes.ts';
 import { scopeTag } from './seq.ts';
 import { createReplicaStore, replicaSettings } from './store.ts';
+import { closeSignal } from '../../http/deadline.ts';
 
 // `/replica/{tenant}`: the read-only, facility-scoped replica of the server's records (DESIGN §8),
 // a CouchDB-protocol endpoint for the same Bearer token as /sync. Default-deny:
@@ -149,8 +150,7 @@ export function replicaRouter(deps: ReplicaDeps): ReplicaRouter {
     const caller = res.locals.syncCaller as Caller;
     const handler = handlers[route.kind][req.method];
     if (!handler) throw new FerryError('NOT_FOUND');
-    const controller = new AbortController();
-    res.on('close', () => controller.abort());
+    const signal = closeSignal(res);
     // Read for every request: a facility granted or taken away reaches the very next pull.
     const scope = replicaScopeOf(await deps.memberships.membershipOf(caller.tenant, caller.owner));
     const tag = scopeTag(scope);
@@ -161,11 +161,11 @@ export function replicaRouter(deps: ReplicaDeps): ReplicaRouter {
       if (remembered.size >= 100_000) remembered.clear();
       remembered.add(seen);
     }
-    const ctx: ReplicaContext = { caller, scope, tag, records: deps.records.inbox(caller.tenant), store, secret: await secret, req, res, signal: controller.signal };
+    const ctx: ReplicaContext = { caller, scope, tag, records: deps.records.inbox(caller.tenant), store, secret: await secret, req, res, signal };
     try {
       await handler(ctx, route.kind === 'doc' || route.kind === 'local' ? route.id : '');
     } catch (err) {
-      if (controller.signal.aborted) return;
+      if (signal.aborted) return;
       throw err;
     }
   });

@@ -20,6 +20,7 @@ import type { Liveness } from '../auth/liveness.ts';
 import type { Database } from '../../sql/database.ts';
 import { bulkDocs, createAbsentIds, deleteLocal, getLocal, noAbsentIds, putLocal, revsDiff } from './write.ts';
 import { createPushGuard, type PushGuardOptions } from './push-guard.ts';
+import { closeSignal } from '../../http/deadline.ts';
 
 // `/sync/{tenant}`: a CouchDB-compatible, default-deny database endpoint (DESIGN §5).
 //   authenticate (Bearer) → resolve the route from the allow-list → tenant check → thin handler.
@@ -180,21 +181,20 @@ export function syncRouter(deps: SyncDeps): SyncRouter {
     const caller = res.locals.syncCaller as Caller;
     const handler = handlers[route.kind][req.method];
     if (!handler) throw new FerryError('NOT_FOUND');
-    const controller = new AbortController();
-    res.on('close', () => controller.abort());
+    const signal = closeSignal(res);
     const ctx: SyncContext = {
       caller,
       inbox: deps.upstream.inbox(caller.tenant),
       feed,
       req,
       res,
-      signal: controller.signal,
+      signal,
     };
     try {
       await handler(ctx, route.kind === 'doc' || route.kind === 'local' ? route.id : '');
     } catch (err) {
       // A client that went away needs no answer, and its abort is not a server error.
-      if (controller.signal.aborted) return;
+      if (signal.aborted) return;
       throw err;
     }
   });

@@ -47,6 +47,19 @@ describe('replica: the projection', function () {
     await nats?.stop();
   });
 
+  /** A second projection process on the same deployment (the stack's own is stopped around it). */
+  const anotherProjection = (extra: Partial<Parameters<typeof createProjection>[0]>) =>
+    createProjection({
+      db: stack.platform.db,
+      couch: couchServerAs(stack.couch.identities, 'worker'),
+      issuer: stack.issuer,
+      registrationUrl: stack.registrationUrl,
+      natsUrl: nats.url,
+      tenants: () => stack.platform.tenants.list(),
+      ...TUNING,
+      ...extra,
+    });
+
   it('projects a committed create and update as `r:patient:{id}` docs shaped as DESIGN §8 says', async () => {
     const p = await register(stack, ada, 'north-hc-1');
     const doc = await projectedAt(stack, 'north', p.id, 1);
@@ -79,14 +92,7 @@ describe('replica: the projection', function () {
     // A second projection process on the same deployment, which "dies" at the worst moment once.
     await stack.projection!.stop();
     let crashes = 0;
-    const crashing = createProjection({
-      db: stack.platform.db,
-      couch: couchServerAs(stack.couch.identities, 'worker'),
-      issuer: stack.issuer,
-      registrationUrl: stack.registrationUrl,
-      natsUrl: nats.url,
-      tenants: () => stack.platform.tenants.list(),
-      ...TUNING,
+    const crashing = anotherProjection({
       afterDocsWritten: () => {
         if (crashes++ === 0) throw new Error('killed here');
       },
@@ -113,16 +119,7 @@ describe('replica: the projection', function () {
         if (service.startsWith('without') && url.pathname === '/v1/patients/lookup') return new Response('{"code":"NOT_FOUND"}', { status: 404 });
         return fetch(input, init);
       };
-      const reading = createProjection({
-        db: stack.platform.db,
-        couch: couchServerAs(stack.couch.identities, 'worker'),
-        issuer: stack.issuer,
-        registrationUrl: stack.registrationUrl,
-        natsUrl: nats.url,
-        tenants: () => stack.platform.tenants.list(),
-        ...TUNING,
-        fetch: counting,
-      });
+      const reading = anotherProjection({ fetch: counting });
       try {
         // Committed while no projection runs, so the three are one batch when it starts.
         const made = [await register(stack, ada, 'north-hc-1'), await register(stack, ada, 'north-hc-2'), await register(stack, ada, 'north-hc-1')];

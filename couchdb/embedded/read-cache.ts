@@ -40,6 +40,8 @@ export interface LeveldownMethods {
   _batch(operations: BatchOperation[], options: unknown, callback: Callback): void;
   _chainedBatch(): unknown;
   _clear(options: unknown, callback: Callback): void;
+  _open(options: unknown, callback: Callback): void;
+  _close(callback: Callback): void;
 }
 
 /** The byte budget the caches of every open database share. */
@@ -163,6 +165,8 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
     batch: down._batch.bind(down),
     chainedBatch: down._chainedBatch.bind(down),
     clear: down._clear.bind(down),
+    open: down._open.bind(down),
+    close: down._close.bind(down),
   };
 
   /** Writes issued and not yet applied, per key; a key written twice at once is not cached until both are done. */
@@ -297,5 +301,14 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
     dropAll();
     callback(err);
   });
+  // Another handle may write the files while this one is closed: it starts again empty.
+  down._open = (options, callback) => {
+    dropAll();
+    original.open(options, callback);
+  };
+  down._close = (callback) => {
+    dropAll();
+    original.close(callback);
+  };
   return down;
 }

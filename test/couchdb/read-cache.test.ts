@@ -143,6 +143,16 @@ describe('couchdb/embedded: leveldb read cache', () => {
     expect(await get(db.handle, 'a')).to.equal(undefined);
   });
 
+  it('starts again empty when the handle is opened again (another handle may have written the files meanwhile)', async () => {
+    await batch(db.handle, [{ type: 'put', key: 'a', value: 'mine' }]);
+    expect(await get(db.handle, 'a')).to.equal('mine');
+    await close(db.handle);
+    const other = leveldown(`${dir.path}/db`);
+    await new Promise<void>((r) => other.open(() => other.put('a', 'theirs', () => other.close(() => r()))));
+    await new Promise<void>((resolve, reject) => db.handle.open((err) => (err ? reject(err) : resolve())));
+    expect(await get(db.handle, 'a')).to.equal('theirs');
+  });
+
   it('under random concurrent writes and reads, answers what leveldb answers', async () => {
     const random = seededRandom(42);
     const keys = Array.from({ length: 12 }, (_, i) => `key-${i}`);

@@ -14,8 +14,9 @@
 // What a get answers is exactly what leveldb would answer at that moment: a write drops its keys
 // from the cache when it is issued, a value goes in only once the write that made it has been
 // applied and no other write to that key was issued meanwhile, and a get's answer is kept only if
-// no write to that key was issued while it was in flight. Anything this module does not model
-// (keys that are not strings, chained batches, `clear`) drops the whole cache and is passed on.
+// no write to that key was issued while it was in flight. A write this module does not model
+// (keys that are not well-formed strings, chained batches, `clear`) drops the whole cache when it
+// is issued and when it is done, and nothing is answered from the cache or kept while it runs.
 
 /** A cached answer: the stored value, or absent. */
 type Cached = { value: string | Buffer } | { absent: true };
@@ -78,7 +79,8 @@ function answerOf(c: Cached, options: GetOptions): { err: Error } | { value: str
 interface Entry {
   readonly owner: Map<string, Entry>;
   readonly key: string;
-  readonly c: Cached;
+  /** Let go of once dropped, so a dropped value is not held until the order list reaches it. */
+  c: Cached | null;
   readonly size: number;
 }
 
@@ -135,6 +137,7 @@ export class ReadCacheBudget {
 
   private drop(e: Entry): void {
     e.owner.delete(e.key);
+    e.c = null;
     this.bytes -= e.size;
     this.live--;
   }
@@ -143,8 +146,15 @@ export class ReadCacheBudget {
 /** The process's budget, shared by every database the embedded server opens. */
 let processBudget: ReadCacheBudget | null = null;
 
+/**
+ * Strings leveldb keeps as they are: it stores UTF-8, so a lone surrogate comes back as U+FFFD
+ * (and two spellings of a key would name one leveldb key). Such keys and values are not cached.
+ */
+const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
+/** A key this cache can stand for. */
+const modelledKey = (k: unknown): k is string => typeof k === 'string' && wellFormed(k);
 /** Storable values: what leveldown would give back byte for byte. */
-const cacheable = (v: unknown): v is string | Buffer => typeof v === 'string' || Buffer.isBuffer(v);
+const cacheable = (v: unknown): v is string | Buffer => (typeof v === 'string' && wellFormed(v)) || Buffer.isBuffer(v);
 
 /**
  * Wraps one leveldown handle's reads and writes in place (before the database opens) and returns it.
@@ -152,7 +162,7 @@ const cacheable = (v: unknown): v is string | Buffer => typeof v === 'string' ||
 export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadCacheBudget = (processBudget ??= new ReadCacheBudget())): T {
   const kept = new Map<string, Entry>();
   const cache = {
-    get: (key: string) => kept.get(key)?.c,
+    get: (key: string) => kept.get(key)?.c ?? undefined,
     set: (key: string, c: Cached) => budget.set(kept, key, c),
     delete: (key: string) => budget.delete(kept, key),
     clear: () => budget.deleteAll(kept),
@@ -175,6 +185,8 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
   const reading = new Map<string, { count: number; stale: boolean }>();
   /** Bumped by what drops everything, so answers that started before it are not kept. */
   let epoch = 0;
+  /** Writes in flight whose keys are not known (chained batches, `clear`, non-string keys): nothing is answered or kept meanwhile. */
+  let blind = 0;
 
   const writeIssued = (key: string) => {
     cache.delete(key);
@@ -201,12 +213,20 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
     for (const w of writing.values()) w.contested = true;
   };
 
-  /** Runs a write of `entries` (null: not modelled, drop everything) and keeps what it made once applied. */
-  const write = (entries: Array<[string, Cached | null]> | null, run: (cb: Callback) => void, callback: Callback) => {
-    if (!entries) {
+  /** A write whose keys are not known: everything is dropped when it is issued and again once it is done. */
+  const blindWrite = (run: (cb: Callback) => void, callback: Callback) => {
+    dropAll();
+    blind++;
+    run((err) => {
+      blind--;
       dropAll();
-      return run(callback);
-    }
+      callback(err);
+    });
+  };
+
+  /** Runs a write of `entries` (null: not modelled) and keeps what it made once applied. */
+  const write = (entries: Array<[string, Cached | null]> | null, run: (cb: Callback) => void, callback: Callback) => {
+    if (!entries) return blindWrite(run, callback);
     const startedEpoch = epoch;
     for (const [key] of entries) writeIssued(key);
     run((err) => {
@@ -218,17 +238,18 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
   // A read that starts while a write to its key is in flight may see either side of it: not kept.
   const readStarted = (key: string) => {
     const r = reading.get(key);
+    const overlaps = writing.has(key) || blind > 0;
     if (r) {
       r.count++;
-      if (writing.has(key)) r.stale = true;
-    } else reading.set(key, { count: 1, stale: writing.has(key) });
+      if (overlaps) r.stale = true;
+    } else reading.set(key, { count: 1, stale: overlaps });
   };
   const readDone = (key: string, result: Cached | null, startedEpoch: number) => {
     const r = reading.get(key);
     if (!r) return;
     r.count--;
     if (r.count === 0) reading.delete(key);
-    if (result && !r.stale && !writing.has(key) && startedEpoch === epoch) cache.set(key, result);
+    if (result && !r.stale && !writing.has(key) && blind === 0 && startedEpoch === epoch) cache.set(key, result);
   };
 
   // Misses gathered within one tick, by the shape of answer asked for.
@@ -269,8 +290,8 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
   };
 
   down._get = (key, options, callback) => {
-    if (typeof key !== 'string') return original.get(key, options, callback);
-    const hit = cache.get(key);
+    if (!modelledKey(key)) return original.get(key, options, callback);
+    const hit = blind === 0 ? cache.get(key) : undefined;
     if (hit && !writing.has(key)) {
       const answer = answerOf(hit, options);
       return process.nextTick(() => ('err' in answer ? callback(answer.err) : callback(null, answer.value)));
@@ -279,10 +300,10 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
     queued.push({ key, options, callback });
   };
   down._put = (key, value, options, callback) =>
-    write(typeof key === 'string' ? [[key, cacheable(value) ? { value } : null]] : null, (cb) => original.put(key, value, options, cb), callback);
-  down._del = (key, options, callback) => write(typeof key === 'string' ? [[key, { absent: true }]] : null, (cb) => original.del(key, options, cb), callback);
+    write(modelledKey(key) ? [[key, cacheable(value) ? { value } : null]] : null, (cb) => original.put(key, value, options, cb), callback);
+  down._del = (key, options, callback) => write(modelledKey(key) ? [[key, { absent: true }]] : null, (cb) => original.del(key, options, cb), callback);
   down._batch = (operations, options, callback) => {
-    const entries: Array<[string, Cached | null]> | null = operations.every((op) => typeof op.key === 'string')
+    const entries: Array<[string, Cached | null]> | null = operations.every((op) => modelledKey(op.key))
       ? operations.map((op): [string, Cached | null] => [op.key as string, op.type === 'del' ? { absent: true } : cacheable(op.value) ? { value: op.value } : null])
       : null;
     // The last operation on a key is what the batch leaves there.
@@ -290,17 +311,13 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
     write(last, (cb) => original.batch(operations, options, cb), callback);
   };
   down._chainedBatch = () => {
-    dropAll();
-    // Not used by PouchDB 9; without modelling its operations, nothing is cached until it is written.
+    // Not used by PouchDB 9; its operations are not modelled, so its write is a blind one.
     const batch = original.chainedBatch() as { _write?: (options: unknown, cb: Callback) => void };
     const writeBatch = batch._write?.bind(batch);
-    if (writeBatch) batch._write = (options, cb) => { dropAll(); writeBatch(options, (err) => { dropAll(); cb(err); }); };
+    if (writeBatch) batch._write = (options, cb) => blindWrite((done) => writeBatch(options, done), cb);
     return batch;
   };
-  down._clear = (options, callback) => write(null, (cb) => original.clear(options, cb), (err) => {
-    dropAll();
-    callback(err);
-  });
+  down._clear = (options, callback) => blindWrite((cb) => original.clear(options, cb), callback);
   // Another handle may write the files while this one is closed: it starts again empty.
   down._open = (options, callback) => {
     dropAll();
@@ -308,6 +325,9 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
   };
   down._close = (callback) => {
     dropAll();
+    // Gets still gathered for the next tick go to leveldb now, so its close waits for them: sent
+    // after it, they would run on a closed handle (and crash the process).
+    if (queued.length > 0) flush();
     original.close(callback);
   };
   return down;

@@ -183,8 +183,6 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
   const writing = new Map<string, { count: number; contested: boolean }>();
   /** Keys with a get in flight, and whether a write to the key was issued since. */
   const reading = new Map<string, { count: number; stale: boolean }>();
-  /** Bumped by what drops everything, so answers that started before it are not kept. */
-  let epoch = 0;
   /** Writes in flight whose keys are not known (chained batches, `clear`, non-string keys): nothing is answered or kept meanwhile. */
   let blind = 0;
 
@@ -198,16 +196,16 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
     const r = reading.get(key);
     if (r) r.stale = true;
   };
-  const writeDone = (key: string, result: Cached | null, startedEpoch: number) => {
+  const writeDone = (key: string, result: Cached | null) => {
     const w = writing.get(key);
     if (!w) return;
     w.count--;
     if (w.count > 0) return;
     writing.delete(key);
-    if (result && !w.contested && startedEpoch === epoch) cache.set(key, result);
+    if (result && !w.contested) cache.set(key, result);
   };
+  // Writes and reads in flight are marked, so nothing that started before this is kept.
   const dropAll = () => {
-    epoch++;
     cache.clear();
     for (const r of reading.values()) r.stale = true;
     for (const w of writing.values()) w.contested = true;
@@ -227,10 +225,9 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
   /** Runs a write of `entries` (null: not modelled) and keeps what it made once applied. */
   const write = (entries: Array<[string, Cached | null]> | null, run: (cb: Callback) => void, callback: Callback) => {
     if (!entries) return blindWrite(run, callback);
-    const startedEpoch = epoch;
     for (const [key] of entries) writeIssued(key);
     run((err) => {
-      for (const [key, result] of entries) writeDone(key, err ? null : result, startedEpoch);
+      for (const [key, result] of entries) writeDone(key, err ? null : result);
       callback(err);
     });
   };
@@ -244,12 +241,12 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
       if (overlaps) r.stale = true;
     } else reading.set(key, { count: 1, stale: overlaps });
   };
-  const readDone = (key: string, result: Cached | null, startedEpoch: number) => {
+  const readDone = (key: string, result: Cached | null) => {
     const r = reading.get(key);
     if (!r) return;
     r.count--;
     if (r.count === 0) reading.delete(key);
-    if (result && !r.stale && !writing.has(key) && blind === 0 && startedEpoch === epoch) cache.set(key, result);
+    if (result && !r.stale && !writing.has(key) && blind === 0) cache.set(key, result);
   };
 
   // Misses gathered within one tick, by the shape of answer asked for.
@@ -260,16 +257,15 @@ export function withReadCache<T extends LeveldownMethods>(down: T, budget: ReadC
     for (const asBuffer of [true, false]) {
       const group = batch.filter((q) => (q.options.asBuffer !== false) === asBuffer);
       if (group.length === 0) continue;
-      const startedEpoch = epoch;
       for (const q of group) readStarted(q.key);
       const options: GetOptions = { ...group[0]!.options };
       const settle = (q: (typeof group)[number], err: Error | null | undefined, value: string | Buffer | undefined) => {
         if (err) {
-          readDone(q.key, null, startedEpoch);
+          readDone(q.key, null);
           return q.callback(err);
         }
         const result: Cached = value === undefined ? { absent: true } : { value };
-        readDone(q.key, result, startedEpoch);
+        readDone(q.key, result);
         if (value === undefined) q.callback(notFound());
         else q.callback(null, value);
       };

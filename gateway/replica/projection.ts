@@ -188,12 +188,18 @@ export function createProjection(opts: ProjectionOptions): Projection {
     return token;
   }
 
-  /** The committed record as the service shows it; `gone` when it has none (404, or not licensed). */
-  async function readRecord(t: Target): Promise<RecordRead> {
-    const res = await doFetch(`${opts.registrationUrl.replace(/\/$/, '')}/v1/patients/${encodeURIComponent(t.patientId)}`, {
-      headers: { authorization: `Bearer ${await tokenFor(t.tenant)}`, accept: 'application/json' },
+  /** A read from the registration service as the replica's identity in `tenant`. */
+  async function serviceRead(tenant: string, path: string, body?: unknown): Promise<Response> {
+    return doFetch(`${opts.registrationUrl.replace(/\/$/, '')}${path}`, {
+      ...(body === undefined ? {} : { method: 'POST', body: JSON.stringify(body) }),
+      headers: { authorization: `Bearer ${await tokenFor(tenant)}`, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       signal: AbortSignal.timeout(10_000),
     });
+  }
+
+  /** The committed record as the service shows it; `gone` when it has none (404, or not licensed). */
+  async function readRecord(t: Target): Promise<RecordRead> {
+    const res = await serviceRead(t.tenant, `/v1/patients/${encodeURIComponent(t.patientId)}`);
     if (res.status === 404 || res.status === 403) {
       await res.body?.cancel();
       return { kind: 'gone' };
@@ -223,12 +229,7 @@ export function createProjection(opts: ProjectionOptions): Projection {
     const out: RecordRead[] = [];
     for (let i = 0; i < targets.length; i += LOOKUP_MAX_IDS) {
       const chunk = targets.slice(i, i + LOOKUP_MAX_IDS);
-      const res = await doFetch(`${opts.registrationUrl.replace(/\/$/, '')}/v1/patients/lookup`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${await tokenFor(tenant)}`, accept: 'application/json', 'content-type': 'application/json' },
-        body: JSON.stringify({ ids: chunk.map((t) => t.patientId) }),
-        signal: AbortSignal.timeout(10_000),
-      });
+      const res = await serviceRead(tenant, '/v1/patients/lookup', { ids: chunk.map((t) => t.patientId) });
       if (res.status === 404) {
         await res.body?.cancel();
         return null;

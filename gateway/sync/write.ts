@@ -241,13 +241,14 @@ export function getLocal(deps: LocalDeps) {
 export function putLocal(deps: LocalDeps) {
   return async function putLocalHandler(ctx: SyncContext, id: string): Promise<void> {
     const key = localKey(ctx, id);
+    const limits = { maxDocs: deps.quotas.maxLocalDocs, maxBytes: deps.quotas.maxLocalBytes };
     // A checkpoint update names the revision it replaces. Decided as if that were the stored one, a
     // write goes straight to the conditional UPDATE, which only succeeds if it is: one query, not a
     // read and a write. Anything else (a lost race, a refusal) takes the path below and answers
     // from what is stored.
     const claimed = claimedLocalRev(ctx.req.body);
     if (claimed !== null) {
-      const assumed = decideLocalWrite(id, ctx.req.body, claimed, 0, { maxDocs: deps.quotas.maxLocalDocs, maxBytes: deps.quotas.maxLocalBytes });
+      const assumed = decideLocalWrite(id, ctx.req.body, claimed, 0, limits);
       if (assumed.kind === 'write' && (await deps.local.put(key, assumed.nextRev, assumed.body))) {
         sendJson(ctx.res, 201, { ok: true, id: `_local/${id}`, rev: `0-${assumed.nextRev}` });
         return;
@@ -255,10 +256,7 @@ export function putLocal(deps: LocalDeps) {
     }
     const current = await deps.local.get(key);
     const count = current ? 0 : await deps.local.count(key.tenant, key.owner);
-    const decision = decideLocalWrite(id, ctx.req.body, current?.rev ?? null, count, {
-      maxDocs: deps.quotas.maxLocalDocs,
-      maxBytes: deps.quotas.maxLocalBytes,
-    });
+    const decision = decideLocalWrite(id, ctx.req.body, current?.rev ?? null, count, limits);
     if (decision.kind === 'bad-request') throw badRequest();
     if (decision.kind === 'too-complex') throw new FerryError('DOC_TOO_COMPLEX');
     if (decision.kind === 'conflict') throw new FerryError('VERSION_CONFLICT', { message: 'Document update conflict.' });
